@@ -1,0 +1,583 @@
+"""
+The Llama 3 architecture (as in Llama-3.2-1B/3B), from scratch, in one file.
+
+    model = Llama.from_pretrained("path/to/Llama-3.2-1B")      # any HF snapshot folder
+    logits = model(idx)                                         # idx [B, T] -> logits [B, T, V]
+    logits, loss = model(idx, targets=targets)                  # mean cross-entropy, ignore_index -100
+    model.save_pretrained("out/export")                         # transformers loads it back
+
+Module and parameter names follow Hugging Face's LlamaForCausalLM (minus its "model." prefix), so a checkpoint
+maps one to one, with no conversion table to get wrong. Checkpoints of our own runs are HF folders too, plus the
+tokenizer, the run's config and the training state (see save_checkpoint / load_checkpoint at the bottom).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+# -----------------------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 128256
+    dim: int = 2048
+    n_layers: int = 16
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    ffn_dim: int = 8192
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    # Llama 3.1+ frequency scaling: keys factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
+    rope_scaling: dict | None = None
+    max_seq_len: int = 131072
+    tie_embeddings: bool = True
+    bos_id: int | None = 128000
+    eos_id: int | None = 128001
+
+    def __post_init__(self):
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"LlamaConfig.{name} must be a positive int, got {v!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"LlamaConfig: dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"LlamaConfig: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"LlamaConfig: head_dim {self.head_dim} must be even for rotary embeddings")
+        if not (self.norm_eps > 0 and self.rope_theta > 0):
+            raise ValueError("LlamaConfig: norm_eps and rope_theta must be > 0")
+        if self.rope_scaling is not None:
+            need = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}
+            missing = need - set(self.rope_scaling)
+            if missing:
+                raise ValueError(f"LlamaConfig.rope_scaling is missing {sorted(missing)}")
+            s = self.rope_scaling
+            if not (s["factor"] > 0 and s["high_freq_factor"] > s["low_freq_factor"] > 0):
+                raise ValueError(f"LlamaConfig.rope_scaling has invalid values: {s}")
+            self.rope_scaling = {k: s[k] for k in sorted(need)}
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> LlamaConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_hf_dict(self, dtype: torch.dtype = torch.float32) -> dict:
+        # The older layout (rope_theta + rope_scaling) is read by every transformers version, 5.x included.
+        d = {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "vocab_size": self.vocab_size, "hidden_size": self.dim, "intermediate_size": self.ffn_dim,
+            "num_hidden_layers": self.n_layers, "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads, "head_dim": self.head_dim, "hidden_act": "silu",
+            "max_position_embeddings": self.max_seq_len, "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta, "tie_word_embeddings": self.tie_embeddings,
+            "attention_bias": False, "mlp_bias": False, "bos_token_id": self.bos_id, "eos_token_id": self.eos_id,
+            "torch_dtype": str(dtype).removeprefix("torch."),
+        }
+        d["rope_scaling"] = None if self.rope_scaling is None else {"rope_type": "llama3", **self.rope_scaling}
+        return d
+
+    @classmethod
+    def from_hf_dict(cls, d: dict) -> LlamaConfig:
+        archs = d.get("architectures") or ["LlamaForCausalLM"]
+        if d.get("model_type", "llama") != "llama" or "LlamaForCausalLM" not in archs:
+            raise ValueError(f"unsupported architecture: model_type={d.get('model_type')!r} architectures={archs}; "
+                             "nanoOcto loads Llama (LlamaForCausalLM) checkpoints only")
+        for flag in ("attention_bias", "mlp_bias"):
+            if d.get(flag):
+                raise ValueError(f"unsupported Llama variant: {flag}=true")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {d['hidden_act']!r} (Llama uses silu)")
+        # transformers >= 5 nests theta and scaling in rope_parameters; older files use rope_theta + rope_scaling.
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", "llama3"):
+            raise ValueError(f"unsupported rope type {rope_type!r} (supported: default, llama3)")
+        scaling = None
+        if rope_type == "llama3":
+            scaling = {k: rope[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
+                                            "original_max_position_embeddings") if k in rope}
+        try:
+            n_heads = d["num_attention_heads"]
+            cfg = cls(
+                vocab_size=d["vocab_size"], dim=d["hidden_size"], n_layers=d["num_hidden_layers"],
+                n_heads=n_heads, n_kv_heads=d.get("num_key_value_heads") or n_heads,
+                ffn_dim=d["intermediate_size"], norm_eps=float(d.get("rms_norm_eps", 1e-5)),
+                rope_theta=float(theta), rope_scaling=scaling,
+                max_seq_len=d.get("max_position_embeddings", 2048),
+                tie_embeddings=bool(d.get("tie_word_embeddings", False)),
+                bos_id=_first_id(d.get("bos_token_id")), eos_id=_first_id(d.get("eos_token_id")),
+            )
+        except KeyError as e:
+            raise ValueError(f"config.json is missing the required key {e}") from None
+        if d.get("head_dim") not in (None, cfg.head_dim):
+            raise ValueError(f"unsupported head_dim {d['head_dim']} != hidden_size / num_attention_heads = {cfg.head_dim}")
+        return cfg
+
+
+def _first_id(x):
+    return x[0] if isinstance(x, list) and x else x
+
+
+PRESETS = {
+    # The real shapes of Meta's Llama 3.2 base models.
+    "llama3.2-1b": dict(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192, tie_embeddings=True,
+                        rope_scaling=dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192)),
+    "llama3.2-3b": dict(dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, ffn_dim=8192, tie_embeddings=True,
+                        rope_scaling=dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192)),
+    # Small CPU presets: vocab_size is set from the tokenizer by the training script.
+    "micro": dict(vocab_size=1024, dim=256, n_layers=6, n_heads=8, n_kv_heads=2, ffn_dim=768, max_seq_len=1024,
+                  rope_theta=10000.0, rope_scaling=None, bos_id=None, eos_id=None),
+    "nano": dict(vocab_size=1024, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384, max_seq_len=512,
+                 rope_theta=10000.0, rope_scaling=None, bos_id=None, eos_id=None),
+    "test": dict(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128,
+                 rope_theta=10000.0, rope_scaling=None, bos_id=None, eos_id=None),
+}
+
+# -----------------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in fp32 (bf16 squares lose too much), cast back, then scale: HF's order, for exact parity
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
+    """Rotary inverse frequencies [head_dim / 2], with Llama 3.1's long-context rescaling if configured."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq.float()
+    # Llama 3.1: long wavelengths (low frequencies) are slowed down by `factor`, short ones are kept, and the band
+    # between low_freq_wavelen and high_freq_wavelen is interpolated smoothly.
+    old_ctx = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    low_freq_wavelen = old_ctx / s["low_freq_factor"]
+    high_freq_wavelen = old_ctx / s["high_freq_factor"]
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s["factor"], inv_freq)
+    smooth = (old_ctx / wavelen - s["low_freq_factor"]) / (s["high_freq_factor"] - s["low_freq_factor"])
+    blended = (1 - smooth) * scaled / s["factor"] + smooth * scaled
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(medium, blended, scaled).float()
+
+
+def rope_cos_sin(inv_freq: torch.Tensor, pos: torch.Tensor):
+    """pos [B, T] -> cos, sin [B, T, head_dim / 2] in fp32."""
+    angles = pos.to(torch.float32)[..., None] * inv_freq  # [B, T, D/2]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """x [B, T, H, D]; HF's rotate_half layout: dims i and i + D/2 form a rotating pair."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
+class KVCache:
+    """
+    Preallocated keys/values for generation, per layer [B, Hkv, S, D] (GQA: only the kv heads are stored).
+    All rows write at the same `slot`; ragged prompts are left-padded, and row b's real keys are the slots
+    start[b] .. slot-1, so one integer moves the whole batch and every row's attention span stays contiguous.
+    """
+
+    def __init__(self, n_layers, batch, n_kv_heads, max_len, head_dim, dtype=torch.float32, device="cpu"):
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.start = torch.zeros(batch, dtype=torch.long, device=device)
+        self.slot = 0
+        self.max_len = max_len
+
+    @classmethod
+    def for_model(cls, model: Llama, batch: int, max_len: int, dtype=None):
+        cfg, p = model.config, model.embed_tokens.weight
+        return cls(cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype or p.dtype, p.device)
+
+    @property
+    def batch(self) -> int:
+        return self.start.shape[0]
+
+    def positions(self, T: int) -> torch.Tensor:
+        """Rotary positions [B, T] of the next T tokens: their slot minus the row's first real slot."""
+        slots = torch.arange(self.slot, self.slot + T, device=self.start.device)
+        return (slots[None, :] - self.start[:, None]).clamp(min=0)
+
+    def update(self, layer: int, k, v):
+        """k, v [B, Hkv, T, D] for the current slot; returns all keys/values so far [B, Hkv, slot+T, D]."""
+        T = k.shape[2]
+        if self.slot + T > self.max_len:
+            raise ValueError(f"KV cache is full: {self.slot} + {T} tokens > max_len {self.max_len}")
+        self.k[layer][:, :, self.slot:self.slot + T] = k
+        self.v[layer][:, :, self.slot:self.slot + T] = v
+        return self.k[layer][:, :, :self.slot + T], self.v[layer][:, :, :self.slot + T]
+
+    def mask(self, T: int) -> torch.Tensor:
+        """Boolean attention mask [B, 1, T, slot+T]: query i sees keys start[b] .. slot+i."""
+        S = self.slot + T
+        kpos = torch.arange(S, device=self.start.device)
+        qpos = torch.arange(self.slot, S, device=self.start.device)
+        causal = kpos[None, :] <= qpos[:, None]  # [T, S]
+        real = kpos[None, :] >= self.start[:, None]  # [B, S]
+        return (causal[None] & real[:, None, :])[:, None]
+
+    def advance(self, T: int):
+        self.slot += T
+
+    def select(self, rows: torch.Tensor):
+        """Keep, reorder or repeat rows (compaction of finished rows; n samples that share one prefill)."""
+        rows = rows.to(self.start.device)
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
+        self.start = self.start.index_select(0, rows)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig, layer: int):
+        super().__init__()
+        self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            k, v = cache.update(self.layer, k, v)  # [B, Hkv, slot+T, D]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask(T), enable_gqa=True)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # [B, T, H*D]
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LlamaConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.self_attn = Attention(cfg, layer)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the model
+
+
+class Llama(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.gradient_checkpointing = False  # recompute each block in backward: less memory, ~30% more compute
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Init for training from scratch: std 0.02, residual projections (o_proj, down_proj) scaled by
+        1/sqrt(2 * n_layers) so the residual stream's variance does not grow with depth; norm gains 1."""
+        for b in self.layers:
+            for m in (b.self_attn.o_proj, b.mlp.down_proj):
+                nn.init.normal_(m.weight, 0.0, 0.02 / math.sqrt(2 * self.config.n_layers))
+            for m in (b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj, b.mlp.gate_proj, b.mlp.up_proj):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            nn.init.ones_(b.input_layernorm.weight)
+            nn.init.ones_(b.post_attention_layernorm.weight)
+        nn.init.normal_(self.embed_tokens.weight, 0.0, 0.02)
+        if not self.config.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, 0.0, 0.02)
+        nn.init.ones_(self.norm.weight)
+
+    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None):
+        B, T = idx.shape
+        if cache is not None and pos is None:
+            pos = cache.positions(T)
+        if pos is None:
+            if T > self.config.max_seq_len:
+                raise ValueError(f"sequence length {T} exceeds the model's context {self.config.max_seq_len}")
+            pos = torch.arange(T, device=idx.device)[None].expand(B, T)
+        cos, sin = rope_cos_sin(self.inv_freq, pos)
+        x = self.embed_tokens(idx)
+        for block in self.layers:
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache)
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    # --- bookkeeping -------------------------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # tied weights are counted once by parameters()
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward): 6 per matmul weight (the lm_head included,
+        the embedding lookup not) plus the attention score/value matmuls, 12 * layers * dim * seq_len (PaLM)."""
+        cfg = self.config
+        n_matmul = self.num_params(non_embedding=True) + cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 0)
+        n_matmul -= sum(p.numel() for n, p in self.named_parameters() if p.dim() == 1)
+        return 6 * n_matmul + 12 * cfg.n_layers * cfg.dim * seq_len
+
+    def configure_optimizer(self, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8, device_type="cpu"):
+        """AdamW with weight decay on matrices (and embeddings) only; norms' gains are not decayed."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device_type == "cuda")
+
+    # --- Hugging Face I/O --------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: torch.dtype | None = None, device="cpu") -> Llama:
+        """Load an HF snapshot folder (config.json + model.safetensors or a sharded index). The model is built on
+        the meta device and the loaded tensors are assigned directly, so only one copy of the weights exists."""
+        path = resolve_checkpoint(path)
+        cfg_path = os.path.join(path, "config.json")
+        if not os.path.isfile(cfg_path):
+            raise FileNotFoundError(f"no config.json in {path!r}: expected a Hugging Face model folder")
+        try:
+            with open(cfg_path) as f:
+                hf = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+        config = LlamaConfig.from_hf_dict(hf)
+        state = load_safetensors_folder(path, dtype=dtype, device=device)
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_hf_state_dict(state)
+        model.inv_freq = rope_inv_freq(config).to(device)
+        return model
+
+    def load_hf_state_dict(self, state: dict):
+        """Assign HF-named tensors (model.layers.0..., lm_head.weight) to this model, checking every name/shape."""
+        ours = {}
+        for name, t in state.items():
+            key = name.removeprefix("model.")
+            if name == "lm_head.weight" and self.config.tie_embeddings:
+                continue  # tied: the output matrix is the embedding (some exports save both)
+            ours[key] = t
+        expected = {k: p.shape for k, p in self.state_dict().items() if not (k == "lm_head.weight" and self.config.tie_embeddings)}
+        missing = sorted(set(expected) - set(ours))
+        if missing:
+            hint = " (config says untied embeddings but lm_head.weight is absent)" if missing == ["lm_head.weight"] else ""
+            raise ValueError(f"checkpoint is missing tensor(s) {missing[:5]}{hint}")
+        unexpected = sorted(set(ours) - set(expected))
+        if unexpected:
+            raise ValueError(f"checkpoint has unexpected tensor(s) {unexpected[:5]}")
+        for k, shape in expected.items():
+            if ours[k].shape != shape:
+                what = " (vocab size mismatch with config.json)" if "embed_tokens" in k or "lm_head" in k else ""
+                raise ValueError(f"tensor {k!r} has shape {tuple(ours[k].shape)}, expected {tuple(shape)}{what}")
+        self.load_state_dict(ours, strict=False, assign=True)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def hf_state_dict(self) -> dict:
+        sd = {}
+        for k, t in unwrap_model(self).state_dict().items():
+            k = k.removeprefix("_orig_mod.")  # a torch.compile'd module adds this prefix
+            if k == "lm_head.weight":
+                if not self.config.tie_embeddings:
+                    sd[k] = t
+            else:
+                sd["model." + k] = t
+        return {k: v.detach().contiguous() for k, v in sd.items()}
+
+    def save_pretrained(self, path: str, dtype: torch.dtype | None = None):
+        """Write config.json + model.safetensors that transformers' LlamaForCausalLM loads, atomically."""
+        with atomic_dir(path) as tmp:
+            write_hf_files(self, tmp, dtype)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DDP (.module) and torch.compile (._orig_mod) wrappers, so saved keys never carry their prefixes."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def load_safetensors_folder(path: str, dtype=None, device="cpu") -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    index = os.path.join(path, "model.safetensors.index.json")
+    single = os.path.join(path, "model.safetensors")
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = sorted(set(weight_map.values()))
+    elif os.path.isfile(single):
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path!r}")
+    state = {}
+    for fname in files:
+        fpath = os.path.join(path, fname)
+        if not os.path.isfile(fpath):
+            raise FileNotFoundError(f"weight shard {fpath!r} listed in the index does not exist")
+        try:
+            with safe_open(fpath, framework="pt", device=str(device)) as f:
+                for key in f.keys():
+                    t = f.get_tensor(key)
+                    state[key] = t.to(dtype) if dtype is not None else t
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise ValueError(f"cannot read weights from {fpath!r} (corrupted or truncated?): {e}") from None
+    return state
+
+
+def write_hf_files(model: Llama, folder: str, dtype: torch.dtype | None = None):
+    from safetensors.torch import save_file
+
+    model = unwrap_model(model)
+    sd = model.hf_state_dict()
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    dt = next(iter(sd.values())).dtype
+    save_file({k: v.cpu() for k, v in sd.items()}, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(model.config.to_hf_dict(dt), f, indent=2)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# checkpoints of our runs: an HF folder + tokenizer + run config + training state, written atomically
+
+
+class atomic_dir:
+    """`with atomic_dir(path) as tmp:` write into tmp; on success tmp replaces path, on error path is untouched."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self.tmp = f"{self.path}.tmp-{os.getpid()}"
+
+    def __enter__(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(self.tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        old = f"{self.path}.old-{os.getpid()}"
+        if os.path.exists(self.path):
+            os.replace(self.path, old)  # a folder cannot be renamed over a non-empty one: move it aside first
+        os.replace(self.tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        return False
+
+
+def save_checkpoint(path, model, tokenizer=None, run_config: dict | None = None, state: dict | None = None,
+                    dtype: torch.dtype | None = None):
+    with atomic_dir(path) as tmp:
+        write_hf_files(model, tmp, dtype)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        if run_config is not None:
+            with open(os.path.join(tmp, "run_config.json"), "w") as f:
+                json.dump(run_config, f, indent=2, default=str)
+        if state is not None:
+            torch.save(state, os.path.join(tmp, "state.pt"))
+    # `latest` names the newest checkpoint of a run folder; written atomically too
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp_latest = os.path.join(parent, f"latest.tmp-{os.getpid()}")
+    with open(tmp_latest, "w") as f:
+        f.write(os.path.basename(os.path.abspath(path)) + "\n")
+    os.replace(tmp_latest, os.path.join(parent, "latest"))
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint folder as given, or a run folder whose `latest` file names one."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint path {path!r} does not exist")
+    latest = os.path.join(path, "latest")
+    if os.path.isfile(latest) and not os.path.isfile(os.path.join(path, "config.json")):
+        with open(latest) as f:
+            name = f.read().strip()
+        target = os.path.join(path, name)
+        if not os.path.isdir(target):
+            raise FileNotFoundError(f"{latest} names {name!r}, which does not exist")
+        return target
+    return path
+
+
+def load_checkpoint(path: str, dtype=None, device="cpu", load_state: bool = False):
+    """-> (model, tokenizer, state or None). The tokenizer saved beside the weights is the one the model knows."""
+    from data.tokenizer import Tokenizer
+
+    path = resolve_checkpoint(path)
+    model = Llama.from_pretrained(path, dtype=dtype, device=device)
+    tokenizer = Tokenizer.from_pretrained(path)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer in {path!r} has {tokenizer.vocab_size} ids but the model's vocab_size is "
+                         f"{model.config.vocab_size}: they do not belong together")
+    state = None
+    state_path = os.path.join(path, "state.pt")
+    if load_state and os.path.isfile(state_path):
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    return model, tokenizer, state
+
