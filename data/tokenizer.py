@@ -79,17 +79,9 @@ class Tokenizer:
                                           special_tokens=self._special)
 
     # ---- ids -------------------------------------------------------------------------------------------------
-    @property
-    def bos_id(self) -> int | None:
-        return None if self.bos_token is None else self._special[self.bos_token]
-
-    @property
-    def eos_id(self) -> int | None:
-        return None if self.eos_token is None else self._special[self.eos_token]
-
-    @property
-    def pad_id(self) -> int | None:
-        return None if self.pad_token is None else self._special[self.pad_token]
+    bos_id = property(lambda self: self._special.get(self.bos_token))  # None when the tokenizer has none
+    eos_id = property(lambda self: self._special.get(self.eos_token))
+    pad_id = property(lambda self: self._special.get(self.pad_token))
 
     @property
     def stop_ids(self) -> frozenset[int]:
@@ -121,10 +113,9 @@ class Tokenizer:
         return self._wrap(self.encoding.encode(text, disallowed_special=()), bos, eos)
 
     def encode_batch(self, texts: Iterable[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        bad = next((t for t in texts if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(f"encode_batch expects strings, got {type(bad).__name__}")
+        texts = list(texts) if not isinstance(texts, str) else [None]  # a lone str is a mistake, not a batch
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("encode_batch expects a list of strings")
         batch = self.encoding.encode_batch(texts, num_threads=os.cpu_count() or 1, disallowed_special=())
         return [self._wrap(ids, bos, eos) for ids in batch]
 
@@ -137,14 +128,10 @@ class Tokenizer:
         ids = list(ids)
         try:
             return self.encoding.decode(ids)
-        except (KeyError, OverflowError, TypeError):
-            bad = [i for i in ids if not isinstance(i, int) or not self._has_id(i)]
+        except (KeyError, OverflowError, TypeError):  # only on bad input, so the id set is built only then
+            known = set(self.mergeable_ranks.values()) | set(self._special.values())
+            bad = [i for i in ids if not isinstance(i, int) or i not in known]
             raise ValueError(f"{self.name}: ids {bad[:5]} are not in the vocabulary (size {self.vocab_size})") from None
-
-    def _has_id(self, i: int) -> bool:
-        if not hasattr(self, "_all_ids"):
-            self._all_ids = set(self.mergeable_ranks.values()) | set(self._special.values())
-        return i in self._all_ids
 
     # ---- save / load -----------------------------------------------------------------------------------------
     def save(self, folder: str) -> None:

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-from data.tokenizer import (GPT2_PATTERN, JSON_FILE, RANK_FILE, TRAIN_SPECIALS, Tokenizer, _bytes_to_unicode)
+from data.tokenizer import (GPT2_PATTERN, JSON_FILE, MATH_PATTERN, RANK_FILE, TRAIN_SPECIALS, Tokenizer,
+                            _bytes_to_unicode)
 
 ODD_TEXT = ("naïve café — ∑_{i=1}^n i² = n(n+1)/2, 日本語 🙂 e\u0301 \t\r\n  _x_ \x00\x1c\u00a0 $\\frac{3}{4}$ "
-            "<|eot_id|> <|begin_of_text|> 12345 0.5% it's 'quoted'\n\n\n")
+            "<|eot_id|> <|begin_of_text|> 12345 0.5% it's 'quoted' ½ Ⅻ ١٢٣\n\n\n")
 
 
 def _jsonl(rel: str) -> list[dict]:
@@ -217,6 +218,16 @@ def test_train_roundtrip_and_compression(trained, bench_texts):
     assert sum(map(len, batch)) < sum(len(t.encode("utf-8")) for t in bench_texts)
     ids = trained.encode("2+2=4", bos=True, eos=True)
     assert ids[0] == trained.bos_id and ids[-1] == trained.eos_id
+
+
+def test_train_pattern_same_in_python_and_tiktoken(trained, bench_texts):
+    """Training counts pieces with Python's re, encoding splits with tiktoken's regex: piece-by-piece encoding
+    must give the same ids as encoding the whole text, or training learned from pieces encoding never sees."""
+    import re
+    for text in bench_texts[::7] + [ODD_TEXT]:
+        pieces = re.findall(MATH_PATTERN, text)
+        assert "".join(pieces) == text  # the pattern covers every character
+        assert [i for p in pieces for i in trained.encode(p)] == trained.encode(text)
 
 
 def test_train_save_reload(trained, tmp_path, bench_texts):
