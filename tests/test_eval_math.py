@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import os
+import re
+import sys
 import threading
 import time
+import types
 import warnings
+from fractions import Fraction
 
 import pytest
+from conftest import SHARED_DATA
 
 import eval_math
-from eval_math import extract_answer, math_equal
+from eval_math import (BENCHMARKS, MATH_SHOTS, MMLU_SHOTS, R1_TEMPLATE, build_prompt, evaluate, extract_answer,
+                       few_shot_examples, load_benchmark, majority_answer, math_equal, pass_at_k)
 
 # -----------------------------------------------------------------------------------------------------------------
 # Part 1: the grader
@@ -223,3 +232,275 @@ def test_grading_many_numeric_answers_is_fast():
     t = time.monotonic()
     n = sum(math_equal(p, f"{i / (i + 1):.6f}") for i, p in enumerate(preds))
     assert n == 2000 and time.monotonic() - t < 5.0
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Part 2: benchmarks, prompts, scoring, evaluate
+
+needs_data = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason=f"benchmark files not at {SHARED_DATA}")
+COUNTS = {"gsm8k": 1319, "math500": 500, "minerva_math": 272, "amc23": 40, "aime24": 30, "olympiadbench": 675,
+          "mmlu_stem": 3018, "svamp": 1000, "asdiv": 2215, "college_math": 2818}
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_loader_counts_and_fields(name):
+    examples = load_benchmark(name, SHARED_DATA)
+    assert len(examples) == COUNTS[name]
+    assert all(isinstance(e["question"], str) and e["question"].strip() for e in examples)
+    assert all(isinstance(e["answer"], str) and e["answer"].strip() for e in examples)
+    assert len({e["id"] for e in examples}) == len(examples)
+    if name != "college_math":  # college_math keeps some prose answers and \left\{ ... \right. cases as they are
+        assert not any(e["answer"].startswith("$") and e["answer"].endswith("$") for e in examples)
+
+
+@needs_data
+def test_loader_field_mapping():
+    first = {name: load_benchmark(name, SHARED_DATA)[0] for name in COUNTS}
+    assert first["gsm8k"]["answer"] == "18" and first["gsm8k"]["question"].startswith("Janet")
+    assert first["math500"]["answer"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert first["minerva_math"]["answer"] == "1.6"
+    assert first["amc23"]["answer"] == "27" and first["aime24"]["answer"] == "204"
+    assert first["asdiv"]["answer"] == "9" and first["asdiv"]["question"] == (
+        "Seven red apples and two green apples are in the basket. How many apples are in the basket?")
+    assert first["svamp"]["answer"] == "145" and first["svamp"]["question"].endswith(
+        "into 93 groups. How big is each group of bananas?")
+    mmlu = first["mmlu_stem"]
+    assert mmlu["answer"] == "C" and "\n(C) reduce the carrying capacity" in mmlu["question"]
+    assert first["college_math"]["answer"] == "10-4 n"
+    assert not any("," in e["answer"] for e in load_benchmark("gsm8k", SHARED_DATA))
+    olympiad = load_benchmark("olympiadbench", SHARED_DATA)
+    assert any(e["answer"].startswith("(0,1,1),(0,-1,-1)") for e in olympiad)  # multi-part answers joined
+
+
+@needs_data
+def test_gold_answers_grade_correct_against_themselves(capsys):
+    """Each gold answer, written in a model-style response and extracted again, grades as correct; and where a
+    benchmark ships a reference solution, the answer extracted from it matches the gold field."""
+    rates = {}
+    for name in COUNTS:
+        golds = [e["answer"] for e in load_benchmark(name, SHARED_DATA)]
+        boxed = sum(math_equal(extract_answer(f"Thus we get $\\boxed{{{g}}}$.\n"), g) for g in golds)
+        said = sum(math_equal(extract_answer(f"Therefore, the answer is ${g}$."), g) for g in golds)
+        rates[name] = (boxed / len(golds), said / len(golds))
+    math500 = [json.loads(line) for line in open(os.path.join(SHARED_DATA, "math500", "test.jsonl"))]
+    sol = sum(math_equal(extract_answer(r["solution"]), r["answer"]) for r in math500) / len(math500)
+    gsm = [json.loads(line) for line in open(os.path.join(SHARED_DATA, "gsm8k", "test.jsonl"))]
+    gsm_golds = [e["answer"] for e in load_benchmark("gsm8k", SHARED_DATA)]
+    cot = sum(math_equal(extract_answer(r["answer"]), g) for r, g in zip(gsm, gsm_golds)) / len(gsm)
+    with capsys.disabled():
+        print("\ngold self-grading rate (boxed, 'the answer is'):",
+              {k: (round(a, 4), round(b, 4)) for k, (a, b) in rates.items()},
+              f"math500 solution->answer {sol:.4f}, gsm8k CoT->gold {cot:.4f}")
+    assert sol == 1.0 and cot == 1.0
+    for name, (boxed, said) in rates.items():
+        assert boxed >= 0.995, name   # misses: golds whose braces do not balance (\left\{ ... \right.)
+        # prose answers lose their later sentences to "the answer is X." parsing (college_math only)
+        assert said >= (0.9 if name == "college_math" else 0.995), name
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"gsm8k/test\.jsonl") as err:
+        load_benchmark("gsm8k", str(tmp_path))
+    assert str(tmp_path) in str(err.value)
+    with pytest.raises(FileNotFoundError, match="heldout.jsonl"):
+        load_benchmark("synth", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        load_benchmark("gsm9k", str(tmp_path))
+    (tmp_path / "math500").mkdir()
+    (tmp_path / "math500" / "test.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n{not json\n')
+    with pytest.raises(ValueError, match=r"test\.jsonl:2"):
+        load_benchmark("math500", str(tmp_path))
+    (tmp_path / "math500" / "test.jsonl").write_text('{"question_text": "1+1?", "answer": "2"}\n')
+    with pytest.raises(ValueError, match="problem"):
+        load_benchmark("math500", str(tmp_path))
+
+
+def test_synth_loader_and_prompt(tmp_path):
+    rows = [{"question": "What is 3 plus 4?", "answer": "7", "skill": "add"}, {"question": "Q2", "answer": "\\frac12"}]
+    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = load_benchmark("synth", str(tmp_path))
+    assert [e["answer"] for e in examples] == ["7", "\\frac12"] and examples[0]["skill"] == "add"
+    assert build_prompt(examples[0], "synth") == "Question: What is 3 plus 4?\nAnswer:"
+    assert build_prompt({**examples[0], "prompt": "P: 3+4="}, "synth") == "P: 3+4="
+    assert build_prompt(examples[0], "synth", "r1") == R1_TEMPLATE.format(question="What is 3 plus 4?")
+
+
+def brute_pass_at_k(n, c, k):
+    """Fraction of all k-subsets of n samples (the first c correct) holding a correct one."""
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
+
+
+def test_pass_at_k_matches_brute_force():
+    for n in range(1, 9):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(brute_pass_at_k(n, c, k), abs=1e-12)
+    # large n: the product form stays finite and equals the exact binomial ratio
+    exact = 1 - Fraction(math.comb(1000 - 3, 100), math.comb(1000, 100))
+    assert pass_at_k(1000, 3, 100) == pytest.approx(float(exact), rel=1e-9)
+    for bad in ((4, 5, 1), (4, 1, 0), (4, 1, 5), (4, -1, 1)):
+        with pytest.raises(ValueError):
+            pass_at_k(*bad)
+
+
+def test_majority_vote_groups_equal_numbers():
+    assert majority_answer(["\\frac12", "3", "0.5", None, "3", "1/2"]) == "\\frac12"
+    assert majority_answer(["3", "4"]) == "3"        # ties: first seen
+    assert majority_answer([None, None]) is None
+
+
+@needs_data
+@pytest.mark.parametrize("name", [b for b in BENCHMARKS if b != "synth"])
+def test_prompts_hold_no_test_set_text(name):
+    examples = load_benchmark(name, SHARED_DATA)
+    shots = few_shot_examples(name, SHARED_DATA)
+    tests = {e["question"].strip() for e in examples}
+    for bench in COUNTS:  # an exemplar question must not appear in ANY test set
+        tests |= {e["question"].strip() for e in load_benchmark(bench, SHARED_DATA)} if bench in (
+            "gsm8k", "math500", "minerva_math", "mmlu_stem") else set()
+    for q, a in shots:
+        assert q not in tests and not any(q in t for t in tests), q[:60]
+        assert a.endswith("}.") and extract_answer(a) is not None
+    prompt = build_prompt(examples[0], name, data_dir=SHARED_DATA)
+    assert prompt.endswith(f"Question: {examples[0]['question'].strip()}\nAnswer:")
+    head = prompt[: -len(f"Question: {examples[0]['question'].strip()}\nAnswer:")]
+    assert head.count("Question: ") == len(shots) and "\n\n\n" not in head
+    for q, a in shots:  # no blank line inside an exemplar answer: the stop string ends only whole answers
+        assert "\n\n" not in a
+    expected = {"gsm8k": 8, "svamp": 8, "asdiv": 8, "amc23": 0, "mmlu_stem": 4}.get(name, 4)
+    assert len(shots) == expected
+    if name in ("gsm8k", "svamp", "asdiv"):
+        train = {json.loads(line)["question"].strip() for line in open(os.path.join(SHARED_DATA, "gsm8k", "train.jsonl"))}
+        assert all(q in train for q, _ in shots)  # drawn from the train split
+
+
+def test_own_exemplars_are_right():
+    answers = [extract_answer(a) for _, a in MATH_SHOTS]
+    assert math_equal(answers[0], str(sum(d for d in range(1, 19) if 18 % d == 0)))
+    assert math_equal(answers[1], "11") and Fraction(11 + 3, 2) == Fraction(2 * 11 - 1, 3)
+    assert math_equal(answers[2], str(Fraction(math.comb(4, 2), math.comb(10, 2))))
+    assert math_equal(answers[3], "(2, %d)" % (2 * 2 ** 2 - 8 * 2 + 5))
+    assert [extract_answer(a) for _, a in MMLU_SHOTS] == ["B", "C", "D", "A"]
+
+
+def test_r1_template():
+    text = R1_TEMPLATE.format(question="What is 2+2?")
+    preamble, rest = text.split("\n", 1)
+    assert "User" in preamble and "Assistant" in preamble and "\\boxed{}" in preamble
+    assert rest == "User: What is 2+2?\nAssistant:"
+    with pytest.raises(ValueError, match="style"):
+        build_prompt({"question": "q"}, "math500", "chat")
+    with pytest.raises(ValueError, match="question"):
+        build_prompt({"question": " "}, "math500", "r1")
+
+
+def write_mini_data(root):
+    (root / "gsm8k").mkdir(parents=True)
+    train = [{"question": f"Train question {i}?", "answer": f"Step <<1+{i}={1 + i}>>{1 + i}.\n#### {1 + i}"}
+             for i in range(10)]
+    (root / "gsm8k" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    test = [{"question": f"How many apples are {i}+{i}?", "answer": f"{i}+{i}={2 * i}\n#### {2 * i:,}"}
+            for i in range(998, 1004)]
+    (root / "gsm8k" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    (root / "math500").mkdir()
+    test = [{"problem": f"Simplify $\\frac{{{i}}}{{{2 * i}}}$.", "answer": "\\frac{1}{2}"} for i in range(1, 4)]
+    (root / "math500" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+
+
+def fake_sample_module(calls):
+    """A stand-in for sample.py that follows DESIGN.md's generate() contract and answers by a fixed rule."""
+    def generate(model, tokenizer, prompts, *, n=1, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0,
+                 stop=(), seed=None, batch_size=None, progress=False):
+        calls.append({"prompts": prompts, "n": n, "stop": stop, "temperature": temperature})
+        out = []
+        for i, p in enumerate(prompts):
+            q = p.rsplit("Question:", 1)[-1]
+            for j in range(n):
+                if "apples" in q:  # gsm8k: sample j of prompt i is right when (i + j) is even, by last number
+                    a, b = (int(x) for x in re.findall(r"(\d+)\+(\d+)", q)[0])
+                    text = f" We add them to get {a + b + (i + j) % 2}"
+                else:              # math500: right in \boxed, for every other sample
+                    text = " So \\boxed{0.5}." if j % 2 == 0 else " So \\boxed{\\frac{1}{3}}."
+                out.append(types.SimpleNamespace(prompt_index=i, prompt_tokens=[1, 2], tokens=list(range(5 + j)),
+                                                 text=text, logprobs=None, finish_reason="stop"))
+        return out
+    return types.SimpleNamespace(generate=generate)
+
+
+def test_evaluate_with_contract_generate(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    write_mini_data(data)
+    calls = []
+    monkeypatch.setitem(sys.modules, "sample", fake_sample_module(calls))
+    out = tmp_path / "eval"
+    report = evaluate(None, None, ["gsm8k", "math500"], data_dir=str(data), limit=4, out_dir=str(out),
+                      progress=False)
+    gsm, m5 = report["benchmarks"]["gsm8k"], report["benchmarks"]["math500"]
+    assert gsm["count"] == 4 and gsm["accuracy"] == 0.5 and m5["count"] == 3 and m5["accuracy"] == 1.0
+    assert gsm["mean_response_tokens"] == 5 and report["average_accuracy"] == 0.75
+    assert calls[0]["stop"] == ("\n\nQuestion:", "Question:") and calls[0]["n"] == 1
+    assert calls[0]["prompts"][0].count("Question: Train question") == 8
+    assert json.load(open(out / "results.json")) == json.loads(json.dumps(report))
+    rows = [json.loads(line) for line in open(out / "samples_gsm8k.jsonl")]
+    assert [r["correct"] for r in rows] == [True, False, True, False]
+    assert rows[0]["gold"] == "1996" and rows[0]["extracted"] == "1996" and rows[0]["prompt"].endswith("Answer:")
+    assert set(rows[0]) >= {"prompt", "completion", "extracted", "gold", "correct"}
+    table = capsys.readouterr().out
+    assert "gsm8k" in table and "50.0" in table and "100.0" in table
+
+    # n samples with temperature: accuracy over samples, pass@k, maj@n
+    report = evaluate(None, None, "gsm8k,math500", data_dir=str(data), n=4, temperature=0.7, out_dir=None,
+                      progress=False)
+    gsm, m5 = report["benchmarks"]["gsm8k"], report["benchmarks"]["math500"]
+    assert gsm["samples"] == 24 and gsm["accuracy"] == 0.5 and gsm["pass@1"] == 0.5 and gsm["pass@4"] == 1.0
+    assert gsm["pass@2"] == pytest.approx(1 - math.comb(2, 2) / math.comb(4, 2))
+    assert m5["maj@4"] == 1.0  # 0.5 vs 1/3 tie 2:2, first seen (0.5) wins
+    assert calls[-1]["temperature"] == 0.7 and calls[-1]["n"] == 4
+
+
+def test_evaluate_rejects_bad_arguments(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sample", fake_sample_module([]))
+    for kwargs, match in [({"benchmarks": ["gsm9k"]}, "unknown"), ({"benchmarks": []}, "benchmarks"),
+                          ({"benchmarks": ["gsm8k"], "n": 4}, "temperature"),
+                          ({"benchmarks": ["gsm8k"], "style": "chat"}, "style"),
+                          ({"benchmarks": ["gsm8k"], "n": 0}, "n must")]:
+        with pytest.raises(ValueError, match=match):
+            evaluate(None, None, **kwargs)
+
+
+def test_cli_flags():
+    assert eval_math._join_spaced_flags(["cfg.py", "--limit", "50", "--style=r1", "--benchmarks", "gsm8k,math500"]) \
+        == ["cfg.py", "--limit=50", "--style=r1", "--benchmarks=gsm8k,math500"]
+    with pytest.raises(ValueError, match="unknown config key"):
+        eval_math.main(["--nope=1"])
+    with pytest.raises(ValueError, match="cannot parse value 'many'"):
+        eval_math.main(["--limit", "many"])
+    with pytest.raises(ValueError, match="expects int"):
+        eval_math.main(["--limit", "2.5"])
+
+
+def test_end_to_end_tiny_model(tmp_path):
+    """A tiny random model through the real checkpoint loader, sample.generate and the CLI."""
+    pytest.importorskip("sample", reason="sample.py is not in the repo yet")
+    import torch
+
+    from data.tokenizer import Tokenizer
+    from model import Llama, LlamaConfig, save_checkpoint
+
+    data = tmp_path / "data"
+    write_mini_data(data)
+    tok = Tokenizer.train(["Question: How many apples? Answer: 12 The answer is \\boxed{12}."] * 4, vocab_size=300)
+    torch.manual_seed(0)
+    net = Llama(LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, max_seq_len=1024))
+    save_checkpoint(str(tmp_path / "run" / "ckpt-000001"), net, tokenizer=tok)
+    out = tmp_path / "eval"
+    report = eval_math.main([f"--ckpt={tmp_path / 'run'}", "--benchmarks=gsm8k,math500", "--limit=2",
+                             "--max_new_tokens=6", f"--data_dir={data}", f"--out_dir={out}", "--progress=False",
+                             "--batch_size=2"])
+    assert set(report["benchmarks"]) == {"gsm8k", "math500"}
+    assert report["benchmarks"]["gsm8k"]["count"] == 2
+    rows = [json.loads(line) for line in open(out / "samples_math500.jsonl")]
+    assert len(rows) == 2 and all(r["response_tokens"] <= 6 for r in rows)
+    assert os.path.isfile(out / "results.json")
