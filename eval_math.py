@@ -169,8 +169,9 @@ _UNITS = {
     "gallon", "gallons", "cups", "cup", "people", "persons", "times", "ways", "points", "percent",
 }
 _COMPOUND_UNIT_RE = re.compile(r"\s*(?:[a-zA-Z]+/[a-zA-Z]+|m\^?\{?[23]\}?|cm\^?\{?[23]\}?)\s*$")
-# \\! \\, \\; \\: \\> \\quad \\  ~ (but not the row break \\\\ followed by a space)
-_SPACING_RE = re.compile(r"(?<!\\)\\(?:[!,;:> ]|q?quad(?![A-Za-z]))|~")
+# \\, \\; \\: \\> \\quad \\  ~ become spaces (but not the row break \\\\ followed by a space); the negative space \\!
+# is deleted, so "10,\\!080" stays one number
+_SPACING_RE = re.compile(r"(?<!\\)\\(?:[,;:> ]|q?quad(?![A-Za-z]))|~")
 _KNOWN_FUNC_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
                      "log", "ln", "exp", "sqrt"}
 
@@ -232,6 +233,12 @@ def _wrapped_by(s: str, open_at: int = 0) -> bool:
     return False
 
 
+def _mixed_number(s: str) -> str:
+    """Only as a whole answer: 2\\frac{1}{2} and 2 1/2 mean 2 + 1/2 (elsewhere juxtaposition multiplies)."""
+    m = re.fullmatch(r"(-?)(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}", s) or re.fullmatch(r"(-?)(\d+)\s+(\d+)/(\d+)", s)
+    return f"{m.group(1)}({m.group(2)}+\\frac{{{m.group(3)}}}{{{m.group(4)}}})" if m else s
+
+
 def _normalize(s: str) -> tuple[str, bool]:
     """-> (normalised string, had a percent sign)."""
     for k, v in _UNICODE.items():
@@ -246,6 +253,7 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)\s*\.", " ", s)  # invisible delimiters
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])", "", s)
     s = re.sub(r"\\(?:lvert|rvert|vert)(?![A-Za-z])", "|", s)
+    s = re.sub(r"(?<!\\)\\!", "", s)
     s = _SPACING_RE.sub(" ", s)
     s = s.replace("{,}", "")
     s = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", s)
@@ -257,6 +265,7 @@ def _normalize(s: str) -> tuple[str, bool]:
     percent = "%" in s
     s = s.replace("\\%", " ").replace("%", " ")
     s = _unwrap_text_commands(s)
+    s = re.sub(r"\s+(?:and|or)\s+", ", ", s)  # "1 and 2", "x = 1 or x = 2": lists of answers
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"\bpercent\s*$", "", s).strip() if s.endswith("percent") else s
     s = _strip_trailing_units(s)
@@ -274,10 +283,7 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = s.lstrip("=").strip()
     if s.startswith("+") and not s.startswith("+-"):
         s = s[1:].strip()
-    # mixed numbers, only as a whole answer: 2\frac{1}{2} and 2 1/2 mean 2 + 1/2 (elsewhere juxtaposition multiplies)
-    m = re.fullmatch(r"(-?)(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}", s) or re.fullmatch(r"(-?)(\d+)\s+(\d+)/(\d+)", s)
-    if m:
-        s = f"{m.group(1)}({m.group(2)}+\\frac{{{m.group(3)}}}{{{m.group(4)}}})"
+    s = _mixed_number(s)
     # thousands separators, only when the whole answer is one number (1,234 inside a tuple is two numbers)
     if re.fullmatch(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?", s) or re.fullmatch(r"-?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "").replace(" ", "")
@@ -1207,11 +1213,11 @@ def _equal_scalars(p: str, g: str, deadline: float, percent: bool) -> bool:
     if pe:
         if not _SIMPLE_LHS_RE.fullmatch(pe[0]):
             return False
-        p = pe[1]
+        p = _mixed_number(pe[1])
     if ge:
         if not _SIMPLE_LHS_RE.fullmatch(ge[0]):
             return False
-        g = ge[1]
+        g = _mixed_number(ge[1])
     if _key(p) == _key(g):
         return True
     if not p or not g:

@@ -13,7 +13,7 @@ import warnings
 from fractions import Fraction
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import ROOT, SHARED_DATA
 
 import eval_math
 from eval_math import (BENCHMARKS, MATH_SHOTS, MMLU_SHOTS, R1_TEMPLATE, build_prompt, evaluate, extract_answer,
@@ -108,7 +108,8 @@ EQUAL = [
     ("(3,2),(-3,2)", "(-3,2),(3,2)"), ("2 \\pm \\sqrt{3}", "2-\\sqrt{3}, 2+\\sqrt{3}"),
     ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}"),
     ("\\begin{pmatrix} \\frac12 \\\\ -1 \\end{pmatrix}", "(0.5, -1)"),
-    ("x = 1, x = 2", "1, 2"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)"),
+    ("x = 1, x = 2", "1, 2"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)"), ("1 and 2", "2, 1"),
+    ("x = 1 \\text{ or } x = -1", "\\pm 1"), ("10,\\!080", "10080"), ("1\\,000", "1000"), ("x = 1\\frac{4}{5}", "1.8"),
 ]
 
 NOT_EQUAL = [
@@ -504,3 +505,25 @@ def test_end_to_end_tiny_model(tmp_path):
     rows = [json.loads(line) for line in open(out / "samples_math500.jsonl")]
     assert len(rows) == 2 and all(r["response_tokens"] <= 6 for r in rows)
     assert os.path.isfile(out / "results.json")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Part 3: peer check against Hugging Face math-verify (bench/grader_vs_math_verify.py builds the pairs)
+
+
+@needs_data
+def test_peer_check_against_math_verify():
+    pytest.importorskip("math_verify")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grader_vs_math_verify",
+                                                  os.path.join(ROOT, "bench", "grader_vs_math_verify.py"))
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    golds = [e["answer"] for e in load_benchmark("math500", SHARED_DATA)][::3]  # a third, to stay fast
+    pairs = peer.build_pairs(golds)
+    assert len(pairs) >= 300 and {p["label"] for p in pairs} == {True, False}
+    r = peer.compare(pairs)
+    assert r["ours_accuracy"] >= 0.99 and r["agreement"] >= 0.97
+    # where the two graders disagree, ours gives the answer known by construction
+    assert all(d["ours"] == d["label"] for d in r["disagreements"]), r["disagreements"]
