@@ -267,7 +267,8 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = _unwrap_text_commands(s)
     s = re.sub(r"\s+(?:and|or)\s+", ", ", s)  # "1 and 2", "x = 1 or x = 2": lists of answers
     s = re.sub(r"\s+", " ", s).strip()
-    s = re.sub(r"\bpercent\s*$", "", s).strip() if s.endswith("percent") else s
+    if re.search(r"\bpercent$", s):
+        s, percent = s[:-len("percent")].strip(), True
     s = _strip_trailing_units(s)
     s = re.sub(r"^(?:[a-zA-Z]|\\[a-z]+)\s*\\in\s+", "", s)   # "x \in [1, 2)" -> "[1, 2)"
     s = re.sub(r"\b(?:infinity|inf)\b", r"\\infty", s)
@@ -1029,6 +1030,18 @@ def _release_worker(proc):
         _pool_lock.notify()
 
 
+def _replace_worker_in_background():
+    """A killed worker's slot is refilled by a thread, so the next symbolic check does not wait for sympy to import."""
+    def start():
+        try:
+            proc = _start_worker()
+        except Exception:
+            _release_worker(None)
+            return
+        _release_worker(proc)
+    threading.Thread(target=start, name="eval_math-worker-start", daemon=True).start()
+
+
 def _shutdown_pool():
     if os.getpid() != _pool_pid:
         return
@@ -1057,7 +1070,7 @@ def _sympy_call(request, timeout: float) -> bool:
         answer = None
     if answer is None:
         _kill(proc)
-        _release_worker(None)
+        _replace_worker_in_background()
         return False
     _release_worker(proc)
     return answer == b"1"

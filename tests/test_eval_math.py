@@ -213,6 +213,26 @@ def test_symbolic_timeout_in_a_non_main_thread():
     assert value is True
 
 
+def _grade_in_child(queue):
+    queue.put((os.getpid(), math_equal("x^2-1", "(x-1)(x+1)"), math_equal("x^2", "x^3")))
+
+
+def test_forked_process_gets_its_own_worker():
+    # DDP ranks / DataLoader workers may be forked from a process that already has a sympy worker: the child must
+    # not talk over the parent's pipes but start its own
+    import multiprocessing as mp
+
+    assert math_equal("(a+b)^2", "a^2+2ab+b^2")  # the parent now holds a worker
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_grade_in_child, args=(queue,))
+    child.start()
+    pid, yes, no = queue.get(timeout=60)
+    child.join(30)
+    assert pid != os.getpid() and yes is True and no is False and child.exitcode == 0
+    assert math_equal("(a-b)^2", "a^2-2ab+b^2")  # and the parent's worker still answers
+
+
 def test_concurrent_threads_grade_consistently():
     pairs = [("x^2-1", "(x-1)(x+1)", True), ("\\frac{x}{2}+\\frac{x}{2}", "x", True), ("x^2", "x^3", False),
              ("\\frac{1}{2}", "0.5", True), ("(a+b)^2", "a^2+2ab+b^2", True), ("3", "4", False)] * 3
