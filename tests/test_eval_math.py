@@ -512,9 +512,10 @@ def test_end_to_end_tiny_model(tmp_path):
 
     data = tmp_path / "data"
     write_mini_data(data)
-    tok = Tokenizer.train(["Question: How many apples? Answer: 12 The answer is \\boxed{12}."] * 4, vocab_size=300)
+    text = "Question: How many apples are there in the basket? Answer: 12 + 30 = 42. The answer is \\boxed{42}."
+    tok = Tokenizer.train([text] * 4, vocab_size=280)
     torch.manual_seed(0)
-    net = Llama(LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, max_seq_len=1024))
+    net = Llama(LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, max_seq_len=4096))  # 4-shot prompts
     save_checkpoint(str(tmp_path / "run" / "ckpt-000001"), net, tokenizer=tok)
     out = tmp_path / "eval"
     report = eval_math.main([f"--ckpt={tmp_path / 'run'}", "--benchmarks=gsm8k,math500", "--limit=2",
