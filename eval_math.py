@@ -286,7 +286,7 @@ def _normalize(s: str) -> tuple[str, bool]:
         s = s[1:].strip()
     s = _mixed_number(s)
     # thousands separators, only when the whole answer is one number (1,234 inside a tuple is two numbers)
-    if re.fullmatch(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?", s) or re.fullmatch(r"-?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?", s):
+    if re.fullmatch(r"-?[1-9]\d{0,2}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?", s):
         s = s.replace(",", "").replace(" ", "")
     s = re.sub(r"(\d)\.0+(?![\d])", r"\1", s)          # 27.0 -> 27
     s = re.sub(r"(\d\.\d*?[1-9])0+(?![\d])", r"\1", s)   # 2.50 -> 2.5

@@ -117,7 +117,9 @@ def equivalent_rewrites(g: str) -> list[tuple[str, str]]:
     if not any(c in g for c in ",=") and "\\text" not in g and "\\begin" not in g and not g.startswith(("(", "[")):
         out.append(("x_equals", f"x = {g}"))
     parts = [p.strip() for p in g.split(",")]
-    if len(parts) > 1 and not re.search(r",\\!|\\\$|\\in|\[|\]|^\d{1,3}(,\d{3})+$", g) and not g.startswith(("(", "[", "\\{", "\\left")) and all(
+    # a list of answers, not a number with thousands separators, an interval or a set
+    is_list = len(parts) > 1 and not re.search(r",\\!|\\\$|\\in|\[|\]|^\d{1,3}(,\d{3})+$", g)
+    if is_list and not g.startswith(("(", "\\{", "\\left")) and all(
             p.count("(") == p.count(")") and p.count("{") == p.count("}") for p in parts):
         out.append(("list_reorder", ", ".join(reversed(parts))))
         out.append(("list_as_set", "\\{" + ", ".join(parts) + "\\}"))

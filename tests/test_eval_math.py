@@ -80,7 +80,8 @@ def test_extract_rejects_bad_input():
 
 EQUAL = [
     # normalisation and exact strings
-    ("$5$", "5"), ("\\left( 1, 2 \\right)", "(1,2)"), ("5\\!000", "5000"), ("1{,}000", "1000"), ("1,000,000", "1000000"),
+    ("$5$", "5"), ("\\left( 1, 2 \\right)", "(1,2)"), ("5\\!000", "5000"), ("1{,}000", "1000"),
+    ("1,000,000", "1000000"), ("1 000 000", "1000000"), ("-1,234.5", "-1234.5"),
     ("27.0", "27"), ("2.50", "2.5"), ("\\text{(B)}", "B"), ("5\\text{ cm}", "5"), ("5 \\mathrm{~cm}^2", "5"),
     ("12 inches", "12"), ("\\$18", "18"), ("18 dollars", "18"), ("30^\\circ", "30"), ("30^{\\circ}", "30"),
     ("30 degrees", "30"), ("45°", "45"), ("10\\%", "10"), ("50\\%", "0.5"), ("0.5", "50\\%"), ("x = 5", "5"),
@@ -393,7 +394,8 @@ def test_prompts_hold_no_test_set_text(name):
     expected = {"gsm8k": 8, "svamp": 8, "asdiv": 8, "amc23": 0, "mmlu_stem": 4}.get(name, 4)
     assert len(shots) == expected
     if name in ("gsm8k", "svamp", "asdiv"):
-        train = {json.loads(line)["question"].strip() for line in open(os.path.join(SHARED_DATA, "gsm8k", "train.jsonl"))}
+        train_file = os.path.join(SHARED_DATA, "gsm8k", "train.jsonl")
+        train = {json.loads(line)["question"].strip() for line in open(train_file)}
         assert all(q in train for q, _ in shots)  # drawn from the train split
 
 
