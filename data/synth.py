@@ -298,7 +298,7 @@ def arith_problem(rng: random.Random, n_steps: int, hi: int, magnitude: str) -> 
     expr, top, steps = str(s), None, []
     for _ in range(n_steps):
         op, b = _apply_op(rng, s, hi, cap)
-        c = {"+": s + b, "-": s - b, "*": s * b, "/": s // b if b else 0}[op]
+        c = {"+": s + b, "-": s - b, "*": s * b, "/": s // b}[op]
         expr, top = f"{_wrap(expr, top, op)} {op} {b}", op
         steps.append(Step(s, op, b, c))
         s = c
