@@ -196,11 +196,26 @@ def test_n_samples_share_one_prefill(tok, model, monkeypatch):
     outs = generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0)
     assert calls == [3] and len(outs) == 12  # one call, each prompt once
     calls.clear()
-    generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0, batch_size=8)
+    generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0, batch_size=8, progress=True)
     assert calls == [2, 1]  # chunks of 2 prompts x 4 samples
     calls.clear()
     generate(model, tok, PROMPTS[:2], n=5, max_new_tokens=4, temperature=1.0, seed=0, batch_size=2)
     assert sum(calls) == 6  # n > batch_size: each prompt's samples in pieces of 2, 2, 1
+
+
+def test_prefill_in_pieces_equals_one_pass(model):
+    # long prompts are prefilled a few positions at a time to bound the [B, T, V] logits; same cache, same logits
+    idx = torch.randint(0, model.config.vocab_size, (3, 23))
+    out = []
+    for budget in (2**27, 3 * model.config.vocab_size * 5):  # one pass; pieces of 5 positions
+        cache = model_lib.KVCache.for_model(model, 3, 30)
+        cache.start = torch.tensor([0, 4, 11])
+        with torch.no_grad():
+            out.append((sample.prefill(model, idx, cache, max_logits=budget), cache))
+    (a, ca), (b, cb) = out
+    assert ca.slot == cb.slot == 23
+    assert torch.allclose(a, b, atol=1e-5)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(ca.k + ca.v, cb.k + cb.v))
 
 
 def test_plan_chunks():
