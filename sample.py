@@ -336,6 +336,8 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
     token as it arrives (streaming). compact_at: drop finished rows from the batch once this fraction of it is
     finished (None: never; results are the same either way, it only saves compute)."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)
+    if compact_at is not None and not (isinstance(compact_at, (int, float)) and 0 <= compact_at <= 1):
+        raise ValueError(f"compact_at must be a fraction in [0, 1] or None (never compact), got {compact_at!r}")
     ids = encode_prompts(tokenizer, prompts, model.config.vocab_size)
     check_lengths(ids, max_new_tokens, model.config.max_seq_len)
     if seed is None:
@@ -448,9 +450,9 @@ def main(argv: list[str] | None = None) -> list[Completion]:
     for k, c in enumerate(outs):
         if stream:
             flush()
-            print()
+            print(flush=True)
         else:
-            print(f"---------- sample {k} ----------\n{text}{c.text}")
+            print(f"---------- sample {k} ----------\n{text}{c.text}", flush=True)
         print(f"[{c.finish_reason}, {len(c.tokens)} tokens]", file=sys.stderr)
     print(f"{sum(len(c.tokens) for c in outs) / dt:.1f} tokens/s", file=sys.stderr)
     return outs

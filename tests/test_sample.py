@@ -388,7 +388,7 @@ def test_bad_inputs(tok, model):
         (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
         (dict(temperature=-0.1), "temperature"), (dict(temperature=float("nan")), "temperature"),
         (dict(n=0), "n "), (dict(top_k=-1), "top_k"), (dict(max_new_tokens=0), "max_new_tokens"),
-        (dict(batch_size=0), "batch_size"), (dict(stop=["x", ""]), "stop"), (dict(prompts=[]), "empty"),
+        (dict(batch_size=0), "batch_size"), (dict(compact_at=2.0), "compact_at"), (dict(stop=["x", ""]), "stop"), (dict(prompts=[]), "empty"),
     ]
     for kw, msg in cases:
         kw = {"prompts": ["hi"], **kw}
