@@ -1,0 +1,46 @@
+# OctoThinker decay stage (short branch) on Llama-3.2-3B (Wang, Zhou, Li, Liu 2025).
+# Decay stage, short branch: 20B tokens from the stable checkpoint (fresh optimizer), LR cosine from the stable
+# LR to 10% of it; 70% shared mixture (DCLM 5%, instructions 10%, MegaMath-Web-Pro 55%) + 30% short QA.
+# Data: every mixture source is a shard folder data_root/<name> tokenized with the model's own (Llama 3) tokenizer,
+# one call of data/prepare.py per source, BOS before every document, e.g.
+#   python -m data.prepare --input 'raw/openmathinstruct-2/*.parquet' --tokenizer checkpoints/Llama-3.2-3B \
+#       --out data/octothinker/openmathinstruct2 --bos --val_tokens 2000000
+# Run: torchrun --nproc_per_node=8 midtrain.py config/octothinker_3b_decay_short.py
+# Batch: 512 sequences x 8192 tokens; grad_accum = 512 * 8192 / (8 GPUs * micro_batch * 8192) = 64. Other GPU
+# counts work as long as 512 is divisible by (GPUs * micro_batch); raise micro_batch if memory allows.
+stage = "decay"
+decay_init_from = "out/octothinker_3b_stable"  # the stable run (its `latest` checkpoint); every branch forks here
+fresh_optimizer = True
+decay_out_dir = "out/octothinker_3b_decay_short"
+decay_mixture = {
+    "dclm_baseline": 0.05,  # DCLM-Baseline
+    "instruction": 0.10,  # instruction-following data
+    "megamath_web_pro": 0.55,  # MegaMath-Web-Pro
+    "megamath_qa": 0.025,  # MegaMath-QA
+    "openmathinstruct2": 0.175,  # OpenMathInstruct-2
+    "numinamath_1_5": 0.10,  # NuminaMath-1.5
+}
+decay_tokens = 20 * 10**9
+decay_shape = "cosine"
+min_lr_ratio = 0.1  # cosine from the stable LR down to 10% of it
+data_root = "data/octothinker"
+synth_dir = ""  # no built-in synthetic data
+seq_len = 8192
+micro_batch = 1
+total_batch_tokens = 512 * 8192
+lr = 2e-5  # the stable LR; the decay stage starts from it
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+dtype = "bfloat16"  # autocast over fp32 master weights
+compile = True
+grad_checkpointing = True
+eval_interval = 500
+eval_batches = 4
+eval_sources = []  # the mixture's own sources (those prepared with --val_tokens)
+sample_prompt = "Question: A bakery sells muffins for 3 dollars each. Mia buys 7 muffins. How many dollars does she pay?\nAnswer:"
+sample_tokens = 64
+log_interval = 10
+ckpt_interval = 1000
+keep_last_n = 3

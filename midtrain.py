@@ -1,0 +1,668 @@
+"""
+Mid-training, the OctoThinker way: a long *stable* stage at a constant learning rate on math-heavy web text, then a
+short *decay* stage that branches off the stable checkpoint, anneals the LR and mixes in QA / chain-of-thought and
+instruction data. One file, read top to bottom: knobs, LR schedule, setup, data, model, the training loop.
+
+    python midtrain.py                                            # built-in default: tiny model, synthetic data, CPU
+    python midtrain.py config/octothinker_1b_stable.py            # the paper's recipe (needs the tokenized corpora)
+    torchrun --nproc_per_node=8 midtrain.py config/octothinker_1b_decay_long.py
+    python midtrain.py --resume=True                              # continue out dirs' latest checkpoints exactly
+
+The built-in default makes the synthetic "math world" (data/synth.py) under data/synth, trains a small BPE on it,
+tokenizes each corpus into data/synth/shards/<name>, then runs a stable stage (web-heavy mixture, out/stable) and a
+decay stage from its last checkpoint (QA + instructions + web, cosine to 10% LR, fresh optimizer, out/midtrain).
+`model.resolve_checkpoint("out/midtrain")` is the final model that sample.py, rl.py and eval_math.py read.
+
+The two stages are two runs of the same code (run_stage below); stage="both" chains them, "stable" or "decay" runs
+one. Each run's LR follows get_lr over its own token budgets: stable = warmup_tokens + stable_tokens at `lr`,
+decay = decay_tokens from `lr` down to min_lr_ratio * lr. Checkpoints are HF folders (see DESIGN.md) plus state.pt
+with everything needed to continue the same loss trajectory (optimizer, step, data position, RNG).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import model as model_lib
+import sample
+from configurator import configure, knobs
+from data.mixture import MixtureLoader, val_batches
+from data.tokenizer import Tokenizer
+
+# -----------------------------------------------------------------------------------------------------------------
+# knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
+
+stage = "both"  # "stable" | "decay" | "both" (stable, then decay branching from the stable run's last checkpoint)
+resume = False  # continue the running stage's out dir from its `latest` checkpoint (same loss trajectory)
+# model
+init_from = "scratch:nano"  # stable run's start: "scratch:<model.PRESETS name>" | HF snapshot folder | our checkpoint
+tokenizer = "data/synth/tokenizer"  # for scratch runs (Tokenizer.from_pretrained); checkpoints bring their own
+# data: every mixture source is a shard folder data_root/<name> made by data/prepare.py (train_*.bin, val_*.bin)
+data_root = "data/synth/shards"
+synth_dir = "data/synth"  # "" = off; else make the synthetic corpus here, and `tokenizer` and the shards, if absent
+synth_scale = 1.0  # size of the synthetic corpus (data.synth scale)
+synth_vocab_size = 1024  # vocabulary of the built-in BPE trained on the synthetic web + QA text
+seq_len = 256
+# stable stage: constant LR after an optional linear warmup
+stable_out_dir = "out/stable"
+stable_mixture = {"web": 0.85, "web_noisy": 0.10, "qa_short": 0.05}  # weights, normalised by the loader
+warmup_tokens = 65_536  # 8 steps
+stable_tokens = 983_040  # + 120 steps
+# decay stage: starts from decay_init_from's weights ("" = the stable run's latest checkpoint), LR decays to the end
+decay_out_dir = "out/midtrain"
+decay_init_from = ""
+decay_mixture = {"web": 0.55, "web_noisy": 0.05, "instruct": 0.10, "qa_short": 0.15, "qa_long": 0.15}
+decay_tokens = 327_680  # 40 steps
+decay_shape = "cosine"  # "cosine" | "linear" | "1-sqrt"
+min_lr_ratio = 0.1  # the decay ends at min_lr_ratio * lr
+fresh_optimizer = True  # a run initialised from one of our checkpoints starts with new AdamW moments
+# batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
+micro_batch = 16
+total_batch_tokens = 8192
+# optimizer: AdamW, weight decay on matrices only (model.configure_optimizer)
+lr = 3e-3
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # 0 = off
+# evaluation, logging, checkpoints
+eval_interval = 50  # steps; 0 = never (validation loss on every eval source, then a greedy sample)
+eval_batches = 2  # micro-batches per source per rank, always the same ones
+eval_sources = ["web", "web_noisy", "qa_short", "qa_long", "instruct"]  # [] = the running stage's mixture sources
+sample_prompt = "Question: Mia has 12 apples. She gives 5 apples to Noah. How many apples does Mia have now?\nAnswer:"
+sample_tokens = 48  # greedy tokens generated at each eval (sample.generate); 0 = no sample
+log_interval = 25  # print a line every this many steps (the progress bar always shows the latest)
+ckpt_interval = 100  # steps; a checkpoint is also written at the end and at stop_at_step
+keep_last_n = 2  # checkpoints kept per run (older ones are deleted); 0 = keep all
+stop_at_step = 0  # > 0: end the run at this step with a checkpoint, as if killed (schedule unchanged; resume later)
+# system
+device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
+dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
+compile = False  # torch.compile the model
+grad_checkpointing = False  # recompute each block in backward: less activation memory, ~30% more compute
+seed = 1337
+
+DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
+
+# the built-in synthetic sources: shard folder name -> (corpus file in synth_dir, how data.prepare reads a record)
+SYNTH_SOURCES = {
+    "web": ("web.jsonl", {"field": "text"}),
+    "web_noisy": ("web_noisy.jsonl", {"field": "text"}),
+    "qa_short": ("qa_short.jsonl", {"template": "qa"}),
+    "qa_long": ("qa_long.jsonl", {"template": "qa"}),
+    "instruct": ("instruct.jsonl", {"field": "text"}),
+}
+STAGES = ("stable", "decay", "both")
+DECAY_SHAPES = ("cosine", "linear", "1-sqrt")
+CKPT_RE = re.compile(r"^ckpt-(\d+)$")
+
+# -----------------------------------------------------------------------------------------------------------------
+# the learning-rate schedule: warmup -> stable -> decay, by budgets in any one unit (tokens here, or steps)
+
+
+def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine") -> float:
+    """LR after t tokens of a run: linear from 0 to `lr` over `warmup`, constant for `stable`, then from `lr` down
+    to min_lr_ratio * lr over `decay` with the given shape; min_lr after that (or `lr` forever if decay is 0)."""
+    if shape not in DECAY_SHAPES:
+        raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {shape!r}")
+    if t < warmup:
+        return lr * t / warmup
+    t = t - warmup - stable
+    if t < 0 or decay <= 0:
+        return lr
+    p = min(t / decay, 1.0)  # progress through the decay, 0 -> 1
+    f = {"cosine": 0.5 * (1.0 + math.cos(math.pi * p)), "linear": 1.0 - p, "1-sqrt": 1.0 - math.sqrt(p)}[shape]
+    min_lr = lr * min_lr_ratio
+    return min_lr + (lr - min_lr) * f
+
+
+def stage_plan(c, which: str) -> SimpleNamespace:
+    """What one run does: its out dir, start weights, mixture and token budgets (warmup, stable, decay)."""
+    if which == "stable":
+        return SimpleNamespace(name="stable", out_dir=c.stable_out_dir, init_from=c.init_from,
+                               mixture=c.stable_mixture, budgets=(c.warmup_tokens, c.stable_tokens, 0))
+    return SimpleNamespace(name="decay", out_dir=c.decay_out_dir, init_from=c.decay_init_from or c.stable_out_dir,
+                           mixture=c.decay_mixture, budgets=(0, 0, c.decay_tokens))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# config checks: every mistake we can see before touching data or weights
+
+
+def check_config(c, world_size: int) -> int:
+    """Raise ValueError naming the first bad knob; return grad_accum."""
+    if c.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {c.stage!r}")
+    if c.decay_shape not in DECAY_SHAPES:
+        raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {c.decay_shape!r}")
+    if c.dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16' (float16 would need loss scaling), got {c.dtype!r}")
+    if c.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
+    for name in ("seq_len", "micro_batch", "total_batch_tokens"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+    per_micro = world_size * c.micro_batch * c.seq_len
+    if c.total_batch_tokens % per_micro:
+        raise ValueError(f"total_batch_tokens={c.total_batch_tokens} is not divisible by world_size * micro_batch * "
+                         f"seq_len = {world_size} * {c.micro_batch} * {c.seq_len} = {per_micro}; pick a multiple "
+                         f"(e.g. {max(1, round(c.total_batch_tokens / per_micro)) * per_micro})")
+    if not c.lr > 0 or not 0 <= c.min_lr_ratio <= 1:
+        raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={c.lr}, min_lr_ratio={c.min_lr_ratio}")
+    if c.weight_decay < 0 or c.grad_clip < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
+        raise ValueError("need weight_decay >= 0, grad_clip >= 0 and betas in [0, 1)")
+    for name in ("warmup_tokens", "stable_tokens", "decay_tokens", "eval_interval", "eval_batches", "sample_tokens",
+                 "log_interval", "ckpt_interval", "keep_last_n", "stop_at_step"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
+    stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
+    for s in stages:
+        plan = stage_plan(c, s)
+        if sum(plan.budgets) <= 0:
+            raise ValueError(f"the {s} stage has no tokens to train on: set {'stable_tokens' if s == 'stable' else 'decay_tokens'}")
+        check_mixture(f"{s}_mixture", plan.mixture)
+        chained = s == "decay" and c.stage == "both" and not c.decay_init_from
+        if not chained:
+            check_init_from(f"{'init_from' if s == 'stable' else 'decay_init_from'}", plan.init_from, c.seq_len)
+        if not c.resume and has_checkpoint(plan.out_dir):
+            raise ValueError(f"{plan.out_dir} already holds a run (latest: {latest_checkpoint(plan.out_dir)}); "
+                             f"pass --resume=True to continue it, or delete it / choose another {s}_out_dir")
+    if c.stage == "both" and os.path.abspath(c.stable_out_dir) == os.path.abspath(c.decay_out_dir):
+        raise ValueError("stable_out_dir and decay_out_dir must differ: the decay run branches from the stable one")
+    if not isinstance(c.eval_sources, list) or not all(isinstance(s, str) for s in c.eval_sources):
+        raise ValueError(f"eval_sources must be a list of source names, got {c.eval_sources!r}")
+    return c.total_batch_tokens // per_micro
+
+
+def check_mixture(name: str, mixture) -> None:
+    if not isinstance(mixture, dict) or not mixture:
+        raise ValueError(f"{name} must be a non-empty dict {{source: weight}}, got {mixture!r}")
+    bad = {k: w for k, w in mixture.items() if not isinstance(w, (int, float)) or not w >= 0 or w == float("inf")}
+    if bad or sum(mixture.values()) <= 0:
+        raise ValueError(f"{name} weights must be finite, >= 0 and not all 0, got {mixture}")
+
+
+def check_init_from(name: str, path: str, seq_len: int) -> None:
+    if path.startswith("scratch:"):
+        preset = path.removeprefix("scratch:")
+        if preset not in model_lib.PRESETS:
+            raise ValueError(f"{name}={path!r}: unknown model preset {preset!r}; one of {sorted(model_lib.PRESETS)}")
+        max_len = model_lib.PRESETS[preset].get("max_seq_len", model_lib.LlamaConfig.max_seq_len)
+        if seq_len > max_len:
+            raise ValueError(f"seq_len={seq_len} exceeds preset {preset!r}'s max_seq_len={max_len}")
+    elif not os.path.exists(path):
+        raise ValueError(f"{name}={path!r} does not exist (expected 'scratch:<preset>', an HF snapshot folder or "
+                         "one of our checkpoints / run folders)")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# distributed setup (torchrun sets RANK, LOCAL_RANK, WORLD_SIZE) and precision
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup_distributed(device_knob: str) -> SimpleNamespace:
+    world = world_size_from_env()
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device_knob == "auto" else device_knob == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available")
+    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return SimpleNamespace(ddp=world > 1, rank=rank, local_rank=local_rank, world_size=world, device=dev,
+                           master=rank == 0)
+
+
+def autocast_for(dtype_knob: str, dev: torch.device):
+    """Mixed precision: fp32 master weights, matmuls in bf16 under autocast (bf16 needs no loss scaling)."""
+    use_bf16 = dtype_knob == "bfloat16" or (dtype_knob == "auto" and dev.type == "cuda")
+    if not use_bf16:
+        return torch.float32, contextlib.nullcontext
+    return torch.bfloat16, lambda: torch.autocast(dev.type, dtype=torch.bfloat16)
+
+
+def all_reduce_mean(t: torch.Tensor, d) -> torch.Tensor:
+    if d.ddp:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= d.world_size
+    return t
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# MFU: achieved FLOPs over the device's peak. GPUs: datasheet bf16 dense peaks; elsewhere a matmul measured at start
+
+PEAK_FLOPS_BF16 = [  # (substring of torch.cuda.get_device_name(), dense bf16 FLOP/s), most specific first
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H100", 989e12), ("H200", 989e12),
+    ("H800", 989e12), ("B200", 2250e12), ("B100", 1750e12), ("A100", 312e12), ("A800", 312e12),
+    ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12),
+]
+
+
+def measure_peak_flops(dev: torch.device, dtype: torch.dtype, seconds: float = 0.6) -> float:
+    """Best FLOP/s of square matmuls on this device and dtype, timed for about `seconds`. Several sizes, because
+    the best one depends on the machine (caches, threads, other processes sharing the cores)."""
+    sizes = (512, 1024, 2048) if dev.type == "cpu" else (4096, 8192)
+    reps = 1 if dev.type == "cpu" else 10  # on a GPU time several, so launch overhead vanishes
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+        a @ b  # the first call pays one-time costs
+        t_end = time.perf_counter() + seconds / len(sizes)
+        for i in range(10_000):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, reps * 2 * n ** 3 / (time.perf_counter() - t0))
+            if i >= 2 and time.perf_counter() > t_end:
+                break
+    return best
+
+
+@functools.lru_cache(maxsize=None)  # measured once per process, not once per stage
+def peak_flops(dev: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """-> (FLOP/s per device, where the number comes from)."""
+    if dev.type == "cuda" and dtype == torch.bfloat16:
+        name = torch.cuda.get_device_name(dev)
+        for key, flops in PEAK_FLOPS_BF16:
+            if key in name:
+                return flops, f"{name} bf16 datasheet"
+    flops = measure_peak_flops(dev, dtype)
+    return flops, f"measured {str(dtype).removeprefix('torch.')} matmul on {dev.type}"
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the built-in data: synthetic corpus -> tokenizer -> shards, each made only if absent (or stale)
+
+
+def build_synth_data(c, log=print) -> None:
+    """Make the built-in corpus (c.synth_dir), the BPE trained on it (c.tokenizer) and one shard folder per source
+    (c.data_root/<name>). A stamp records what the tokenizer and shards were made from; a changed corpus or vocab
+    size rebuilds them."""
+    from data.prepare import is_prepared, prepare
+    from data.synth import QA_TEMPLATE, generate_corpus, read_jsonl
+
+    t0 = time.time()
+    manifest = generate_corpus(c.synth_dir, seed=0, scale=c.synth_scale)  # returns at once if already complete
+    stamp_path = os.path.join(c.data_root, "synth_build.json")
+    stamp = {"corpus": manifest["knobs"], "vocab_size": c.synth_vocab_size, "tokenizer": os.path.abspath(c.tokenizer)}
+    old = None
+    if os.path.isfile(stamp_path):
+        with open(stamp_path) as f:
+            old = json.load(f)
+    fresh = old == json.loads(json.dumps(stamp))
+    tok_file = os.path.join(c.tokenizer, "nanoocto_tokenizer.json")
+    if fresh and os.path.isfile(tok_file):
+        tok = Tokenizer.from_pretrained(c.tokenizer)
+    else:
+        fresh = False
+        web = [r["text"] for r in read_jsonl(os.path.join(c.synth_dir, "web.jsonl"))]
+        qa = [QA_TEMPLATE.format(**r) for r in read_jsonl(os.path.join(c.synth_dir, "qa_short.jsonl"))]
+        tok = Tokenizer.train(web + qa, c.synth_vocab_size)
+        tok.save(c.tokenizer)
+        log(f"built-in tokenizer: {tok.vocab_size} tokens trained on {len(web)} web pages + {len(qa)} QA -> {c.tokenizer}")
+    val_tokens = max(1, round(20_000 * c.synth_scale))  # per source; an eval reads at most a few batches
+    for name, (fname, how) in SYNTH_SOURCES.items():
+        folder = os.path.join(c.data_root, name)
+        if fresh and is_prepared(folder):
+            continue
+        # BOS starts every document: sample.generate puts BOS before a text prompt, so training must too
+        done = prepare(os.path.join(c.synth_dir, fname), folder, tok, val_tokens=val_tokens, bos=True,
+                       overwrite=True, progress=False, **how)
+        log(f"shards {folder}: {done['train_tokens']:,} train + {done['val_tokens']:,} val tokens")
+    os.makedirs(c.data_root, exist_ok=True)
+    tmp = stamp_path + f".tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(stamp, f, indent=1)
+    os.replace(tmp, stamp_path)
+    log(f"built-in data ready in {time.time() - t0:.1f} s ({c.synth_dir}, {c.data_root})")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# model and tokenizer: from scratch, from an HF snapshot, or from one of our checkpoints
+
+
+def load_start(init: str, c, load_state: bool):
+    """-> (model fp32 on CPU, tokenizer, training state or None)."""
+    if init.startswith("scratch:"):
+        tok = Tokenizer.from_pretrained(c.tokenizer)
+        cfg = model_lib.LlamaConfig.from_preset(init.removeprefix("scratch:"), vocab_size=tok.vocab_size,
+                                                bos_id=tok.bos_id, eos_id=tok.eos_id)
+        torch.manual_seed(c.seed)  # the same initial weights on every rank and every rerun
+        return model_lib.Llama(cfg), tok, None
+    model, tok, state = model_lib.load_checkpoint(init, dtype=torch.float32, load_state=load_state)
+    return model, tok, state
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# checkpoints: out_dir/ckpt-<step>, `latest` names the newest; rank 0 writes
+
+
+def has_checkpoint(out_dir: str) -> bool:
+    return os.path.isfile(os.path.join(out_dir, "latest"))
+
+
+def latest_checkpoint(out_dir: str) -> str | None:
+    return model_lib.resolve_checkpoint(out_dir) if has_checkpoint(out_dir) else None
+
+
+def rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def prune_checkpoints(out_dir: str, keep: int) -> None:
+    if keep <= 0:
+        return
+    found = sorted((int(m.group(1)), name) for name in os.listdir(out_dir) if (m := CKPT_RE.match(name)))
+    for _, name in found[:-keep]:
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+def trim_metrics(path: str, last_step: int) -> None:
+    """On resume, drop records written after the checkpoint (by the interrupted run), so the log stays one story."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(rows)
+    os.replace(tmp, path)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# evaluation: validation loss per source on fixed batches, and a greedy sample
+
+
+def val_sources(c, mixture: dict, log) -> list[str]:
+    """The sources to evaluate that have enough val tokens for one batch (others are skipped, with a note)."""
+    names = c.eval_sources or sorted(mixture)
+    usable = []
+    for name in names:
+        try:
+            val_batches(os.path.join(c.data_root, name), c.seq_len, c.micro_batch, 1, 0, world_size_from_env())
+            usable.append(name)
+        except (ValueError, FileNotFoundError) as e:
+            log(f"eval: skipping source {name!r}: {e}")
+    return usable
+
+
+@torch.no_grad()
+def evaluate(model, c, names: list[str], d, autocast) -> dict:
+    model.eval()
+    out = {}
+    for name in names:
+        total = torch.zeros(2, device=d.device)  # [loss sum, batches]
+        for x, y in val_batches(os.path.join(c.data_root, name), c.seq_len, c.micro_batch, c.eval_batches,
+                                d.rank, d.world_size):
+            with autocast():
+                _, loss = model(x.to(d.device), targets=y.to(d.device))
+            total += torch.stack([loss.float(), torch.ones((), device=d.device)])
+        all_reduce_mean(total, d)
+        out[name] = (total[0] / total[1]).item()
+    model.train()
+    return out
+
+
+def greedy_sample(model, tok, c, autocast) -> str:
+    with autocast():
+        return sample.generate(model, tok, [c.sample_prompt], max_new_tokens=c.sample_tokens, temperature=0.0,
+                               seed=0)[0].text
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# one run (a stage): build, train, checkpoint, evaluate
+
+
+def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
+    """Train one stage to the end of its budget (or stop_at_step). Returns True when the stage is complete."""
+    plan = stage_plan(c, which)
+    log = tqdm.write if d.master else (lambda *a, **k: None)
+    out_dir = plan.out_dir
+    resume_from = latest_checkpoint(out_dir) if c.resume else None
+    if c.resume and resume_from is None:
+        log(f"[{which}] resume: no checkpoint in {out_dir}, starting from {plan.init_from}")
+    start = resume_from or plan.init_from
+    model, tok, state = load_start(start, c, load_state=resume_from is not None or not c.fresh_optimizer)
+    if resume_from is None and state is not None:  # weights + optimizer moments of another run; new step/data
+        state = {"optimizer": state["optimizer"]}
+
+    # --- data
+    loader = MixtureLoader({n: os.path.join(c.data_root, n) for n in plan.mixture}, plan.mixture, c.seq_len,
+                           c.micro_batch, rank=d.rank, world_size=d.world_size,
+                           # the decay branch reads its sources in another order than the stable run did
+                           seed=c.seed + (1 if which == "decay" else 0), log=log)
+    if loader.vocab_size != tok.vocab_size or tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"data in {c.data_root} was tokenized with a {loader.vocab_size}-token vocabulary, the "
+                         f"model's tokenizer has {tok.vocab_size} and the model {model.config.vocab_size}: re-run "
+                         "data/prepare.py with the model's tokenizer")
+    if c.seq_len > model.config.max_seq_len:
+        raise ValueError(f"seq_len={c.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
+    evals = val_sources(c, plan.mixture, log) if c.eval_interval > 0 else []
+
+    # --- model, optimizer
+    model.to(d.device)
+    model.gradient_checkpointing = c.grad_checkpointing
+    raw_model = model
+    optimizer = raw_model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
+    if state is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if c.compile:
+        model = torch.compile(model)
+    if d.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                    gradient_as_bucket_view=True)
+    _, autocast = autocast_for(c.dtype, d.device)
+
+    # --- where we are
+    step, tokens = 0, 0
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if resume_from is not None:
+        loader.load_state_dict(state["loader"])
+        step, tokens = state["step"], state["tokens"]
+        set_rng_state(state["rng"])
+        log(f"[{which}] resumed from {resume_from} at step {step} ({tokens:,} tokens)")
+        report_changed_knobs(resume_from, c, log)
+    if d.master:
+        os.makedirs(out_dir, exist_ok=True)
+        if resume_from is None and os.path.exists(metrics_path):
+            os.remove(metrics_path)  # leftovers of a run that never checkpointed
+        trim_metrics(metrics_path, step)
+    n_steps = math.ceil(sum(plan.budgets) / c.total_batch_tokens)
+    budgets = plan.budgets
+    flops_per_token = raw_model.flops_per_token(c.seq_len)
+    run_config = {**vars(c), "run": {"stage": which, "out_dir": out_dir, "init_from": start, "world_size": d.world_size,
+                                     "grad_accum": grad_accum, "steps": n_steps, "mixture": plan.mixture}}
+    log(f"[{which}] {raw_model.num_params() / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
+        f"({d.world_size} x {c.micro_batch} x {c.seq_len} x {grad_accum} accum), mixture {plan.mixture}, "
+        f"from {start} -> {out_dir}")
+
+    def save(step_now, tokens_now):
+        if d.master:
+            st = {"optimizer": optimizer.state_dict(), "step": step_now, "tokens": tokens_now,
+                  "loader": loader.state_dict(), "rng": rng_state(), "stage": which}
+            path = os.path.join(out_dir, f"ckpt-{step_now:06d}")
+            model_lib.save_checkpoint(path, raw_model, tok, run_config, st)
+            prune_checkpoints(out_dir, c.keep_last_n)
+        if d.ddp:
+            dist.barrier()  # nobody races ahead of a checkpoint in progress
+
+    def write_metrics(rec):
+        if d.master:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def run_eval(step_now, tokens_now):
+        t0 = time.time()
+        val = evaluate(raw_model, c, evals, d, autocast)
+        text = greedy_sample(raw_model, tok, c, autocast) if d.master and c.sample_tokens > 0 else None
+        write_metrics({"kind": "eval", "step": step_now, "tokens": tokens_now, "val": val, "sample": text,
+                       "seconds": round(time.time() - t0, 2)})
+        log(f"[{which}] step {step_now:>5}/{n_steps} | val " + " ".join(f"{k} {v:.3f}" for k, v in val.items()))
+        if text is not None:
+            log(f"[{which}]   sample: {c.sample_prompt!r} -> {text!r}")
+
+    if step >= n_steps:
+        log(f"[{which}] already complete: step {step} of {n_steps}")
+        return True
+    if resume_from is None and evals:
+        run_eval(0, 0)  # where the run starts from
+
+    bar = tqdm(total=n_steps, initial=step, desc=which, disable=not d.master, dynamic_ncols=True, leave=True)
+    t_run, tok_s, steps_here = time.time(), 0.0, 0
+    saved_at = step if resume_from is not None else -1
+    model.train()
+    while step < n_steps:
+        if c.stop_at_step and step >= c.stop_at_step:
+            break
+        t0 = time.perf_counter()
+        # the LR for this step is the schedule's value at the tokens seen once it is done, so a warmup's first
+        # step already moves and a decay's last step runs at exactly min_lr
+        lr_now = get_lr(tokens + c.total_batch_tokens, c.lr, *budgets, c.min_lr_ratio, c.decay_shape)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        loss_sum = torch.zeros((), device=d.device)
+        for micro in range(grad_accum):
+            x, y = loader.next_batch()  # [micro_batch, seq_len] each
+            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+            # gradients are all-reduced only on the last micro-step; the others accumulate locally
+            sync = model.no_sync() if d.ddp and micro < grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast():
+                    _, loss = model(x, targets=y)
+                (loss / grad_accum).backward()
+            loss_sum += loss.detach().float()
+        loss_mean = all_reduce_mean(loss_sum / grad_accum, d).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf")).item()
+        if not (math.isfinite(loss_mean) and math.isfinite(grad_norm)):
+            bar.close()
+            stop_non_finite(which, step + 1, loss_mean, grad_norm, out_dir, d)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += c.total_batch_tokens
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        steps_here += 1
+        # smoothed throughput; the first two steps (allocator, compile warm-up) only seed it
+        tok_s = c.total_batch_tokens / dt if steps_here <= 2 else 0.9 * tok_s + 0.1 * c.total_batch_tokens / dt
+        mfu = flops_per_token * tok_s / (d.world_size * peak)
+        write_metrics({"kind": "train", "step": step, "tokens": tokens, "loss": loss_mean, "lr": lr_now,
+                       "grad_norm": grad_norm, "tok_s": round(c.total_batch_tokens / dt, 1), "mfu": round(mfu, 4),
+                       "elapsed": round(time.time() - t_run, 2)})
+        bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{lr_now:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}",
+                        refresh=False)
+        bar.update(1)
+        if c.log_interval and step % c.log_interval == 0:
+            log(f"[{which}] step {step:>5}/{n_steps} | loss {loss_mean:.4f} | lr {lr_now:.2e} | "
+                f"{tok_s:,.0f} tok/s | mfu {mfu:.1%}")
+        last = step == n_steps or step == c.stop_at_step
+        if last or (c.ckpt_interval and step % c.ckpt_interval == 0):
+            save(step, tokens)  # before eval: a crashing eval loses nothing
+            saved_at = step
+        if evals and (step == n_steps or step % c.eval_interval == 0):
+            run_eval(step, tokens)
+    bar.close()
+    if saved_at != step:  # stop_at_step reached before this resumed run took a step
+        save(step, tokens)
+    done = step >= n_steps
+    log(f"[{which}] {'done' if done else 'stopped'} at step {step}/{n_steps} ({tokens:,} tokens) in "
+        f"{time.time() - t_run:.1f} s -> {latest_checkpoint(out_dir) if d.master else out_dir}")
+    return done
+
+
+def stop_non_finite(which: str, step: int, loss: float, grad_norm: float, out_dir: str, d) -> None:
+    """A NaN/inf loss or gradient: stop without saving the bad state; the last good checkpoint stays `latest`."""
+    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+    good = latest_checkpoint(out_dir)
+    keep = f"the last good checkpoint is {good}" if good else "no checkpoint of this run was written yet"
+    msg = (f"[{which}] step {step}: {what} is not finite; stopping without saving this state ({keep}). "
+           "Lower lr, check the data, or resume from the checkpoint with different knobs.")
+    if d.ddp:
+        dist.destroy_process_group()
+    raise SystemExit(msg if d.master else 1)
+
+
+def report_changed_knobs(ckpt: str, c, log) -> None:
+    """Resuming with changed knobs is allowed (e.g. a longer stable stage) but must not go unnoticed."""
+    path = os.path.join(ckpt, "run_config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    ignore = {"resume", "stop_at_step", "run"}
+    changed = {k: (old[k], v) for k, v in vars(c).items() if k in old and k not in ignore and old[k] != v}
+    for k, (was, now) in changed.items():
+        log(f"resume: knob {k} changed: {was!r} -> {now!r}")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
+    grad_accum = check_config(c, world_size_from_env())  # all knob errors before any work
+    d = setup_distributed(c.device)
+    log = tqdm.write if d.master else (lambda *a, **k: None)
+    try:
+        if c.synth_dir:
+            if d.master:
+                build_synth_data(c, log)
+            if d.ddp:
+                dist.barrier()
+        train_dtype, _ = autocast_for(c.dtype, d.device)
+        peak, source = peak_flops(d.device, train_dtype)
+        log(f"peak for MFU: {peak / 1e12:.3f} TFLOP/s per device ({source})")
+        t0 = time.time()
+        stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
+        for which in stages:
+            if not run_stage(c, which, d, grad_accum, peak):
+                log(f"stopped early in the {which} stage (stop_at_step={c.stop_at_step}); --resume=True continues")
+                break
+        log(f"total {time.time() - t0:.1f} s")
+    finally:
+        if d.ddp and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

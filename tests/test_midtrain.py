@@ -1,0 +1,244 @@
+"""midtrain.py: LR schedule, config errors, resume, DDP equivalence, NaN stop, checkpoints, the built-in chain."""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import midtrain
+import model as model_lib
+from conftest import ROOT
+from data.shards import write_shard
+from data.tokenizer import Tokenizer
+
+SEQ, MICRO, BATCH = 32, 2, 128  # 128 tokens per step = 1 process x 2 micro-batches x 2 accum, or 2 ranks x 1
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A 300-token BPE and two shard sources of structured random tokens (so the loss can fall)."""
+    root = tmp_path_factory.mktemp("mt_data")
+    letters = np.random.default_rng(1).integers(97, 123, size=(400, 5))
+    words = " ".join(bytes(w.tolist()).decode() for w in letters)
+    tok = Tokenizer.train([words, "Question: what is 3 + 4? Answer: 7."], 300)
+    tok.save(str(root / "tok"))
+    rng = np.random.default_rng(0)
+    for name, period in (("a", 7), ("b", 11)):
+        base = rng.integers(0, 256, size=period)
+        for split, n in (("train", 20_000), ("val", 1_000)):
+            noise = rng.integers(0, 256, size=n)
+            toks = np.where(rng.random(n) < 0.7, np.tile(base, n // period + 1)[:n], noise)
+            write_shard(str(root / name / f"{split}_000000.bin"), toks, tok.vocab_size)
+    return root
+
+
+def args(data, out, *extra, steps=6):
+    return [f"--tokenizer={data / 'tok'}", f"--data_root={data}", "--synth_dir=", "--init_from=scratch:test",
+            "--stage=stable", f"--stable_out_dir={out}", "--stable_mixture={'a': 0.6, 'b': 0.4}",
+            f"--seq_len={SEQ}", f"--micro_batch={MICRO}", f"--total_batch_tokens={BATCH}", "--warmup_tokens=256",
+            f"--stable_tokens={steps * BATCH - 256}", "--lr=0.01", "--eval_interval=0", "--log_interval=0",
+            "--ckpt_interval=0", "--eval_batches=2", "--eval_sources=[]", *extra]
+
+
+def losses(out) -> dict:
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert len({r["step"] for r in train}) == len(train), "a step was logged twice"
+    return {r["step"]: r["loss"] for r in train}
+
+
+def ckpts(out) -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "ckpt-*")))
+
+
+# ---- the schedule -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", midtrain.DECAY_SHAPES)
+def test_get_lr_boundaries(shape):
+    lr, w, s, d, r = 1e-3, 100, 300, 200, 0.1
+    f = lambda t: midtrain.get_lr(t, lr, w, s, d, r, shape)  # noqa: E731
+    assert f(0) == 0.0 and f(50) == pytest.approx(lr / 2) and f(w) == pytest.approx(lr)  # warmup
+    assert f(w + 1) == f(w + s) == lr  # stable
+    assert f(w + s + d) == pytest.approx(lr * r) and f(w + s + d + 10_000) == pytest.approx(lr * r)  # min reached
+    decay = [f(w + s + i) for i in range(0, d + 1, 10)]
+    assert all(a > b for a, b in zip(decay, decay[1:])), "the decay must fall strictly"
+    mid = {"cosine": 0.5, "linear": 0.5, "1-sqrt": 1 - math.sqrt(0.5)}[shape]
+    assert f(w + s + d / 2) == pytest.approx(lr * r + (lr - lr * r) * mid)
+    # a stable-only run stays at lr; a decay-only run starts at lr
+    assert midtrain.get_lr(10**12, lr, 0, 500, 0, r, shape) == lr
+    assert midtrain.get_lr(0, lr, 0, 0, d, r, shape) == pytest.approx(lr)
+    with pytest.raises(ValueError, match="decay_shape"):
+        midtrain.get_lr(0, lr, 0, 0, d, r, "exp")
+
+
+# ---- config errors ------------------------------------------------------------------------------------------------
+
+def test_bad_config_errors_early(data, tmp_path):
+    synth = tmp_path / "synth_should_not_appear"
+    with pytest.raises(ValueError, match="unknown config key 'stable_tokenz'"):
+        midtrain.main(args(data, tmp_path / "o") + ["--stable_tokenz=5"])
+    with pytest.raises(ValueError, match="not divisible by world_size \\* micro_batch \\* seq_len"):
+        midtrain.main(args(data, tmp_path / "o") + ["--total_batch_tokens=100", f"--synth_dir={synth}"])
+    assert not synth.exists(), "the batch error must come before any data is built"
+    with pytest.raises(ValueError, match="unknown model preset 'nope'"):
+        midtrain.main(args(data, tmp_path / "o") + ["--init_from=scratch:nope"])
+    with pytest.raises(ValueError, match="decay_shape"):
+        midtrain.main(args(data, tmp_path / "o") + ["--decay_shape=exp"])
+    with pytest.raises(ValueError, match="stable_mixture weights"):
+        midtrain.main(args(data, tmp_path / "o") + ["--stable_mixture={'a': -1.0}"])
+    with pytest.raises(ValueError, match="seq_len=4096 exceeds"):
+        midtrain.main(args(data, tmp_path / "o") + ["--seq_len=4096", "--total_batch_tokens=8192"])
+
+
+# ---- resume -------------------------------------------------------------------------------------------------------
+
+def test_resume_continues_the_same_trajectory(data, tmp_path):
+    # a decay run (cosine LR changes every step) straight from scratch weights
+    decay = lambda out: args(data, out, "--stage=decay", f"--decay_out_dir={out}", "--decay_init_from=scratch:test",  # noqa: E731
+                             "--decay_mixture={'a': 0.5, 'b': 0.5}", f"--decay_tokens={6 * BATCH}",
+                             "--ckpt_interval=1", "--keep_last_n=2")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    midtrain.main(decay(full))
+    midtrain.main(decay(parts) + ["--stop_at_step=3"])
+    assert ckpts(parts) == ["ckpt-000002", "ckpt-000003"] and len(losses(parts)) == 3
+    with pytest.raises(ValueError, match="already holds a run"):
+        midtrain.main(decay(parts))  # no silent overwrite
+    midtrain.main(decay(parts) + ["--resume=True"])
+    a, b = losses(full), losses(parts)
+    assert list(a) == list(b) == [1, 2, 3, 4, 5, 6]
+    assert a == b, f"resumed trajectory differs: {a} vs {b}"
+    assert a[6] < a[1]
+    assert ckpts(full) == ckpts(parts) == ["ckpt-000005", "ckpt-000006"]  # keep_last_n pruned the rest
+    sd_full = model_lib.load_checkpoint(str(full))[0].state_dict()
+    sd_parts = model_lib.load_checkpoint(str(parts))[0].state_dict()
+    assert all(torch.equal(sd_full[k], sd_parts[k]) for k in sd_full)
+    # resuming a finished run does nothing
+    midtrain.main(decay(parts) + ["--resume=True"])
+    assert losses(parts) == b
+
+
+# ---- DDP ----------------------------------------------------------------------------------------------------------
+
+def test_two_ranks_match_one_process_with_accumulation(data, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = ("--eval_interval=2", "--sample_tokens=4", "--sample_prompt=Question: 3 + 4?")
+    midtrain.main(args(data, one, *extra, steps=4))  # 1 process: 2 micro-steps of 2 sequences
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "midtrain.py",
+           *args(data, two, *extra, steps=4)]  # 2 ranks: 1 micro-step of 2 sequences each
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(2 x 2 x 32 x 1 accum)" in proc.stderr + proc.stdout
+    a, b = losses(one), losses(two)
+    assert list(a) == list(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+    evals = [json.loads(line) for line in open(two / "metrics.jsonl") if '"eval"' in line]
+    assert [e["step"] for e in evals] == [0, 2, 4] and all(set(e["val"]) == {"a", "b"} for e in evals)
+    assert all(isinstance(e["sample"], str) for e in evals)
+    w1 = model_lib.load_checkpoint(str(one))[0].state_dict()
+    w2 = model_lib.load_checkpoint(str(two))[0].state_dict()
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+# ---- NaN ----------------------------------------------------------------------------------------------------------
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
+    forward, calls = model_lib.Llama.forward, [0]
+
+    def poisoned(self, idx, targets=None, **kw):
+        out = forward(self, idx, targets=targets, **kw)
+        if targets is None or not self.training:
+            return out
+        calls[0] += 1
+        return (out[0], out[1] * float("nan")) if calls[0] > 6 else out  # micro-steps 7, 8 = step 4
+
+    monkeypatch.setattr(model_lib.Llama, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(SystemExit, match=r"step 4: loss nan is not finite.*last good checkpoint is .*ckpt-000003"):
+        midtrain.main(args(data, out, "--ckpt_interval=1", "--keep_last_n=0"))
+    assert ckpts(out) == ["ckpt-000001", "ckpt-000002", "ckpt-000003"]
+    assert model_lib.resolve_checkpoint(str(out)).endswith("ckpt-000003")
+    monkeypatch.setattr(model_lib.Llama, "forward", forward)
+    m, _, state = model_lib.load_checkpoint(str(out), load_state=True)
+    assert state["step"] == 3 and all(torch.isfinite(p).all() for p in m.parameters())
+
+
+# ---- checkpoint format ---------------------------------------------------------------------------------------------
+
+def test_checkpoint_loads_with_model_and_transformers(data, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    out = tmp_path / "ck"
+    midtrain.main(args(data, out, steps=2))
+    path = model_lib.resolve_checkpoint(str(out))
+    ours, tok, state = model_lib.load_checkpoint(path, load_state=True)
+    assert tok.vocab_size == ours.config.vocab_size == 300
+    assert state["step"] == 2 and state["tokens"] == 2 * BATCH and state["stage"] == "stable"
+    assert {"optimizer", "loader", "rng"} <= set(state) and state["loader"]["sequences"] == 2 * BATCH // SEQ
+    run_config = json.load(open(os.path.join(path, "run_config.json")))
+    assert run_config["lr"] == 0.01 and run_config["run"]["grad_accum"] == 2
+    hf = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    idx = torch.randint(0, 300, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(idx), hf(idx).logits, atol=1e-4)
+
+
+# ---- the built-in chain --------------------------------------------------------------------------------------------
+
+def test_default_chain_on_a_tiny_synthetic_world(tmp_path):
+    synth, stable, final = tmp_path / "synth", tmp_path / "stable", tmp_path / "midtrain"
+    argv = [f"--synth_dir={synth}", "--synth_scale=0.02", "--synth_vocab_size=300", f"--tokenizer={synth / 'tok'}",
+            f"--data_root={synth / 'shards'}", "--init_from=scratch:test", f"--stable_out_dir={stable}",
+            f"--decay_out_dir={final}", "--seq_len=32", "--micro_batch=2", f"--total_batch_tokens={BATCH}",
+            "--warmup_tokens=128", "--stable_tokens=384", "--decay_tokens=384", "--eval_interval=100",
+            "--eval_batches=1", "--sample_tokens=4", "--log_interval=0", "--lr=0.01"]
+    midtrain.main(argv)
+    assert sorted(os.listdir(synth / "shards")) == sorted([*midtrain.SYNTH_SOURCES, "synth_build.json"])
+    s_ckpt, d_ckpt = model_lib.resolve_checkpoint(str(stable)), model_lib.resolve_checkpoint(str(final))
+    assert s_ckpt.endswith("ckpt-000004") and d_ckpt.endswith("ckpt-000003")
+    run = json.load(open(os.path.join(d_ckpt, "run_config.json")))["run"]
+    assert run["stage"] == "decay" and run["init_from"] == str(stable) and set(run["mixture"]) == set(midtrain.DEFAULTS["decay_mixture"])
+    d_state = torch.load(os.path.join(d_ckpt, "state.pt"), weights_only=False)
+    assert all(s["step"] == 3 for s in d_state["optimizer"]["state"].values()), "decay must start a fresh optimizer"
+    rows = [json.loads(line) for line in open(final / "metrics.jsonl")]
+    assert [r["lr"] for r in rows if r["kind"] == "train"][-1] == pytest.approx(0.001)  # cosine down to 10%
+    first_eval = [r for r in rows if r["kind"] == "eval"][0]
+    last_stable_eval = [json.loads(line) for line in open(stable / "metrics.jsonl") if '"eval"' in line][-1]
+    assert first_eval["val"] == last_stable_eval["val"], "the decay run must start from the stable weights"
+    # a second run with resume=True finds both stages complete and the data already built
+    midtrain.main(argv + ["--resume=True"])
+    assert model_lib.resolve_checkpoint(str(final)) == d_ckpt
+
+
+# ---- the paper presets --------------------------------------------------------------------------------------------
+
+PRESETS = sorted(glob.glob(os.path.join(ROOT, "config", "octothinker_*.py")))
+
+
+def test_paper_presets_parse_and_fit_8_gpus(monkeypatch):
+    assert len(PRESETS) == 8, PRESETS
+    monkeypatch.setattr(midtrain, "check_init_from", lambda *a: None)  # the HF snapshot is not on this machine
+    monkeypatch.setattr(midtrain, "has_checkpoint", lambda *a: False)
+    from configurator import configure
+    from types import SimpleNamespace
+    for path in PRESETS:
+        c = SimpleNamespace(**configure(dict(midtrain.DEFAULTS), [path], verbose=False))
+        midtrain.check_config(c, world_size=8)
+        assert c.total_batch_tokens == 512 * 8192 and c.seq_len == 8192 and c.synth_dir == ""
+        plan = midtrain.stage_plan(c, c.stage)
+        assert sum(plan.mixture.values()) == pytest.approx(1.0)
+        if c.stage == "stable":
+            assert c.stable_tokens == 200 * 10**9 and c.warmup_tokens == 0
+        else:
+            assert c.decay_tokens == 20 * 10**9 and c.min_lr_ratio == 0.1 and c.decay_shape == "cosine"
+            assert plan.mixture["dclm_baseline"] == 0.05 and plan.mixture["instruction"] == 0.10
+            assert plan.mixture["megamath_web_pro"] == 0.55
+        assert c.lr == (5e-5 if "_1b_" in path else 2e-5)
