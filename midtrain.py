@@ -29,7 +29,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 from types import SimpleNamespace
 
@@ -151,7 +150,8 @@ def check_config(c, world_size: int) -> int:
     if c.decay_shape not in DECAY_SHAPES:
         raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {c.decay_shape!r}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16' (float16 would need loss scaling), got {c.dtype!r}")
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16' (float16 would need loss scaling), "
+                         f"got {c.dtype!r}")
     if c.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     for name in ("seq_len", "micro_batch", "total_batch_tokens"):
@@ -174,7 +174,8 @@ def check_config(c, world_size: int) -> int:
     for s in stages:
         plan = stage_plan(c, s)
         if sum(plan.budgets) <= 0:
-            raise ValueError(f"the {s} stage has no tokens to train on: set {'stable_tokens' if s == 'stable' else 'decay_tokens'}")
+            knob = "stable_tokens" if s == "stable" else "decay_tokens"
+            raise ValueError(f"the {s} stage has no tokens to train on: set {knob}")
         check_mixture(f"{s}_mixture", plan.mixture)
         chained = s == "decay" and c.stage == "both" and not c.decay_init_from
         if not chained:
@@ -325,7 +326,8 @@ def build_synth_data(c, log=print) -> None:
         qa = [QA_TEMPLATE.format(**r) for r in read_jsonl(os.path.join(c.synth_dir, "qa_short.jsonl"))]
         tok = Tokenizer.train(web + qa, c.synth_vocab_size)
         tok.save(c.tokenizer)
-        log(f"built-in tokenizer: {tok.vocab_size} tokens trained on {len(web)} web pages + {len(qa)} QA -> {c.tokenizer}")
+        log(f"built-in tokenizer: {tok.vocab_size} tokens trained on {len(web)} web pages + {len(qa)} QA "
+            f"-> {c.tokenizer}")
     val_tokens = max(1, round(20_000 * c.synth_scale))  # per source; an eval reads at most a few batches
     for name, (fname, how) in SYNTH_SOURCES.items():
         folder = os.path.join(c.data_root, name)

@@ -1,6 +1,7 @@
 # OctoThinker decay stage (hybrid branch) on Llama-3.2-3B (Wang, Zhou, Li, Liu 2025).
 # Decay stage, hybrid branch: 20B tokens from the stable checkpoint (fresh optimizer), LR cosine from the stable
-# LR to 10% of it; 70% shared mixture (DCLM 5%, instructions 10%, MegaMath-Web-Pro 55%) + 30% a hybrid of short and long QA.
+# LR to 10% of it; 70% shared mixture (DCLM 5%, instructions 10%, MegaMath-Web-Pro 55%) +
+# 30% a hybrid of short and long QA.
 # Data: every mixture source is a shard folder data_root/<name> tokenized with the model's own (Llama 3) tokenizer,
 # one call of data/prepare.py per source, BOS before every document, e.g.
 #   python -m data.prepare --input 'raw/openr1-math/*.parquet' --tokenizer checkpoints/Llama-3.2-3B \
@@ -39,7 +40,7 @@ grad_checkpointing = True
 eval_interval = 500
 eval_batches = 4
 eval_sources = []  # the mixture's own sources (those prepared with --val_tokens)
-sample_prompt = "Question: A bakery sells muffins for 3 dollars each. Mia buys 7 muffins. How many dollars does she pay?\nAnswer:"
+sample_prompt = "Question: Muffins cost 3 dollars each. Mia buys 7 muffins. How many dollars does she pay?\nAnswer:"
 sample_tokens = 64
 log_interval = 10
 ckpt_interval = 1000

@@ -1,6 +1,6 @@
 # OctoThinker stable stage on Llama-3.2-3B (Wang, Zhou, Li, Liu 2025).
-# Stable stage: 200B tokens at a constant LR (no warmup), AdamW with weight decay 0.1, gradient clipping 1.0,
-# on a math-web-heavy mixture. The decay branches (octothinker_3b_decay_{long,short,hybrid}.py) start from it.
+# Stable stage: 200B tokens at a constant LR (no warmup), AdamW with weight decay 0.1, gradient clipping
+# 1.0, on a math-web-heavy mixture. The decay branches (octothinker_3b_decay_{long,short,hybrid}.py) start from it.
 # Data: every mixture source is a shard folder data_root/<name> tokenized with the model's own (Llama 3) tokenizer,
 # one call of data/prepare.py per source, BOS before every document, e.g.
 #   python -m data.prepare --input 'raw/megamath-web-pro-max/*.parquet' --tokenizer checkpoints/Llama-3.2-3B \
@@ -9,7 +9,7 @@
 # Batch: 512 sequences x 8192 tokens; grad_accum = 512 * 8192 / (8 GPUs * micro_batch * 8192) = 64. Other GPU
 # counts work as long as 512 is divisible by (GPUs * micro_batch); raise micro_batch if memory allows.
 stage = "stable"
-init_from = "checkpoints/Llama-3.2-3B"  # local snapshot of meta-llama/Llama-3.2-3B (huggingface-cli download --local-dir)
+init_from = "checkpoints/Llama-3.2-3B"  # local snapshot of meta-llama/Llama-3.2-3B (HF download)
 stable_out_dir = "out/octothinker_3b_stable"
 stable_mixture = {
     "megamath_web_pro_max": 0.725,  # MegaMath-Web-Pro-Max
@@ -37,7 +37,7 @@ grad_checkpointing = True
 eval_interval = 500
 eval_batches = 4
 eval_sources = []  # the mixture's own sources (those prepared with --val_tokens)
-sample_prompt = "Question: A bakery sells muffins for 3 dollars each. Mia buys 7 muffins. How many dollars does she pay?\nAnswer:"
+sample_prompt = "Question: Muffins cost 3 dollars each. Mia buys 7 muffins. How many dollars does she pay?\nAnswer:"
 sample_tokens = 64
 log_interval = 10
 ckpt_interval = 1000
