@@ -1,0 +1,79 @@
+"""
+Kernels for the decode hot path. Each has a plain-torch reference (`*_torch`, in its module) and a Triton kernel;
+the functions below validate their inputs and dispatch (see kernels/dispatch.py):
+
+    impl="torch" | "triton" forces one; impl=None follows env NANOOCTO_KERNELS=triton|torch|auto (default auto:
+    Triton iff the tensor is on CUDA and triton imports).
+
+    rms_norm(x, weight, eps, residual=None)                         -> y            | (y, x + residual)
+    rope_cache_update(q, k, v, cos, sin, k_cache, v_cache, slot)    -> q_rot        (writes the cache in place)
+    decode_attention(q, k_cache, v_cache, start, end, scale=None)   -> out [B, H, D]
+    sample_logits(logits, temperature, seed, offset)                -> (tokens [B] int64, logprobs [B] fp32)
+
+All math is fp32 (bf16/fp16 inputs are loaded and cast at once); outputs come back in the input dtype.
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels import decode_attention as _attn
+from kernels import rms_norm as _norm
+from kernels import rope as _rope
+from kernels import sampling as _sampling
+from kernels.decode_attention import choose_num_splits, decode_attention_torch, decode_attention_triton
+from kernels.dispatch import ENV_VAR, HAVE_TRITON, INTERPRET, resolve_impl
+from kernels.rms_norm import rms_norm_torch, rms_norm_triton
+from kernels.rope import rope_cache_update_torch, rope_cache_update_triton
+from kernels.sampling import philox_uniforms, sample_logits_torch, sample_logits_triton
+
+__all__ = ["rms_norm", "rope_cache_update", "decode_attention", "sample_logits", "resolve_impl",
+           "choose_num_splits", "philox_uniforms", "ENV_VAR", "HAVE_TRITON", "INTERPRET"]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
+             impl: str | None = None):
+    """x [..., D], weight [D]. Without residual: y = weight * (x * rsqrt(mean(x^2) + eps)) (HF LlamaRMSNorm:
+    normalise in fp32, round to x.dtype, then scale), y in x.dtype. With residual: h = x + residual (fp32 add,
+    rounded to x.dtype), returns (rms_norm(h), h)."""
+    _norm._check(x, weight, residual)
+    if resolve_impl(impl, x.device) == "triton":
+        return rms_norm_triton(x, weight, eps, residual)
+    return rms_norm_torch(x, weight, eps, residual)
+
+
+def rope_cache_update(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, slot: int, impl: str | None = None):
+    """q [B, T, H, D], k/v [B, T, Hkv, D], cos/sin broadcastable to [B, T, D/2] (fp32, HF rotate_half pairing of
+    dims i and i + D/2). Writes rotated k and raw v into k_cache/v_cache[:, :, slot:slot+T] ([B, Hkv, S, D]) and
+    returns the rotated q [B, T, H, D] in q.dtype."""
+    _rope._check(q, k, v, cos, sin, k_cache, v_cache, slot)
+    if resolve_impl(impl, q.device) == "triton":
+        return rope_cache_update_triton(q, k, v, cos, sin, k_cache, v_cache, slot)
+    return rope_cache_update_torch(q, k, v, cos, sin, k_cache, v_cache, slot)
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: torch.Tensor, end: int,
+                     scale: float | None = None, impl: str | None = None, num_splits: int | None = None):
+    """One query token per row: q [B, H, D] attends (GQA: head h uses kv head h // (H / Hkv)) over cache slots
+    start[b] .. end-1 of k_cache/v_cache [B, Hkv, S, D]; scale defaults to 1/sqrt(D). Returns [B, H, D] in
+    q.dtype; a row with no keys (start[b] >= end) gets zeros. num_splits (triton only) overrides the
+    flash-decoding split heuristic (choose_num_splits)."""
+    _attn._check(q, k_cache, v_cache, start, end, num_splits)
+    if resolve_impl(impl, q.device) == "triton":
+        return decode_attention_triton(q, k_cache, v_cache, start, end, scale, num_splits)
+    return decode_attention_torch(q, k_cache, v_cache, start, end, scale)
+
+
+def sample_logits(logits: torch.Tensor, temperature: float, seed: int | torch.Tensor, offset: int,
+                  impl: str | None = None):
+    """logits [B, V] -> (tokens [B] int64, logprobs [B] fp32). temperature 0: argmax (ties -> lowest index),
+    logprob under softmax(logits). temperature > 0: Gumbel-max draw from softmax(logits / temperature) with
+    Philox noise keyed by (seed, offset, row, column) (a per-row seed tensor [B] drops the row from the key);
+    logprob of the chosen token under softmax(logits / temperature). No top-k / top-p here (sample.py does
+    those in torch). Both implementations draw the same uniforms."""
+    _sampling._check(logits, temperature, seed, offset)
+    if isinstance(seed, torch.Tensor) and seed.device != logits.device:
+        raise ValueError(f"sample_logits: seed tensor on {seed.device}, logits on {logits.device}")
+    if resolve_impl(impl, logits.device) == "triton":
+        return sample_logits_triton(logits, temperature, seed, offset)
+    return sample_logits_torch(logits, temperature, seed, offset)

@@ -1,0 +1,91 @@
+"""
+RMSNorm, optionally fused with the residual add that precedes it in every Llama block.
+
+HF LlamaRMSNorm, exactly:  y = weight * (h_fp32 * rsqrt(mean(h_fp32^2) + eps)).to(input_dtype)
+i.e. normalise in fp32, round to the input dtype, then scale (a bf16 x bf16 product is fp32-multiply-then-round,
+which is what the kernel does). With a residual, h = x + residual is added in fp32 and rounded to x.dtype first
+(HF's bf16 `residual + hidden_states`), and it is the rounded h that is normalised and returned.
+
+Output dtype is x.dtype (HF would promote bf16 x with an fp32 weight to fp32; we keep the activation dtype).
+
+Kernel: one program per row; the whole row sits in registers (BLOCK_D = next pow2 of D, masked), so x (and the
+residual) are read once and y (and h) written once: memory-bound, coalesced along D.
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl, triton
+
+MAX_BLOCK_D = 65536  # whole row in one program; Llama dims are <= 16384
+
+
+def rms_norm_torch(x, weight, eps, residual=None):
+    """Plain-torch reference; same contract as rms_norm."""
+    h = x if residual is None else (x.float() + residual.float()).to(x.dtype)
+    h32 = h.float()
+    normed = (h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    y = (weight.float() * normed.float()).to(x.dtype)
+    return y if residual is None else (y, h)
+
+
+@jit
+def _rms_norm_kernel(X, R, W, Y, H, D, eps, stride_x, stride_r, stride_y, stride_h,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)  # int64: rows * stride can pass 2^31 for long prefills
+    cols = tl.arange(0, BLOCK_D)
+    mask = cols < D
+    x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0)
+    h = x.to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        h_low = cast_rne(h + r, x.dtype)  # stored in x.dtype, and that rounded value is what gets normalised
+        tl.store(H + row * stride_h + cols, h_low, mask=mask)
+        h = h_low.to(tl.float32)
+    var = tl.sum(h * h, axis=0) / D
+    normed = cast_rne(h * tl.rsqrt(var + eps), x.dtype).to(tl.float32)  # HF rounds before scaling
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Y + row * stride_y + cols, cast_rne(w * normed, Y.dtype.element_ty), mask=mask)
+
+
+def _check(x, weight, residual):
+    if x.dim() < 1 or x.shape[-1] == 0:
+        raise ValueError(f"rms_norm: x must have a non-empty last dim, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"rms_norm: x must be floating point, got {x.dtype}")
+    if weight.shape != (x.shape[-1],):
+        raise ValueError(f"rms_norm: weight shape {tuple(weight.shape)} != ({x.shape[-1]},)")
+    if weight.device != x.device:
+        raise ValueError(f"rms_norm: weight on {weight.device}, x on {x.device}")
+    if residual is not None:
+        if residual.shape != x.shape:
+            raise ValueError(f"rms_norm: residual shape {tuple(residual.shape)} != x shape {tuple(x.shape)}")
+        if residual.device != x.device:
+            raise ValueError(f"rms_norm: residual on {residual.device}, x on {x.device}")
+
+
+def _as_rows(t, D):
+    """[..., D] -> [N, D] with unit stride along D (a view when possible, else one copy)."""
+    t2 = t.reshape(-1, D)
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+def rms_norm_triton(x, weight, eps, residual=None):
+    D = x.shape[-1]
+    if D > MAX_BLOCK_D:
+        raise ValueError(f"rms_norm: triton kernel keeps a row in registers, D={D} > {MAX_BLOCK_D}")
+    x2 = _as_rows(x, D)
+    r2 = _as_rows(residual, D) if residual is not None else x2
+    w = weight.contiguous()
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    h = torch.empty(x.shape, dtype=x.dtype, device=x.device) if residual is not None else y
+    y2, h2 = y.view(-1, D), h.view(-1, D)
+    N = x2.shape[0]
+    if N > 0:
+        BLOCK_D = next_pow2(D)
+        # enough threads that each holds <= ~16 fp32 of the row (no spills), capped at 16 warps
+        num_warps = min(16, max(1, next_pow2(cdiv(BLOCK_D, 512))))
+        _rms_norm_kernel[(N,)](x2, r2, w, y2, h2, D, float(eps), x2.stride(0), r2.stride(0), y2.stride(0),
+                               h2.stride(0), HAS_RESIDUAL=residual is not None, BLOCK_D=BLOCK_D,
+                               num_warps=num_warps)
+    return y if residual is None else (y, h)
