@@ -171,7 +171,8 @@ def _block_n(D: int) -> int:
     return 64 if D <= 128 else 32
 
 
-def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_splits=None):
+def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None):
+    """block_n overrides the key-tile size (tests use 16 so that short caches still span several splits)."""
     B, H, D = q.shape
     Hkv = k_cache.shape[1]
     G = H // Hkv
@@ -182,7 +183,9 @@ def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_spl
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
     if B * H == 0:
         return out
-    BLOCK_N = _block_n(D)
+    BLOCK_N = block_n or _block_n(D)
+    if BLOCK_N < 16 or BLOCK_N & (BLOCK_N - 1):
+        raise ValueError(f"decode_attention: block_n must be a power of two >= 16 (tl.dot), got {BLOCK_N}")
     if num_splits is None:
         # end bounds every row's length without a device sync (start's values stay on the device)
         sms = num_sms(q.device) if q.device.type == "cuda" else 1  # interpreter: one split unless asked

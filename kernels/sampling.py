@@ -165,7 +165,8 @@ def _sample_kernel(LOGITS, SEEDS, TOK, LP, V, stride_row, temperature, seed, off
     tl.store(LP + row, x_tok - lse)
 
 
-def sample_logits_triton(logits, temperature, seed, offset):
+def sample_logits_triton(logits, temperature, seed, offset, block_q=None):
+    """block_q overrides the lanes per vocab step (4 columns each); tests use tiny ones to get many steps."""
     B, V = logits.shape
     tokens = torch.empty(B, dtype=torch.int64, device=logits.device)
     logprobs = torch.empty(B, dtype=torch.float32, device=logits.device)
@@ -177,7 +178,9 @@ def sample_logits_triton(logits, temperature, seed, offset):
     # counters are 32-bit words; pass them as the int32 with the same bits so triton types them i32
     lo, hi = offset & MASK32, (offset >> 32) & MASK32
     as_i32 = lambda w: w - 2**32 if w >= 2**31 else w  # noqa: E731
-    BLOCK_Q = min(MAX_BLOCK_Q, next_pow2(-(-V // 4)))
+    BLOCK_Q = block_q or min(MAX_BLOCK_Q, next_pow2(-(-V // 4)))
+    if BLOCK_Q & (BLOCK_Q - 1):
+        raise ValueError(f"sample_logits: block_q must be a power of two, got {BLOCK_Q}")
     num_warps = 8 if BLOCK_Q >= 256 else 4
     _sample_kernel[(B,)](x, seeds, tokens, logprobs, V, x.stride(0), float(temperature or 1.0),
                          0 if per_row else int(seed), as_i32(lo), as_i32(hi),
