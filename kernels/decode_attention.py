@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, num_sms, tl, triton
+from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, num_sms, tl
 
 LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed cost (q load, partial write, reduce) outweighs its keys
@@ -113,7 +113,8 @@ def _partials_kernel(Q, K, V, START, M_OUT, L_OUT, ACC_OUT, OUT, end, qk_scale,
     if NUM_SPLITS == 1:  # the only split: normalise here and skip the reduce launch
         denom = tl.where(l > 0, l, 1.0)  # l == 0 only for an empty row, whose acc is 0 -> zeros
         out = acc / denom[:, None]
-        tl.store(OUT + b * so_b + heads[:, None] * so_h + d[None, :], cast_rne(out, OUT.dtype.element_ty), mask=out_mask)
+        dst = OUT + b * so_b + heads[:, None] * so_h + d[None, :]
+        tl.store(dst, cast_rne(out, OUT.dtype.element_ty), mask=out_mask)
     else:
         # partials are [B, H, NUM_SPLITS] (+ [D] for acc), contiguous
         p_idx = (b * (tl.num_programs(1) * G) + heads) * NUM_SPLITS + split

@@ -46,10 +46,11 @@ INTERPRET = _probe_interpreter()
 
 def resolve_impl(impl: str | None, device: torch.device) -> str:
     """'torch' or 'triton' for a call whose tensors live on `device`; raises a clear error for impossible choices."""
-    choice = impl if impl is not None else os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    raw = impl if impl is not None else os.environ.get(ENV_VAR, "auto")
+    choice = str(raw).strip().lower() or "auto"
     where = "impl argument" if impl is not None else f"env {ENV_VAR}"
     if choice not in CHOICES:
-        raise ValueError(f"{where} must be one of {CHOICES}, got {choice!r}")
+        raise ValueError(f"{where} must be one of {CHOICES}, got {raw!r}")
     if choice == "auto":
         return "triton" if (device.type == "cuda" and HAVE_TRITON) else "torch"
     if choice == "triton":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl, triton
+from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
 
 MAX_BLOCK_D = 65536  # whole row in one program; Llama dims are <= 16384
 

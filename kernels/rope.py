@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl, triton
+from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
 
 TILE_ELEMS = 2048  # elements per [BLOCK_H, D] tile: 16 fp32 per thread at 4 warps
 

@@ -9,6 +9,8 @@ chosen token under softmax(logits / t). One program per row streams the vocab on
 (max, sum of exp) for the log-sum-exp and a running (best score, its index, its logit / t) for the argmax; the
 lanes are combined at the end.
 
+Every row needs at least one finite logit (-inf entries are fine and never drawn; NaN logits are not checked).
+
 Top-k / top-p are not done here: they need a sort or a selection over the vocab, which stays in torch
 (sample.py applies them). This kernel is the fast path for plain temperature sampling and greedy decoding.
 
@@ -26,7 +28,7 @@ import math
 
 import torch
 
-from kernels.dispatch import jit, next_pow2, tl, triton
+from kernels.dispatch import jit, next_pow2, tl
 
 MASK32 = 0xFFFFFFFF
 PHILOX_KEY_A, PHILOX_KEY_B = 0x9E3779B9, 0xBB67AE85
@@ -35,6 +37,7 @@ PHILOX_ROUNDS = 10
 UNIFORM_SCALE = 4.6566127342e-10  # triton's: the largest s with (2^31 - 1) * s < 1 in fp32 -> u in [0, 1)
 WORDS = 4  # Philox4x32 gives 4 words per counter
 MAX_BLOCK_Q = 512  # [512, 4] = 2048 columns per step of the vocab loop
+REF_CHUNK = 1 << 21  # torch reference: rows per chunk * V stays under this (Philox temporaries are int64)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -89,17 +92,22 @@ def _seed_rows(seed, B, device):
             torch.arange(B, dtype=torch.int64, device=device))
 
 
+def _gumbel_argmax(x, seeds, offset, rows):
+    u = philox_uniforms(seeds, offset, rows, x.shape[1])
+    return (x - torch.log(-torch.log(u))).argmax(-1)  # + Gumbel(0, 1) noise; u = 0 gives -inf (never chosen)
+
+
 def sample_logits_torch(logits, temperature, seed, offset):
     """Plain-torch reference; same contract as sample_logits."""
     B, V = logits.shape
     x = logits.float() if temperature == 0 else logits.float() / temperature
     if temperature == 0:
-        z = x
+        tokens = x.argmax(-1)  # first index among ties
     else:
         seeds, rows = _seed_rows(seed, B, logits.device)
-        u = philox_uniforms(seeds, offset, rows, V)
-        z = x - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise; u = 0 gives -inf (never chosen)
-    tokens = z.argmax(-1)  # first index among ties
+        step = max(1, REF_CHUNK // V)  # bounded memory: ~10 int64 temporaries of [rows, V] live at once
+        tokens = torch.cat([_gumbel_argmax(x[i:i + step], seeds[i:i + step], offset, rows[i:i + step])
+                            for i in range(0, B, step)]) if B else x.new_zeros(0, dtype=torch.int64)
     logprobs = x.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(x, dim=-1)
     return tokens, logprobs
 

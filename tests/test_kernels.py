@@ -450,6 +450,17 @@ def test_sampling_rng_keys():
     assert torch.equal(kernels.sample_logits(logits, 1.0, seeds, 3, impl="torch")[0], b)
 
 
+def test_sampling_reference_chunks_rows(monkeypatch):
+    import kernels.sampling as sampling
+    logits = randn(5, 40, seed=4)
+    whole = kernels.sample_logits(logits, 0.9, 3, 1, impl="torch")
+    monkeypatch.setattr(sampling, "REF_CHUNK", 80)  # 2 rows per chunk
+    chunked = kernels.sample_logits(logits, 0.9, 3, 1, impl="torch")
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    empty = kernels.sample_logits(logits[:0], 0.9, 3, 1, impl="torch")
+    assert empty[0].shape == (0,) and empty[0].dtype == torch.int64
+
+
 def test_sampling_never_picks_masked_tokens():
     logits = randn(2, 300, seed=3)
     logits[:, ::2] = float("-inf")  # e.g. a vocabulary mask
