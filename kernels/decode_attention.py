@@ -42,11 +42,13 @@ MAX_SPLITS = 64
 def choose_num_splits(batch: int, n_kv_heads: int, max_keys: int, sm_count: int, block_n: int = 64) -> int:
     """How many chunks to cut each row's keys into. The (B, Hkv) grid alone leaves most SMs idle when
     B * Hkv is small (B=1, Hkv=8 uses 8 of an H100's 132 SMs), so add splits until there are about two waves of
-    programs, but keep each split at least MIN_KEYS_PER_SPLIT keys (and a whole BLOCK_N tile) long."""
+    programs, but keep each split at least MIN_KEYS_PER_SPLIT keys (and a whole BLOCK_N tile) long. Rounded down
+    to a power of two: NUM_SPLITS is a compile-time constant, so this bounds the compiled variants to 7."""
     programs = max(1, batch * n_kv_heads)
     for_occupancy = cdiv(2 * sm_count, programs)
     for_length = max(1, max_keys // max(MIN_KEYS_PER_SPLIT, block_n))
-    return max(1, min(for_occupancy, for_length, MAX_SPLITS))
+    n = max(1, min(for_occupancy, for_length, MAX_SPLITS))
+    return 1 << (n.bit_length() - 1)
 
 
 def decode_attention_torch(q, k_cache, v_cache, start, end, scale=None):
