@@ -1,0 +1,823 @@
+"""
+Reinforcement learning with a verifiable reward (GRPO), the OctoThinker way: a base model answers math problems,
+each answer is graded (+1 when its last \\boxed{} is right, -1 otherwise), and the policy is pushed towards the
+answers that beat their group's average. One file, read top to bottom: knobs, prompts, rollouts and rewards,
+advantages, the loss, the update, the loop.
+
+    python rl.py                                         # built-in default: synthetic problems, out/midtrain, CPU
+    python rl.py config/rl_octothinker_3b.py             # the paper's recipe (GPUs)
+    torchrun --nproc_per_node=8 rl.py config/rl_octothinker_1b.py
+    python rl.py --resume=True                           # continue out_dir's latest checkpoint
+
+One step:
+  1. draw prompts_per_step problems; under torchrun each rank rolls out its own disjoint share,
+  2. sample group_size responses per problem with sample.generate (no grad, one shared prefill per group),
+  3. reward each response with the grader (eval_math.extract_answer + math_equal, or a reward_fn hook),
+  4. group-relative advantages: (reward - group mean) / (group std + eps) (or only minus the mean: Dr. GRPO),
+  5. old log-probs by the training forward, then ppo_epochs x mini_batches optimizer steps on the clipped
+     surrogate; gradients are summed over ranks with losses normalised by global counts, so N ranks make the same
+     update as one process holding all the rollouts.
+Every checkpoint is the common HF folder (model.save_checkpoint) with optimizer, step, prompt-sampler position and
+RNG in state.pt, so `--resume=True` continues the run exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import eval_math
+import model as model_lib
+import sample
+from configurator import configure, knobs
+
+# -----------------------------------------------------------------------------------------------------------------
+# knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
+
+# start and output
+init_from = "out/midtrain"  # our checkpoint / run folder (follows `latest`) or an HF snapshot with a tokenizer
+out_dir = "out/rl"
+resume = False  # continue out_dir from its `latest` checkpoint
+# prompts: a jsonl file, one problem per line
+prompt_file = "data/synth/rl_train.jsonl"
+question_field = "question"
+answer_field = "answer"  # gold final answer; a GSM8K-style solution ending in "#### N" gives N
+template = "Question: {question}\nAnswer:"  # str.format with {question}; "r1" = eval_math.R1_TEMPLATE
+stop = ["\n\nQuestion:", "Question:"]  # stop strings of a response (the R1 template uses ["\nUser:"])
+max_prompt_len = 256  # tokens (BOS and template included); longer prompts are dropped
+# rollouts
+group_size = 8  # responses per prompt (GRPO's group, n)
+prompts_per_step = 32  # over all ranks
+max_response_len = {0: 96}  # tokens; an int, or a stair schedule {from_step: tokens}
+temperature = 1.0  # sampling temperature; the trainer's log-probs use the same one, so ratios are consistent
+top_p = 1.0
+rollout_batch_size = 0  # sequences decoded together per rank; 0 = all of a rank's rollouts at once
+# reward: the last \boxed{} answer graded against the gold answer
+reward_correct = 1.0
+reward_wrong = -1.0
+reward_no_answer = -1.0  # no \boxed{} at all (or an unclosed one)
+grade_timeout = 2.0  # seconds of sympy per grading call (eval_math.math_equal)
+# advantages
+norm_adv_by_std = True  # False: advantage = reward - group mean (Dr. GRPO)
+adv_eps = 1e-6
+drop_uniform_groups = False  # dynamic sampling (DAPO): drop groups whose rewards are all equal, refill with more
+max_refill_rounds = 4  # extra rollout rounds per step when refilling
+# the update
+loss_agg = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm"
+loss_max_len = 0  # the constant of "seq-mean-token-sum-norm"; 0 = the step's max_response_len
+ppo_epochs = 1  # passes over each step's rollouts
+mini_batches = 1  # optimizer steps per pass (each rank splits its rollouts into this many parts)
+micro_batch = 32  # sequences per forward/backward
+lr = 3e-5
+lr_warmup_steps = 0  # linear warmup over RL steps, then constant
+weight_decay = 0.0
+beta1 = 0.9
+beta2 = 0.999
+grad_clip = 1.0  # 0 = off
+clip_low = 0.2  # ratio clipped to [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's "clip-higher"
+clip_high = 0.2
+kl_coef = 0.0  # > 0: k3 KL to a frozen copy of init_from, added to the loss (the reference is loaded only then)
+entropy_coef = 0.0  # > 0: entropy bonus
+# run length, evaluation, logging, checkpoints
+max_steps = 40
+eval_interval = 20  # steps; 0 = never (greedy eval_math.evaluate on eval_benchmarks; also before and at the end)
+eval_benchmarks = "synth"  # comma-separated eval_math benchmarks
+eval_style = "fewshot"  # "fewshot" (the synthetic set's own "Question/Answer" format) | "r1"
+eval_limit = 0  # first eval_limit problems per benchmark; 0 = all
+eval_max_new_tokens = 128
+eval_batch_size = 128
+eval_data_dir = ""  # "" = eval_math's default folders
+log_interval = 5  # print a line every this many steps (the progress bar always shows the latest)
+ckpt_interval = 20  # steps; a checkpoint is also written at the end
+keep_last_n = 2  # 0 = keep all
+# system
+device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
+dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
+grad_checkpointing = False
+seed = 1337
+
+DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
+
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+CKPT_RE = re.compile(r"^ckpt-(\d+)$")
+
+# -----------------------------------------------------------------------------------------------------------------
+# config checks: every mistake we can see before loading a model
+
+
+def check_config(c, world_size: int) -> list[tuple[int, int]]:
+    """Raise ValueError naming the first bad knob; return the response-length schedule."""
+    if c.loss_agg not in LOSS_AGGS:
+        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {c.loss_agg!r}")
+    if c.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
+    if c.dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
+    if c.eval_style not in ("fewshot", "r1"):
+        raise ValueError(f"eval_style must be 'fewshot' or 'r1', got {c.eval_style!r}")
+    for name in ("group_size", "prompts_per_step", "max_prompt_len", "ppo_epochs", "mini_batches", "micro_batch",
+                 "max_steps"):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
+    for name in ("rollout_batch_size", "max_refill_rounds", "loss_max_len", "lr_warmup_steps", "eval_interval",
+                 "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
+    if c.prompts_per_step % world_size:
+        raise ValueError(f"prompts_per_step={c.prompts_per_step} is not divisible by the {world_size} ranks: each "
+                         "rank rolls out an equal share")
+    if c.group_size < 2:
+        raise ValueError("group_size must be >= 2: advantages are relative to the group")
+    if not c.temperature > 0:
+        raise ValueError(f"temperature must be > 0 (RL samples), got {c.temperature}")
+    if not 0 < c.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {c.top_p}")
+    if not (0 <= c.clip_low < 1 and c.clip_high >= 0):
+        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {c.clip_low}, {c.clip_high}")
+    if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
+        raise ValueError("need lr > 0 and weight_decay, grad_clip, kl_coef, entropy_coef >= 0")
+    if not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1) or not c.adv_eps > 0:
+        raise ValueError("need betas in [0, 1) and adv_eps > 0")
+    if c.template != "r1" and "{question}" not in c.template:
+        raise ValueError(f"template must contain {{question}} (or be 'r1'), got {c.template!r}")
+    if not isinstance(c.stop, list) or not all(isinstance(s, str) and s for s in c.stop):
+        raise ValueError(f"stop must be a list of non-empty strings, got {c.stop!r}")
+    if not c.resume and os.path.isfile(os.path.join(c.out_dir, "latest")):
+        raise ValueError(f"{c.out_dir} already holds a run; pass --resume=True to continue it, or delete it / "
+                         "choose another out_dir")
+    return length_schedule(c.max_response_len)
+
+
+def length_schedule(x) -> list[tuple[int, int]]:
+    """max_response_len as an int or {from_step: tokens} (keys may be strings after a JSON round trip) ->
+    sorted [(from_step, tokens)], starting at step 0."""
+    sched = {0: x} if isinstance(x, int) and not isinstance(x, bool) else x
+    if not isinstance(sched, dict) or not sched:
+        raise ValueError(f"max_response_len must be an int or a dict {{from_step: tokens}}, got {x!r}")
+    try:
+        pairs = sorted((int(k), v) for k, v in sched.items())
+    except (TypeError, ValueError):
+        raise ValueError(f"max_response_len keys must be step numbers, got {list(sched)}") from None
+    if pairs[0][0] != 0:
+        raise ValueError(f"max_response_len schedule must start at step 0, got {x!r}")
+    for k, v in pairs:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"max_response_len at step {k} must be an int >= 1, got {v!r}")
+    return pairs
+
+
+def response_len_at(schedule: list[tuple[int, int]], step: int) -> int:
+    """The stair value of the last entry at or before `step` (0-based: the step being taken)."""
+    return [v for k, v in schedule if k <= step][-1]
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# prompts: load, template, length-filter; a seeded sampler with a saveable position
+
+
+def gold_answer(value) -> str:
+    """A gold field -> the final answer string. GSM8K's solutions end in '#### 1,234': the part after ####."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"gold answer must be a string or number, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if "####" in text:
+        text = text.split("####")[-1].strip().replace(",", "")
+    return text
+
+
+def render_prompt(template: str, question: str) -> str:
+    return (eval_math.R1_TEMPLATE if template == "r1" else template).format(question=question.strip())
+
+
+def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_field: str = "question",
+                 answer_field: str = "answer", log=print) -> list[dict]:
+    """-> [{question, answer, prompt_ids}], prompts longer than max_prompt_len tokens dropped (with a count)."""
+    if not os.path.isfile(path):
+        hint = " (the synthetic set is written by `python midtrain.py` or `python -m data.synth`)" \
+            if "synth" in path else ""
+        raise FileNotFoundError(f"prompt_file {path!r} does not exist{hint}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or question_field not in row or answer_field not in row:
+                have = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
+                                 f"(question_field / answer_field knobs), has {have}")
+            q = row[question_field]
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"{path}:{lineno}: empty or non-string {question_field!r}")
+            rows.append({"question": q, "answer": gold_answer(row[answer_field])})
+    if not rows:
+        raise ValueError(f"{path}: no problems in it")
+    bos = tok.bos_id is not None  # the same prompt sample.generate would build from the text (BOS first)
+    ids = tok.encode_batch([render_prompt(template, r["question"]) for r in rows], bos=bos)
+    kept = [r | {"prompt_ids": p} for r, p in zip(rows, ids) if len(p) <= max_prompt_len]
+    dropped = len(rows) - len(kept)
+    log(f"prompts: {len(kept)} of {len(rows)} from {path}" +
+        (f" ({dropped} dropped: longer than max_prompt_len={max_prompt_len} tokens)" if dropped else ""))
+    if not kept:
+        raise ValueError(f"no prompt in {path} fits max_prompt_len={max_prompt_len} tokens (the shortest has "
+                         f"{min(map(len, ids))}): raise max_prompt_len")
+    return kept
+
+
+def sampler_draw(state: dict, n_items: int, k: int, seed: int) -> list[int]:
+    """k prompt indices from a seeded shuffle of all n_items, epoch after epoch; advances state {epoch, pos}.
+    Every rank holds the same state and draws the same indices, then takes its own slice."""
+    out = []
+    while len(out) < k:
+        g = torch.Generator().manual_seed(seed * 100_003 + state["epoch"])
+        order = torch.randperm(n_items, generator=g).tolist()
+        take = order[state["pos"]:state["pos"] + k - len(out)]
+        out += take
+        state["pos"] += len(take)
+        if state["pos"] >= n_items:
+            state["epoch"], state["pos"] = state["epoch"] + 1, 0
+    return out
+
+
+def derive_seed(*parts) -> int:
+    """A 62-bit seed from (seed, step, rank, round): rollouts depend on where they are in the run, not on RNG
+    history, so a resumed run samples exactly what the uninterrupted one would have."""
+    h = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 2
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# rollouts and rewards
+
+
+@dataclass
+class Rollout:
+    prompt_tokens: list[int]
+    tokens: list[int]  # the response as sampled (EOS / stop-string tokens included): what the policy is trained on
+    logprobs: torch.Tensor  # [len(tokens)] fp32, the sampler's, under softmax(logits / temperature)
+    text: str
+    finish_reason: str  # "eos" | "stop" | "length"
+    reward: float
+    group: int  # index of its prompt within this rank's step
+    advantage: float = 0.0
+
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+
+def make_math_reward(correct: float = 1.0, wrong: float = -1.0, no_answer: float = -1.0,
+                     timeout: float = 2.0) -> Callable:
+    """The rule-based reward: `correct` when the last \\boxed{} answer equals the gold one, `wrong` when it does not,
+    `no_answer` when the response has no \\boxed{} (extract_answer's "the answer is" fallbacks are not taken: the
+    R1-style format asks for a box)."""
+    def reward(completion, example) -> float:
+        text = completion.text
+        pred = eval_math.extract_answer(text) if _BOX_RE.search(text) else None
+        if pred is None:
+            return no_answer
+        return correct if eval_math.math_equal(pred, example["answer"], timeout=timeout) else wrong
+    return reward
+
+
+def compute_advantages(rewards: torch.Tensor, norm_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """rewards [G, n] (n responses to each of G prompts) -> advantages [G, n]: reward minus its group's mean,
+    divided by the group's (unbiased) std + eps unless norm_by_std is False (Dr. GRPO). A group whose rewards are
+    all equal gets advantage 0: it carries no signal."""
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be [groups, n >= 2], got shape {tuple(rewards.shape)}")
+    rewards = rewards.double()
+    adv = rewards - rewards.mean(dim=1, keepdim=True)
+    if norm_by_std:
+        adv = adv / (rewards.std(dim=1, keepdim=True) + eps)
+    return adv.float()
+
+
+def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int, reward_fn: Callable,
+            autocast=contextlib.nullcontext) -> list[Rollout]:
+    """group_size responses to each example, graded; -> rollouts in order (group g = example g), advantages set."""
+    with autocast():
+        comps = sample.generate(model, tok, [ex["prompt_ids"] for ex in examples], n=c.group_size,
+                                max_new_tokens=max_new_tokens, temperature=c.temperature, top_p=c.top_p,
+                                stop=tuple(c.stop), seed=seed, batch_size=c.rollout_batch_size or None)
+    out = [Rollout(cp.prompt_tokens, cp.tokens, cp.logprobs, cp.text, cp.finish_reason,
+                   float(reward_fn(cp, examples[cp.prompt_index])), cp.prompt_index) for cp in comps]
+    rewards = torch.tensor([r.reward for r in out]).view(len(examples), c.group_size)  # [G, n]
+    adv = compute_advantages(rewards, c.norm_adv_by_std, c.adv_eps).view(-1).tolist()
+    for r, a in zip(out, adv):
+        r.advantage = a
+    return out
+
+
+def is_uniform(group: list[Rollout]) -> bool:
+    return len({r.reward for r in group}) == 1
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the loss: small pure functions over [B, T] per-token tensors and a response mask [B, T] (True = a response token)
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                clip_low: float = 0.2, clip_high: float = 0.2):
+    """PPO's clipped surrogate per token. logp, old_logp [B, T]; adv [B] (one advantage per sequence).
+    -> (loss [B, T] (0 outside the mask), clipped_high [B, T] bool, clipped_low [B, T] bool, ratio [B, T]).
+    A token is "clipped" when the clipped term wins the max, i.e. its gradient is cut: ratio > 1 + clip_high with a
+    positive advantage, or ratio < 1 - clip_low with a negative one."""
+    log_ratio = torch.where(mask, logp - old_logp, 0.0)  # 0 on padding: ratio 1, no inf * 0
+    ratio = log_ratio.exp()
+    a = adv[:, None]  # [B, 1] broadcast over tokens
+    unclipped = -a * ratio
+    clipped = -a * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss = torch.where(mask, torch.maximum(unclipped, clipped), 0.0)
+    cut = mask & (clipped > unclipped)
+    return loss, cut & (ratio > 1.0), cut & (ratio < 1.0), ratio
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(policy || reference) estimate k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased)."""
+    d = ref_logp - logp
+    return d.exp() - d - 1.0
+
+
+def aggregate(x: torch.Tensor, mask: torch.Tensor, mode: str, n_tokens=None, n_seqs=None, max_len=None):
+    """Reduce per-token losses x [B, T] over the response mask to one scalar.
+      token-mean               sum of all tokens / n_tokens (DAPO; n_tokens: of the whole batch)
+      seq-mean-token-mean      mean over sequences of each one's token mean (GRPO); divided by n_seqs
+      seq-mean-token-sum-norm  each sequence's token sum / max_len (a constant), mean over n_seqs (Dr. GRPO)
+    n_tokens / n_seqs default to this x's own counts; a micro-batch passes the counts of the whole (global)
+    mini-batch, so the micro-batch losses add up to the mini-batch loss and ranks add up to one process."""
+    if mode not in LOSS_AGGS:
+        raise ValueError(f"loss aggregation must be one of {LOSS_AGGS}, got {mode!r}")
+    x = torch.where(mask, x, 0.0)
+    n_seqs = x.shape[0] if n_seqs is None else n_seqs
+    if mode == "token-mean":
+        return x.sum() / (mask.sum() if n_tokens is None else n_tokens)
+    if mode == "seq-mean-token-mean":
+        return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
+    if max_len is None or max_len <= 0:
+        raise ValueError("seq-mean-token-sum-norm needs max_len > 0 (the constant response length)")
+    return x.sum() / (max_len * n_seqs)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the training forward: prompt + response, right-padded, log-probs of the response tokens
+
+
+def pack(rollouts: list[Rollout], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> idx [B, L], targets [B, L] (-100 outside the response). Sequences are right-padded, so every row's
+    positions are 0.. and plain causal attention needs no mask (padding only comes after a row's real tokens).
+    Input position t predicts token t + 1, so a response token k (after P prompt tokens) is a target at P - 1 + k."""
+    L = max(len(r.prompt_tokens) + len(r.tokens) for r in rollouts) - 1
+    idx = torch.zeros(len(rollouts), L, dtype=torch.long)
+    targets = torch.full((len(rollouts), L), -100, dtype=torch.long)
+    for b, r in enumerate(rollouts):
+        full = r.prompt_tokens + r.tokens
+        P = len(r.prompt_tokens)
+        idx[b, :len(full) - 1] = torch.tensor(full[:-1])
+        targets[b, P - 1:len(full) - 1] = torch.tensor(r.tokens)
+    return idx.to(device), targets.to(device)
+
+
+def response_logprobs(model, idx, targets, temperature: float, need_entropy: bool = False, autocast=None,
+                      entropy_grad: bool = False):
+    """-> (logp [B, L] fp32, entropy [B, L] or None, mask [B, L]). Only the response positions go through the
+    vocabulary-sized softmax (prompt and padding positions are dropped first), at the sampling temperature.
+    The entropy carries a gradient only with entropy_grad (the bonus); otherwise it is for logging."""
+    with (autocast or contextlib.nullcontext)():
+        logits = model(idx)  # [B, L, V]
+    mask = targets != -100
+    z = logits[mask].float() / temperature  # [N, V], N response tokens in row-major order
+    logz = torch.logsumexp(z, dim=-1)  # [N]
+    tok_logp = z.gather(-1, targets[mask][:, None])[:, 0] - logz
+    logp = torch.zeros(mask.shape, dtype=torch.float32, device=idx.device).masked_scatter(mask, tok_logp)
+    entropy = None
+    if need_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            zz = z if entropy_grad else z.detach()
+            tok_ent = torch.logsumexp(zz, dim=-1) - (torch.softmax(zz, dim=-1) * zz).sum(-1)  # H = log Z - E_p[z]
+        entropy = torch.zeros(mask.shape, dtype=torch.float32, device=idx.device).masked_scatter(mask, tok_ent)
+    return logp, entropy, mask
+
+
+def per_token(rollouts: list[Rollout], values: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence 1-D tensors [len(tokens)] -> [B, L] laid on the response mask (row-major = response order)."""
+    return torch.zeros(mask.shape, device=mask.device).masked_scatter(mask, torch.cat(values).to(mask.device))
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def all_reduce_(t: torch.Tensor, d, op=None) -> torch.Tensor:
+    if d.ddp:
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the policy update over one step's rollouts
+
+
+def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=None, loss_max_len: int = 0,
+                  seed: int = 0, autocast=None) -> dict:
+    """ppo_epochs x mini_batches optimizer steps on this rank's rollouts (advantages set); -> global stats.
+
+    Gradients are accumulated locally over micro-batches and summed over ranks by hand (all_reduce per parameter):
+    each micro-batch loss is already divided by the global token / sequence count of its mini-batch, so the sum
+    is the mini-batch loss of all ranks' rollouts together. When kl_coef and entropy_coef are 0, a sequence with
+    advantage 0 (a uniform group) has exactly zero gradient: it is not run through the model at all, but still
+    counts in the normalisers, so the update is the same as with it."""
+    dev = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_updates = c.ppo_epochs * c.mini_batches
+    exact_zero = c.kl_coef == 0 and c.entropy_coef == 0
+    active = [i for i, r in enumerate(rollouts) if r.advantage != 0 or not exact_zero]
+    is_active = set(active)
+    by_len = lambda ids: sorted(ids, key=lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens))  # noqa: E731
+    # sums over this rank, all-reduced at the end: [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl]
+    acc = torch.zeros(9, dtype=torch.float64)
+    mis_max = torch.zeros(1, dtype=torch.float64)
+
+    def log_mismatch_entropy(micro, logp, ent, mask):
+        # the sampler's log-probs (KV-cache decode) vs the trainer's (full forward): should agree to float noise
+        sampler = per_token([rollouts[i] for i in micro], [rollouts[i].logprobs for i in micro], mask)
+        diff = (logp.detach() - sampler).abs()[mask]
+        acc[6] += diff.sum().item()
+        acc[7] += diff.numel()
+        mis_max[0] = max(mis_max[0].item(), diff.max().item() if diff.numel() else 0.0)
+        acc[4] += ent[mask].sum().item()
+        acc[5] += mask.sum().item()
+
+    # --- old log-probs (and the reference's) by the training forward, before any update
+    t0 = time.perf_counter()
+    old: dict[int, torch.Tensor] = {}
+    ref: dict[int, torch.Tensor] = {}
+    if n_updates > 1 or ref_model is not None:
+        with torch.no_grad():
+            for micro in chunks(by_len(active), c.micro_batch):
+                idx, targets = pack([rollouts[i] for i in micro], dev)
+                lens = [len(rollouts[i].tokens) for i in micro]
+                if n_updates > 1:
+                    logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, True, autocast)
+                    old.update(zip(micro, logp[mask].cpu().split(lens)))
+                    log_mismatch_entropy(micro, logp, ent, mask)
+                if ref_model is not None:
+                    logp, _, mask = response_logprobs(ref_model, idx, targets, c.temperature, False, autocast)
+                    ref.update(zip(micro, logp[mask].cpu().split(lens)))
+    t_recompute = time.perf_counter() - t0
+    # With one optimizer step per rollout batch (on-policy), the old log-probs are the same numbers the update's
+    # own forward computes before it changes anything: they are taken from there (detached), saving a forward.
+
+    t0 = time.perf_counter()
+    grad_norms, n_steps, loss_sum = [], 0, 0.0
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(c.ppo_epochs):
+        order = torch.randperm(len(rollouts), generator=g).tolist()
+        for part in np.array_split(np.array(order, dtype=np.int64), c.mini_batches):
+            members = part.tolist()
+            counts = torch.tensor([sum(len(rollouts[i].tokens) for i in members), len(members),
+                                   sum(1 for i in members if i in is_active)], dtype=torch.float64)
+            all_reduce_(counts, d)
+            n_tokens, n_seqs, n_active = counts.tolist()
+            if n_active == 0:
+                continue  # every rank's sequences here have zero gradient: no step (Adam would still move)
+            mine = by_len([i for i in members if i in is_active])
+            for micro in chunks(mine, c.micro_batch):
+                rs = [rollouts[i] for i in micro]
+                idx, targets = pack(rs, dev)
+                want_ent = c.entropy_coef > 0 or n_updates == 1  # for the bonus, or to log it (no grad then)
+                logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, want_ent, autocast,
+                                                    entropy_grad=c.entropy_coef > 0)
+                if n_updates == 1:
+                    old_t = logp.detach()
+                    log_mismatch_entropy(micro, logp, ent.detach(), mask)
+                else:
+                    old_t = per_token(rs, [old[i] for i in micro], mask)
+                adv = torch.tensor([r.advantage for r in rs], device=dev)
+                tok_loss, hi, lo, ratio = policy_loss(logp, old_t, adv, mask, c.clip_low, c.clip_high)
+                if ref_model is not None:
+                    kl = kl_k3(logp, per_token(rs, [ref[i] for i in micro], mask))
+                    tok_loss = tok_loss + c.kl_coef * kl
+                    acc[8] += kl.detach()[mask].sum().item()
+                if c.entropy_coef > 0:
+                    tok_loss = tok_loss - c.entropy_coef * ent
+                loss = aggregate(tok_loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs, max_len=loss_max_len)
+                loss.backward()
+                loss_sum += loss.item()
+                with torch.no_grad():
+                    r = ratio[mask].double()
+                    acc[0] += hi.sum().item()
+                    acc[1] += lo.sum().item()
+                    acc[2] += mask.sum().item()
+                    acc[3] += (r - 1 - r.log()).sum().item()  # k3 estimate of KL(old || new)
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)  # this rank had nothing here: it still joins the sum
+                all_reduce_(p.grad, d)
+            gn = torch.nn.utils.clip_grad_norm_(params, c.grad_clip or float("inf")).item()
+            if not math.isfinite(gn):
+                raise FloatingPointError(f"gradient norm is {gn}: lower lr (the update was not applied)")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            grad_norms.append(gn)
+            n_steps += 1
+    t_update = time.perf_counter() - t0
+
+    all_reduce_(acc, d)
+    all_reduce_(mis_max, d, dist.ReduceOp.MAX if d.ddp else None)
+    loss_t = all_reduce_(torch.tensor([loss_sum], dtype=torch.float64), d)
+    tok = max(acc[2].item(), 1.0)
+    return {
+        "loss": loss_t.item() / max(n_steps, 1), "optimizer_steps": n_steps,
+        "clip_frac_high": acc[0].item() / tok, "clip_frac_low": acc[1].item() / tok,
+        "clip_frac": (acc[0] + acc[1]).item() / tok, "approx_kl": acc[3].item() / tok,
+        "entropy": acc[4].item() / max(acc[5].item(), 1.0), "ref_kl": acc[8].item() / tok,
+        "logprob_mismatch_mean": acc[6].item() / max(acc[7].item(), 1.0), "logprob_mismatch_max": mis_max.item(),
+        "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
+        "trained_seqs_per_rank": len(active), "recompute_s": t_recompute, "update_s": t_update,
+    }
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# one step's rollouts across ranks, with optional dynamic sampling (drop uniform groups, refill)
+
+
+def collect_rollouts(model, tok, examples, c, d, step: int, sampler: dict, max_new: int, reward_fn, autocast):
+    """-> (rollouts kept for the update on this rank, stats over everything sampled, globally)."""
+    kept: list[list[Rollout]] = []  # groups
+    sampled: list[Rollout] = []
+    target, kept_global = c.prompts_per_step, 0
+    rounds = 1 + (c.max_refill_rounds if c.drop_uniform_groups else 0)
+    for rnd in range(rounds):
+        need = target - kept_global
+        k = -(-need // d.world_size) * d.world_size  # a multiple of the ranks, every rank an equal share
+        ids = sampler_draw(sampler, len(examples), k, c.seed)
+        share = ids[d.rank * k // d.world_size:(d.rank + 1) * k // d.world_size]
+        outs = rollout(model, tok, [examples[i] for i in share], c, derive_seed(c.seed, step, d.rank, rnd), max_new,
+                       reward_fn, autocast)
+        sampled += outs
+        groups = chunks(outs, c.group_size)
+        kept += [gr for gr in groups if not (c.drop_uniform_groups and is_uniform(gr))]
+        kept_global = int(all_reduce_(torch.tensor([len(kept)]), d).item())
+        if kept_global >= target or not c.drop_uniform_groups:
+            break
+    if kept_global > target:  # refill overshot: trim to prompts_per_step, ranks in order
+        counts = [torch.zeros(1, dtype=torch.long) for _ in range(d.world_size)]
+        if d.ddp:
+            dist.all_gather(counts, torch.tensor([len(kept)]))
+        else:
+            counts = [torch.tensor([len(kept)])]
+        before = sum(int(x) for x in counts[:d.rank])
+        kept = kept[:max(0, min(len(kept), target - before))]
+    rewards = torch.tensor([r.reward for r in sampled], dtype=torch.float64)
+    lens = torch.tensor([len(r.tokens) for r in sampled], dtype=torch.float64)
+    groups = chunks(sampled, c.group_size)
+    s = torch.tensor([rewards.sum(), (rewards > 0).sum(), lens.sum(), len(sampled),
+                      sum(r.finish_reason == "length" for r in sampled), sum(is_uniform(gr) for gr in groups),
+                      len(groups), len(kept), sum(len(r.prompt_tokens) for r in sampled)], dtype=torch.float64)
+    all_reduce_(s, d)
+    mx = all_reduce_(lens.max().view(1), d, dist.ReduceOp.MAX if d.ddp else None)
+    n = s[3].item()
+    stats = {"reward": s[0].item() / n, "accuracy": s[1].item() / n, "response_len": s[2].item() / n,
+             "response_len_max": int(mx.item()), "truncated": s[4].item() / n, "uniform_groups": s[5].item() / s[6].item(),
+             "groups_sampled": int(s[6].item()), "groups_kept": int(s[7].item()), "gen_tokens": int(s[2].item()),
+             "prompt_tokens": int(s[8].item())}
+    return [r for gr in kept for r in gr], stats
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# distributed setup, precision, checkpoints
+
+
+def setup_distributed(device_knob: str) -> SimpleNamespace:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device_knob == "auto" else device_knob == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available")
+    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return SimpleNamespace(ddp=world > 1, rank=rank, world_size=world, device=dev, master=rank == 0)
+
+
+def autocast_for(dtype_knob: str, dev: torch.device):
+    """fp32 master weights; matmuls in bf16 under autocast on CUDA (or when asked)."""
+    if dtype_knob == "bfloat16" or (dtype_knob == "auto" and dev.type == "cuda"):
+        return lambda: torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def prune_checkpoints(out_dir: str, keep: int) -> None:
+    if keep <= 0:
+        return
+    found = sorted((int(m.group(1)), name) for name in os.listdir(out_dir) if (m := CKPT_RE.match(name)))
+    for _, name in found[:-keep]:
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+def trim_metrics(path: str, last_step: int) -> None:
+    """On resume, drop records the interrupted run wrote after its checkpoint, so the log stays one story."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(rows)
+    os.replace(tmp, path)
+
+
+def run_eval(model, tok, c, step: int, autocast) -> dict:
+    """Greedy accuracy on eval_benchmarks (eval_math.evaluate) -> {benchmark: accuracy}."""
+    with autocast():
+        rep = eval_math.evaluate(model, tok, c.eval_benchmarks, data_dir=c.eval_data_dir or None, style=c.eval_style,
+                                 max_new_tokens=c.eval_max_new_tokens, limit=c.eval_limit or None,
+                                 batch_size=c.eval_batch_size, out_dir=os.path.join(c.out_dir, "eval", f"step-{step:06d}"),
+                                 progress=False, grade_timeout=c.grade_timeout)
+    return {k: v["accuracy"] for k, v in rep["benchmarks"].items()}
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> dict:
+    """Run RL with the knobs of argv (config files and --key=value flags). reward_fn(completion, example) -> float
+    replaces the math grader (tests, other tasks). -> {"before": eval, "after": eval, "steps": n}."""
+    ns = copy.deepcopy(DEFAULTS)
+    ns["max_response_len"] = None  # a None default accepts both an int and a {step: tokens} dict from the config
+    c = SimpleNamespace(**configure(ns, argv, verbose=False))
+    if c.max_response_len is None:
+        c.max_response_len = copy.deepcopy(DEFAULTS["max_response_len"])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    schedule = check_config(c, world)  # all knob errors before any work
+    d = setup_distributed(c.device)
+    log = tqdm.write if d.master else (lambda *a, **k: None)
+    if d.master:
+        from configurator import print_config
+        print_config(vars(c))
+    try:
+        return run(c, d, schedule, reward_fn, log)
+    finally:
+        if d.ddp and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(c, d, schedule, reward_fn, log) -> dict:
+    autocast = autocast_for(c.dtype, d.device)
+    latest = os.path.join(c.out_dir, "latest")
+    resume_from = model_lib.resolve_checkpoint(c.out_dir) if c.resume and os.path.isfile(latest) else None
+    if c.resume and resume_from is None:
+        log(f"resume: no checkpoint in {c.out_dir}, starting from {c.init_from}")
+    if not os.path.exists(c.init_from) and resume_from is None:
+        raise FileNotFoundError(f"init_from={c.init_from!r} does not exist (the built-in default starts from the "
+                                "mid-trained model: run `python midtrain.py` first, or pass --init_from=PATH)")
+    model, tok, state = model_lib.load_checkpoint(resume_from or c.init_from, dtype=torch.float32,
+                                                  load_state=resume_from is not None)
+    model.to(d.device)
+    model.gradient_checkpointing = c.grad_checkpointing
+    ref_model = None
+    if c.kl_coef > 0:  # a frozen copy of the starting weights (of the original init_from, also when resuming)
+        ref_model = model_lib.load_checkpoint(c.init_from, dtype=torch.float32)[0].to(d.device).eval()
+        ref_model.requires_grad_(False)
+    examples = load_prompts(c.prompt_file, tok, c.template, c.max_prompt_len, c.question_field, c.answer_field,
+                            log=log)
+    longest = max(len(e["prompt_ids"]) for e in examples)
+    most = max(v for _, v in schedule)
+    if longest + most > model.config.max_seq_len:
+        raise ValueError(f"the longest kept prompt ({longest} tokens) + max_response_len ({most}) exceeds the "
+                         f"model's context of {model.config.max_seq_len}: lower max_prompt_len or max_response_len")
+    if reward_fn is None:
+        reward_fn = make_math_reward(c.reward_correct, c.reward_wrong, c.reward_no_answer, c.grade_timeout)
+    optimizer = model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
+
+    step, sampler = 0, {"epoch": 0, "pos": 0}
+    metrics_path = os.path.join(c.out_dir, "metrics.jsonl")
+    if resume_from is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, sampler = state["step"], dict(state["sampler"])
+        set_rng_state(state["rng"])
+        log(f"resumed from {resume_from} at step {step}")
+    else:
+        torch.manual_seed(c.seed)
+    if d.master:
+        os.makedirs(c.out_dir, exist_ok=True)
+        if resume_from is None and os.path.exists(metrics_path):
+            os.remove(metrics_path)  # leftovers of a run that never checkpointed
+        trim_metrics(metrics_path, step)
+    run_config = {**vars(c), "run": {"init_from": c.init_from, "world_size": d.world_size,
+                                     "resumed_from": resume_from, "prompts": len(examples)}}
+    log(f"{model.num_params() / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x "
+        f"{c.group_size} responses | {d.world_size} rank(s) on {d.device} | {c.init_from} -> {c.out_dir}")
+
+    def write_metrics(rec):
+        if d.master:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def save(step_now):
+        if d.master:
+            st = {"optimizer": optimizer.state_dict(), "step": step_now, "sampler": dict(sampler), "rng": rng_state(),
+                  "init_from": c.init_from}
+            model_lib.save_checkpoint(os.path.join(c.out_dir, f"ckpt-{step_now:06d}"), model, tok, run_config, st)
+            prune_checkpoints(c.out_dir, c.keep_last_n)
+        if d.ddp:
+            dist.barrier()
+
+    def evaluate(step_now):
+        res = None
+        if d.master:
+            t0 = time.time()
+            res = run_eval(model, tok, c, step_now, autocast)
+            write_metrics({"kind": "eval", "step": step_now, "accuracy": res, "seconds": round(time.time() - t0, 1)})
+            log(f"step {step_now:>4} | greedy eval " + " ".join(f"{k} {100 * v:.1f}%" for k, v in res.items()))
+        if d.ddp:
+            dist.barrier()  # the others wait while rank 0 evaluates
+        return res
+
+    before = after = None
+    if c.eval_interval and resume_from is None:
+        before = evaluate(0)
+    bar = tqdm(total=c.max_steps, initial=step, desc="rl", disable=not d.master, dynamic_ncols=True)
+    t_run = time.time()
+    while step < c.max_steps:
+        t0 = time.perf_counter()
+        max_new = response_len_at(schedule, step)
+        lr_now = c.lr * min(1.0, (step + 1) / c.lr_warmup_steps) if c.lr_warmup_steps else c.lr
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        # 1-3: rollouts and rewards (each rank its own prompts)
+        batch, rs = collect_rollouts(model, tok, examples, c, d, step, sampler, max_new, reward_fn, autocast)
+        t_rollout = time.perf_counter() - t0
+        # 4-5: the update
+        model.train()
+        us = update_policy(model, optimizer, batch, c, d, ref_model, c.loss_max_len or max_new,
+                           seed=derive_seed(c.seed, "update", step, d.rank), autocast=autocast)
+        step += 1
+        dt = time.perf_counter() - t0
+        rec = {"kind": "train", "step": step, "lr": lr_now, "max_response_len": max_new, **rs, **us,
+               "rollout_s": t_rollout, "step_s": dt, "gen_tok_s": rs["gen_tokens"] / max(t_rollout, 1e-9),
+               "train_tok_s": (rs["gen_tokens"] + rs["prompt_tokens"]) / max(us["recompute_s"] + us["update_s"], 1e-9),
+               "elapsed": round(time.time() - t_run, 2)}
+        write_metrics({k: round(v, 6) if isinstance(v, float) else v for k, v in rec.items()})
+        bar.set_postfix(reward=f"{rs['reward']:+.3f}", acc=f"{rs['accuracy']:.1%}", len=f"{rs['response_len']:.0f}",
+                        refresh=False)
+        bar.update(1)
+        if c.log_interval and (step % c.log_interval == 0 or step == 1):
+            log(f"step {step:>4} | reward {rs['reward']:+.3f} | acc {rs['accuracy']:6.1%} | len "
+                f"{rs['response_len']:5.1f} (max {rs['response_len_max']}, trunc {rs['truncated']:.0%}) | uniform "
+                f"{rs['uniform_groups']:.0%} | clip {us['clip_frac']:.3f} | kl {us['approx_kl']:.2e} | ent "
+                f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} | "
+                f"{t_rollout:.1f}+{us['recompute_s']:.1f}+{us['update_s']:.1f} s | {rec['gen_tok_s']:,.0f} gen tok/s")
+        last = step == c.max_steps
+        if last or (c.ckpt_interval and step % c.ckpt_interval == 0):
+            save(step)  # before eval: a crashing eval loses nothing
+        if c.eval_interval and (last or step % c.eval_interval == 0):
+            after = evaluate(step)
+    bar.close()
+    log(f"done: {step} steps in {time.time() - t_run:.1f} s -> {c.out_dir}")
+    if before and after:
+        for k in after:
+            log(f"held-out greedy accuracy on {k}: before {100 * before[k]:.1f}% -> after {100 * after[k]:.1f}%")
+    return {"before": before, "after": after, "steps": step}
+
+
+if __name__ == "__main__":
+    main()
