@@ -1,0 +1,357 @@
+"""rl.py: advantages, the clipped loss and its three aggregations by hand; the training forward against the sampler;
+prompts, rewards, sampler; dynamic sampling; a toy task learned end to end; resume; 2 gloo ranks == 1 process."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import ROOT  # first: it puts the repo root on sys.path (also when run as a DDP worker script)
+import rl  # noqa: E402
+import sample  # noqa: E402
+from data.tokenizer import Tokenizer
+from model import Llama, LlamaConfig, save_checkpoint
+
+# ---- advantages --------------------------------------------------------------------------------------------------
+
+
+def test_advantages_by_hand():
+    r = torch.tensor([[1.0, -1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 2.0]])
+    adv = rl.compute_advantages(r, norm_by_std=True, eps=0.0 + 1e-6)
+    # group 0: mean -0.5, deviations (1.5, -0.5, -0.5, -0.5), unbiased variance (2.25 + 3 * 0.25) / 3 = 1
+    assert torch.allclose(adv[0], torch.tensor([1.5, -0.5, -0.5, -0.5]), atol=1e-5)
+    assert torch.equal(adv[1], torch.zeros(4))  # a uniform group carries no signal
+    # group 2: mean 1, deviations +-1, unbiased std sqrt(4 / 3)
+    assert torch.allclose(adv[2], torch.tensor([-1.0, 1.0, -1.0, 1.0]) / (4 / 3) ** 0.5, atol=1e-5)
+    drgrpo = rl.compute_advantages(r, norm_by_std=False)  # Dr. GRPO: only the mean is removed
+    assert torch.allclose(drgrpo[0], torch.tensor([1.5, -0.5, -0.5, -0.5]))
+    assert torch.allclose(drgrpo[2], torch.tensor([-1.0, 1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="groups"):
+        rl.compute_advantages(torch.ones(4))
+
+
+# ---- the clipped surrogate ---------------------------------------------------------------------------------------
+
+
+def test_policy_loss_clips_both_sides_and_cuts_gradients():
+    # one token per sequence; ratios 1.5, 0.5, 1.5, 0.5, 1.1 with advantages +1, -1, -1, +1, +2 (clip 0.2 / 0.2)
+    ratio = torch.tensor([1.5, 0.5, 1.5, 0.5, 1.1])
+    old = torch.zeros(5, 1)
+    logp = ratio.log()[:, None].clone().requires_grad_(True)
+    adv = torch.tensor([1.0, -1.0, -1.0, 1.0, 2.0])
+    mask = torch.ones(5, 1, dtype=torch.bool)
+    loss, hi, lo, r = rl.policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.2)
+    # max(-A r, -A clip(r)): +A above 1+eps -> -1.2 (clipped); -A below 1-eps -> 0.8 (clipped);
+    # -A above -> 1.5 (not clipped: the pessimistic term is the unclipped one); +A below -> -0.5; inside -> -2.2
+    assert torch.allclose(loss[:, 0], torch.tensor([-1.2, 0.8, 1.5, -0.5, -2.2]), atol=1e-6)
+    assert hi[:, 0].tolist() == [True, False, False, False, False]
+    assert lo[:, 0].tolist() == [False, True, False, False, False]
+    assert torch.allclose(r[:, 0], ratio)
+    loss.sum().backward()
+    # d(-A r)/dlogp = -A r where not clipped, 0 where clipped
+    assert torch.allclose(logp.grad[:, 0], torch.tensor([0.0, 0.0, 1.5, -0.5, -2.2]), atol=1e-6)
+
+
+def test_policy_loss_clip_higher_is_asymmetric_and_mask_zeroes():
+    logp = torch.tensor([[1.25, 0.85, 9.0]]).log()  # the third token is padding with a wild value
+    mask = torch.tensor([[True, True, False]])
+    old = torch.zeros(1, 3)
+    # clip-higher: [1 - 0.2, 1 + 0.28]: 1.25 with A > 0 is still inside
+    loss, hi, lo, _ = rl.policy_loss(logp, old, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.28)
+    assert not hi.any() and not lo.any()
+    assert torch.allclose(loss, torch.tensor([[-1.25, -0.85, 0.0]]))
+    # a tighter low clip: 0.85 < 1 - 0.1 with A < 0 is clipped, at 0.9
+    loss, hi, lo, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, clip_low=0.1, clip_high=0.28)
+    assert lo.tolist() == [[False, True, False]] and not hi.any()
+    assert torch.allclose(loss, torch.tensor([[1.25, 0.9, 0.0]]))
+
+
+def test_kl_k3():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    ref = torch.tensor([-1.0, -1.0, -2.0])
+    d = ref - logp
+    assert torch.allclose(rl.kl_k3(logp, ref), d.exp() - d - 1)
+    assert rl.kl_k3(logp, ref)[0] == 0 and (rl.kl_k3(logp, ref) >= 0).all()
+
+
+# ---- aggregation -------------------------------------------------------------------------------------------------
+
+X = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 100.0, 100.0, 100.0]])  # 100 = padding / prompt: must not count
+M = torch.tensor([[True, True, True, False], [True, False, False, False]])
+
+
+def test_aggregate_by_hand():
+    assert rl.aggregate(X, M, "token-mean").item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert rl.aggregate(X, M, "seq-mean-token-mean").item() == pytest.approx((6 / 3 + 4 / 1) / 2)
+    assert rl.aggregate(X, M, "seq-mean-token-sum-norm", max_len=4).item() == pytest.approx((6 / 4 + 4 / 4) / 2)
+    with pytest.raises(ValueError, match="max_len"):
+        rl.aggregate(X, M, "seq-mean-token-sum-norm")
+    with pytest.raises(ValueError, match="aggregation"):
+        rl.aggregate(X, M, "sum")
+
+
+@pytest.mark.parametrize("mode", rl.LOSS_AGGS)
+def test_aggregate_micro_batches_add_up_with_global_counts(mode):
+    """Split rows over micro-batches (or ranks), pass the whole batch's counts: the pieces sum to the whole."""
+    whole = rl.aggregate(X, M, mode, max_len=4)
+    n_tok, n_seq = M.sum().item(), 2
+    parts = sum(rl.aggregate(X[i:i + 1], M[i:i + 1], mode, n_tokens=n_tok, n_seqs=n_seq, max_len=4) for i in range(2))
+    assert parts.item() == pytest.approx(whole.item())
+
+
+# ---- small pieces ------------------------------------------------------------------------------------------------
+
+
+def test_gold_answer_schedule_and_seeds():
+    assert rl.gold_answer("Natalia sold 48/2 = 24 clips.\n#### 1,234") == "1234"
+    assert rl.gold_answer(72.0) == "72" and rl.gold_answer(" \\frac{1}{2} ") == "\\frac{1}{2}"
+    with pytest.raises(ValueError):
+        rl.gold_answer(None)
+    sched = rl.length_schedule({0: 2048, 100: 4096, "160": 8192})  # a str key, as after a JSON round trip
+    assert [rl.response_len_at(sched, s) for s in (0, 99, 100, 159, 160, 10**6)] == [2048, 2048, 4096, 4096, 8192, 8192]
+    assert rl.length_schedule(96) == [(0, 96)]
+    for bad in ({5: 10}, {0: 0}, {}, "long", {"x": 5}):
+        with pytest.raises(ValueError, match="max_response_len"):
+            rl.length_schedule(bad)
+    assert rl.derive_seed(1, 2, 3) == rl.derive_seed(1, 2, 3) != rl.derive_seed(1, 2, 4)
+
+
+def test_sampler_covers_each_epoch_and_resumes():
+    state = {"epoch": 0, "pos": 0}
+    first = rl.sampler_draw(state, 10, 6, seed=3) + rl.sampler_draw(state, 10, 4, seed=3)
+    assert sorted(first) == list(range(10)) and state == {"epoch": 1, "pos": 0}
+    a = {"epoch": 0, "pos": 0}
+    whole = rl.sampler_draw(a, 10, 25, seed=3)  # wraps into epochs 1 and 2
+    b = {"epoch": 0, "pos": 0}
+    parts = rl.sampler_draw(b, 10, 7, seed=3)
+    saved = json.loads(json.dumps(b))  # what a checkpoint keeps
+    parts += rl.sampler_draw(saved, 10, 18, seed=3)
+    assert parts == whole and whole[:10] == first
+    assert sorted(whole[10:20]) == list(range(10)) and whole[10:20] != whole[:10]
+
+
+class _C:  # a Completion stand-in for the reward function
+    def __init__(self, text):
+        self.text = text
+
+
+def test_math_reward_values():
+    f = rl.make_math_reward(correct=1.0, wrong=-1.0, no_answer=-2.0)
+    ex = {"answer": "12"}
+    assert f(_C("3 * 4 = 12. The answer is \\boxed{12}."), ex) == 1.0
+    assert f(_C("\\boxed{7} then \\boxed{12.0}"), ex) == 1.0  # the last box decides
+    assert f(_C("\\boxed{12} no wait \\boxed{13}"), ex) == -1.0
+    assert f(_C("The answer is 12."), ex) == -2.0  # no box = no answer, whatever the text says
+    assert f(_C("The answer is \\boxed{12"), ex) == -2.0  # an unclosed box (a cut-off response)
+
+
+# ---- a tiny model, tokenizer and checkpoint ----------------------------------------------------------------------
+
+WORDS = "Question: Mia has 3 apples and buys 4 more. How many apples? Answer: 3 + 4 = 7. The answer is \\boxed{7}."
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl")
+    tok = Tokenizer.train([WORDS] * 3, vocab_size=290)
+    cfg = LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    torch.manual_seed(0)
+    net = Llama(cfg)
+    save_checkpoint(str(root / "base" / "ckpt-000000"), net, tokenizer=tok)
+    with open(root / "prompts.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"problem": f"Mia has {i} apples and buys {i % 7} more. How many apples?",
+                                "solution": f"{i} + {i % 7} = {2 * i}\n#### {i + i % 7}"}) + "\n")
+        f.write(json.dumps({"problem": "Mia " * 200, "solution": "#### 1"}) + "\n")  # too long: dropped
+    return SimpleNamespace(root=root, tok=tok, net=net, base=str(root / "base"), prompts=str(root / "prompts.jsonl"))
+
+
+def test_load_prompts_fields_gsm8k_gold_and_length_filter(tiny):
+    logs = []
+    ex = rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}\nA:", 64, "problem", "solution", log=logs.append)
+    assert len(ex) == 40 and "1 dropped" in logs[0]
+    assert ex[3]["answer"] == "6" and ex[3]["prompt_ids"][0] == tiny.tok.bos_id
+    assert tiny.tok.decode(ex[3]["prompt_ids"][1:]) == "Q: Mia has 3 apples and buys 3 more. How many apples?\nA:"
+    r1 = rl.load_prompts(tiny.prompts, tiny.tok, "r1", 400, "problem", "solution", log=logs.append)
+    assert "\\boxed{}" in tiny.tok.decode(r1[0]["prompt_ids"])  # the R1 template, its braces unescaped
+    with pytest.raises(ValueError, match="max_prompt_len"):
+        rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}", 5, "problem", "solution", log=logs.append)
+    with pytest.raises(ValueError, match="question_field"):
+        rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}", 64, log=logs.append)
+
+
+def test_trainer_logprobs_match_the_sampler(tiny):
+    """The training forward (right-padded prompt + response, one pass) gives the sampler's log-probs (KV-cache
+    decode, left-padded) at the same temperature, and nothing outside the response is a target."""
+    prompts = [tiny.tok.encode("Mia has", bos=True), tiny.tok.encode("Question: How many apples", bos=True)]
+    outs = sample.generate(tiny.net, tiny.tok, prompts, n=3, max_new_tokens=9, temperature=0.7, seed=1)
+    rs = [rl.Rollout(o.prompt_tokens, o.tokens, o.logprobs, o.text, o.finish_reason, 0.0, o.prompt_index) for o in outs]
+    idx, targets = rl.pack(rs, "cpu")
+    assert idx.shape[1] == max(len(r.prompt_tokens) + len(r.tokens) for r in rs) - 1
+    with torch.no_grad():
+        logp, ent, mask = rl.response_logprobs(tiny.net, idx, targets, 0.7, need_entropy=True)
+    assert mask.sum(1).tolist() == [len(r.tokens) for r in rs]
+    assert (ent[mask] > 0).all() and (ent[~mask] == 0).all()
+    for b, r in enumerate(rs):
+        assert torch.allclose(logp[b][mask[b]], r.logprobs, atol=1e-4), b
+        assert targets[b][mask[b]].tolist() == r.tokens
+
+
+def test_dynamic_sampling_refills_with_mixed_groups(tiny):
+    ex = rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}\nA:", 64, "problem", "solution", log=lambda s: None)
+    c = SimpleNamespace(**{**rl.DEFAULTS, "group_size": 4, "prompts_per_step": 6, "drop_uniform_groups": True,
+                           "max_refill_rounds": 5, "stop": [], "seed": 0})
+    d = SimpleNamespace(ddp=False, rank=0, world_size=1)
+    # only prompts whose question mentions an odd count of apples can be won: the others' groups are all -1
+    reward = lambda comp, e: (1.0 if comp.tokens[0] % 2 else -1.0) if int(e["question"].split()[2]) % 2 else -1.0  # noqa: E731
+    sampler = {"epoch": 0, "pos": 0}
+    batch, st = rl.collect_rollouts(tiny.net, tiny.tok, ex, c, d, 0, sampler, 3, reward, contextlib.nullcontext)
+    groups = rl.chunks(batch, 4)
+    assert len(groups) == 6 and not any(rl.is_uniform(g) for g in groups)
+    assert st["groups_sampled"] > 6 and st["groups_kept"] == 6 and 0 < st["uniform_groups"] < 1
+
+
+# ---- end to end: a toy reward a random model learns in a few steps; resume continues exactly --------------------
+
+def first_token_reward(comp, example) -> float:
+    """+1 when the response starts with an even token id: half the vocabulary, learnable from a random model."""
+    return 1.0 if comp.tokens[0] % 2 == 0 else -1.0
+
+
+def toy_args(tiny, out, steps, *extra):
+    return [f"--init_from={tiny.base}", f"--out_dir={out}", f"--prompt_file={tiny.prompts}",
+            "--question_field=problem", "--answer_field=solution", "--template=Q: {question}\nA:",
+            "--max_prompt_len=64", "--max_response_len=3", "--group_size=8", "--prompts_per_step=8", "--lr=2e-2",
+            f"--max_steps={steps}", "--eval_interval=0", "--log_interval=0", "--ckpt_interval=2", "--keep_last_n=1",
+            "--micro_batch=16", *extra]
+
+
+def train_rows(out):
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"train"' in line]
+
+
+def test_toy_reward_rises_end_to_end(tiny, tmp_path):
+    out = str(tmp_path / "run")
+    res = rl.main(toy_args(tiny, out, 12), reward_fn=first_token_reward)
+    rows = train_rows(out)
+    assert res["steps"] == 12 and [r["step"] for r in rows] == list(range(1, 13))
+    early, late = sum(r["reward"] for r in rows[:2]) / 2, sum(r["reward"] for r in rows[-2:]) / 2
+    assert late > early + 0.4, [r["reward"] for r in rows]
+    assert all(r["logprob_mismatch_mean"] < 1e-4 for r in rows)
+    assert sorted(os.listdir(out)) == ["ckpt-000012", "latest", "metrics.jsonl"]  # keep_last_n=1
+    state = torch.load(os.path.join(out, "ckpt-000012", "state.pt"), weights_only=False)
+    assert state["step"] == 12 and state["sampler"] == {"epoch": 2, "pos": 12 * 8 % 40} and "optimizer" in state
+    cfg = json.load(open(os.path.join(out, "ckpt-000012", "run_config.json")))
+    assert cfg["lr"] == 2e-2 and cfg["max_response_len"] == 3
+    with pytest.raises(ValueError, match="already holds a run"):
+        rl.main(toy_args(tiny, out, 12), reward_fn=first_token_reward)
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    extra = ("--ppo_epochs=2", "--loss_agg=seq-mean-token-mean")
+    rl.main(toy_args(tiny, a, 4, *extra), reward_fn=first_token_reward)
+    rl.main(toy_args(tiny, b, 2, *extra), reward_fn=first_token_reward)
+    rl.main(toy_args(tiny, b, 4, *extra, "--resume=True"), reward_fn=first_token_reward)
+    ra, rb = train_rows(a), train_rows(b)
+    assert [r["step"] for r in rb] == [1, 2, 3, 4]
+    for x, y in zip(ra, rb):
+        assert x["reward"] == y["reward"] and x["loss"] == pytest.approx(y["loss"], abs=1e-7)
+    from model import load_checkpoint
+    wa, wb = load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
+
+
+def test_config_errors(tiny, tmp_path):
+    base = toy_args(tiny, str(tmp_path / "x"), 1)
+    for flag, msg in [("--loss_agg=mean", "loss_agg"), ("--group_size=1", "group_size"),
+                      ("--template=no placeholder", "template"), ("--max_response_len={3: 5}", "step 0"),
+                      ("--max_response_len=500", "context"), ("--temperature=0", "temperature")]:
+        with pytest.raises(ValueError, match=msg):
+            rl.main(base + [flag], reward_fn=first_token_reward)
+
+
+# ---- DDP: 2 gloo ranks make the same update as 1 process with the same rollouts -----------------------------------
+
+CONFIGS = [("token-mean", 0.0, 0.0), ("seq-mean-token-mean", 0.0, 0.0), ("seq-mean-token-sum-norm", 0.1, 0.01)]
+
+
+def fixed_rollouts(vocab: int) -> list:
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for i in range(12):
+        P, R = int(torch.randint(2, 7, (1,), generator=g)), int(torch.randint(1, 8, (1,), generator=g))
+        adv = 0.0 if i % 4 == 3 else float(torch.randn(1, generator=g))  # some zero-advantage sequences
+        out.append(rl.Rollout(torch.randint(0, vocab, (P,), generator=g).tolist(),
+                              torch.randint(0, vocab, (R,), generator=g).tolist(),
+                              -torch.rand(R, generator=g), "", "eos", 0.0, i // 4, adv))
+    return out
+
+
+def one_update(rank: int, world: int, d) -> dict:
+    """Each config: fresh model, SGD, ppo_epochs=2 (so the old log-probs are recomputed and ratios move);
+    this rank's half of the rollouts. -> {config: state_dict after the update}."""
+    results = {}
+    for agg, kl, ent in CONFIGS:
+        torch.manual_seed(0)
+        net = Llama(LlamaConfig.from_preset("test"))
+        ref = None
+        if kl:
+            torch.manual_seed(1)
+            ref = Llama(LlamaConfig.from_preset("test")).requires_grad_(False)
+        # SGD, so parameters compare gradients: Adam's first step is about lr * sign(g), which turns float-rounding
+        # noise in near-zero gradients (summed in another order over ranks) into lr-sized differences
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        c = SimpleNamespace(**{**rl.DEFAULTS, "loss_agg": agg, "kl_coef": kl, "entropy_coef": ent, "ppo_epochs": 2,
+                               "mini_batches": 1, "micro_batch": 2, "clip_low": 0.05, "clip_high": 0.05})
+        rs = fixed_rollouts(net.config.vocab_size)
+        share = rs[rank * len(rs) // world:(rank + 1) * len(rs) // world]
+        stats = rl.update_policy(net, opt, share, c, d, ref_model=ref, loss_max_len=8, seed=rank)
+        assert stats["optimizer_steps"] == 2
+        results[agg] = {k: v.clone() for k, v in net.state_dict().items()}
+    return results
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_ranks_match_one_process(tmp_path):
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, __file__, "--ddp-worker", str(r), str(port), str(tmp_path / f"r{r}.pt")],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out.decode()[-3000:]
+    single = one_update(0, 1, SimpleNamespace(ddp=False, rank=0, world_size=1))
+    start = (torch.manual_seed(0), Llama(LlamaConfig.from_preset("test")).state_dict())[1]
+    for r in range(2):
+        ranked = torch.load(tmp_path / f"r{r}.pt")
+        for agg in single:
+            moved = max((single[agg][k] - start[k]).abs().max().item() for k in start)
+            assert moved > 1e-3, "the update must move the weights for the comparison to mean anything"
+            diff = max((single[agg][k] - ranked[agg][k]).abs().max().item() for k in start)
+            assert diff < 1e-6, (agg, r, diff)
+
+
+def _ddp_worker(rank: int, port: int, path: str):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.save(one_update(rank, 2, SimpleNamespace(ddp=True, rank=rank, world_size=2)), path)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--ddp-worker":
+    _ddp_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
