@@ -260,6 +260,14 @@ class KVCache:
         self.start = self.start.index_select(0, rows)
 
 
+def use_decode_kernels(device) -> bool:
+    """Triton decode kernels on CUDA (or when NANOOCTO_KERNELS=triton forces them); plain torch otherwise."""
+    if device.type != "cuda" and os.environ.get("NANOOCTO_KERNELS", "auto").lower() != "triton":
+        return False  # keeps CPU runs free of the triton import
+    from kernels import resolve_impl
+    return resolve_impl(None, device) == "triton"
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig, layer: int):
         super().__init__()
@@ -274,6 +282,13 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if cache is not None and T == 1 and not torch.is_grad_enabled() and use_decode_kernels(x.device):
+            # decode hot path (Triton on CUDA): rotary fused with the cache write, then split-K decode attention
+            import kernels
+            q = kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
+            y = kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
+                                         cache.slot + 1)  # [B, H, D]
+            return self.o_proj(y.reshape(B, 1, -1))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cache is None:

@@ -530,3 +530,22 @@ def test_env_var_routes_calls(monkeypatch):
     kernels.sample_logits(logits, 1.0, 0, 0)
     kernels.rms_norm(x, w, 1e-5, impl="torch")
     assert calls == ["rms_norm_triton", "sample_logits_triton", "rms_norm_torch"]
+
+
+def test_model_decode_path_uses_kernels_and_matches_torch(monkeypatch):
+    """The model's single-token cache step through the Triton kernels (interpreter) equals the plain torch path."""
+    from model import KVCache, Llama, LlamaConfig
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("test")).eval()
+    prompts = torch.randint(0, 256, (2, 6))
+    outs = {}
+    for impl in ("torch", "triton"):
+        monkeypatch.setenv("NANOOCTO_KERNELS", impl)
+        cache = KVCache.for_model(model, 2, 16)
+        cache.start[1] = 2  # a left-padded row
+        with torch.no_grad():
+            model(prompts, cache=cache)
+            cache.advance(6)
+            outs[impl] = model(torch.tensor([[3], [5]]), cache=cache)
+    assert (outs["torch"] - outs["triton"]).abs().max().item() < 1e-4
