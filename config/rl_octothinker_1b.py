@@ -1,0 +1,60 @@
+# OctoThinker RL stage on a mid-trained Llama-3.2-1B (Wang, Zhou, Li, Liu 2025): GRPO with a rule-based reward.
+# The recipe: group size 16, 128 prompts per step, constant LR 1e-6, no KL term (so no reference model is loaded),
+# no entropy bonus, clip ratio 0.2, gradient clipping 1.0, temperature 1.0, top-p 1.0, the R1-Zero-style template,
+# reward +1 when the last \boxed{} answer is correct and -1 otherwise (no box = wrong), prompts of at most 400
+# tokens, the response budget on a stair schedule for long chain-of-thought bases, greedy validation on MATH500 and
+# GSM8K every few steps.
+# Start: the long branch of mid-training (config/octothinker_1b_decay_long.py writes out/octothinker_1b_decay_long).
+# For the short-QA branch, a flat budget (e.g. max_response_len = 2048) suits its shorter answers.
+# Prompts: a jsonl of math training problems with final answers, one {"question", "answer"} per line (rename with
+# question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
+# Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_1b.py
+# Memory (80 GB GPUs): fp32 master weights + AdamW + grads are ~20 GB for 1B; the sampler's fp32 KV cache is ~0.6 GB
+# per 8.6k-token sequence, hence 32 rows decoded together; training runs two sequences per micro-batch with
+# gradient checkpointing.
+init_from = "out/octothinker_1b_decay_long"
+out_dir = "out/rl_octothinker_1b"
+prompt_file = "data/rl/math_train.jsonl"
+question_field = "question"
+answer_field = "answer"
+template = "r1"  # eval_math.R1_TEMPLATE
+stop = ["\nUser:"]
+max_prompt_len = 400
+group_size = 16
+prompts_per_step = 128  # the paper's range is 128-256
+max_response_len = {0: 2048, 100: 4096, 160: 8192}  # from step: tokens
+temperature = 1.0
+top_p = 1.0
+rollout_batch_size = 32
+reward_correct = 1.0
+reward_wrong = -1.0
+reward_no_answer = -1.0
+norm_adv_by_std = True
+drop_uniform_groups = False
+loss_agg = "token-mean"
+ppo_epochs = 1
+mini_batches = 1  # one on-policy step per rollout batch; raise to take several smaller steps per batch
+micro_batch = 2
+lr = 1e-6
+lr_warmup_steps = 0  # constant
+weight_decay = 0.01  # verl's AdamW default
+beta1 = 0.9
+beta2 = 0.999
+grad_clip = 1.0
+clip_low = 0.2
+clip_high = 0.2
+kl_coef = 0.0
+entropy_coef = 0.0
+max_steps = 300  # the last stair (8192 tokens) starts at step 160
+eval_interval = 20
+eval_benchmarks = "math500,gsm8k"
+eval_style = "r1"
+eval_limit = 0
+eval_max_new_tokens = 4096
+eval_batch_size = 64
+log_interval = 1
+ckpt_interval = 20
+keep_last_n = 3
+device = "cuda"
+dtype = "bfloat16"  # autocast over fp32 master weights
+grad_checkpointing = True
