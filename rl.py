@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -666,7 +667,7 @@ def trim_metrics(path: str, last_step: int) -> None:
 
 def run_eval(model, tok, c, step: int, autocast) -> dict:
     """Greedy accuracy on eval_benchmarks (eval_math.evaluate) -> {benchmark: accuracy}."""
-    with autocast():
+    with autocast(), contextlib.redirect_stdout(io.StringIO()):  # its table would cut through the progress bar
         rep = eval_math.evaluate(model, tok, c.eval_benchmarks, data_dir=c.eval_data_dir or None, style=c.eval_style,
                                  max_new_tokens=c.eval_max_new_tokens, limit=c.eval_limit or None,
                                  batch_size=c.eval_batch_size, out_dir=os.path.join(c.out_dir, "eval", f"step-{step:06d}"),

@@ -37,9 +37,12 @@ def load_model(args):
     if args.ckpt:
         net, tok, _ = model_lib.load_checkpoint(args.ckpt)
         return net, tok, args.ckpt
-    words = [f"Question: What is {a} + {b}? Answer: {a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}."
-             for a in range(30) for b in range(0, 30, 7)]
-    tok = Tokenizer.train(words, vocab_size=512)
+    if os.path.isdir(args.tokenizer):
+        tok = Tokenizer.from_pretrained(args.tokenizer)
+    else:  # a tiny stand-in BPE (byte-level: encodes anything)
+        words = [f"Question: What is {a} + {b}? Answer: {a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}."
+                 for a in range(30) for b in range(0, 30, 7)]
+        tok = Tokenizer.train(words, vocab_size=280)
     cfg = model_lib.LlamaConfig.from_preset(args.preset, vocab_size=tok.vocab_size, bos_id=tok.bos_id,
                                             eos_id=tok.eos_id)
     torch.manual_seed(0)
@@ -63,6 +66,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="out/midtrain", help="checkpoint; '' = a random model of --preset")
     p.add_argument("--preset", default="nano")
+    p.add_argument("--tokenizer", default="data/synth/tokenizer", help="for a random model (--ckpt=)")
     p.add_argument("--prompts", default="data/synth/rl_train.jsonl")
     p.add_argument("--group_size", type=int, default=8)
     p.add_argument("--prompts_per_step", type=int, default=32)
@@ -105,7 +109,8 @@ def main():
         rows.append({"rollout_s": t_roll, "recompute_s": us["recompute_s"], "update_s": us["update_s"],
                      "step_s": time.perf_counter() - t0, "gen_tokens": rs["gen_tokens"],
                      "gen_tok_s": rs["gen_tokens"] / t_roll,
-                     "recompute_tok_s": seq_tokens / us["recompute_s"] if us["recompute_s"] else 0.0,
+                     # with one on-policy update there is no separate recompute (the update's forward gives them)
+                     "recompute_tok_s": seq_tokens / us["recompute_s"] if args.ppo_epochs > 1 else 0.0,
                      "update_tok_s": args.ppo_epochs * seq_tokens / us["update_s"] if us["update_s"] else 0.0,
                      "trained_seqs": len(trained), "mean_response_len": rs["response_len"]})
     timed = rows[1:]
@@ -118,7 +123,8 @@ def main():
     for k, label, tps in (("rollout_s", "rollout (generate + grade)", med["gen_tok_s"]),
                           ("recompute_s", "old log-prob recompute", med["recompute_tok_s"]),
                           ("update_s", f"update ({args.ppo_epochs} epochs fwd+bwd+step)", med["update_tok_s"])):
-        print(f"  {label:<34} {med[k]:7.2f} s  {100 * med[k] / total:5.1f}%  {tps:9,.0f} tok/s")
+        rate = f"{tps:9,.0f} tok/s" if tps else "  (none: on-policy, taken from the update's forward)"
+        print(f"  {label:<34} {med[k]:7.2f} s  {100 * med[k] / total:5.1f}%  {rate}")
     print(f"  {'step':<34} {med['step_s']:7.2f} s  | {med['gen_tokens']:.0f} generated tokens "
           f"(mean response {med['mean_response_len']:.1f}), {med['trained_seqs']:.0f} sequences trained")
     print(json.dumps({k: round(v, 4) for k, v in med.items()}))
