@@ -84,7 +84,7 @@ loss_max_len = 0  # the constant of "seq-mean-token-sum-norm"; 0 = the step's ma
 ppo_epochs = 1  # passes over each step's rollouts
 mini_batches = 1  # optimizer steps per pass (each rank splits its rollouts into this many parts)
 micro_batch = 32  # sequences per forward/backward
-lr = 3e-5
+lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
 lr_warmup_steps = 0  # linear warmup over RL steps, then constant
 weight_decay = 0.0
 beta1 = 0.9
@@ -95,8 +95,8 @@ clip_high = 0.2
 kl_coef = 0.0  # > 0: k3 KL to a frozen copy of init_from, added to the loss (the reference is loaded only then)
 entropy_coef = 0.0  # > 0: entropy bonus
 # run length, evaluation, logging, checkpoints
-max_steps = 40
-eval_interval = 20  # steps; 0 = never (greedy eval_math.evaluate on eval_benchmarks; also before and at the end)
+max_steps = 100
+eval_interval = 50  # steps; 0 = never (greedy eval_math.evaluate on eval_benchmarks; also before and at the end)
 eval_benchmarks = "synth"  # comma-separated eval_math benchmarks
 eval_style = "fewshot"  # "fewshot" (the synthetic set's own "Question/Answer" format) | "r1"
 eval_limit = 0  # first eval_limit problems per benchmark; 0 = all
@@ -104,7 +104,7 @@ eval_max_new_tokens = 128
 eval_batch_size = 128
 eval_data_dir = ""  # "" = eval_math's default folders
 log_interval = 5  # print a line every this many steps (the progress bar always shows the latest)
-ckpt_interval = 20  # steps; a checkpoint is also written at the end
+ckpt_interval = 50  # steps; a checkpoint is also written at the end
 keep_last_n = 2  # 0 = keep all
 # system
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
@@ -457,6 +457,8 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     # sums over this rank, all-reduced at the end: [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl]
     acc = torch.zeros(9, dtype=torch.float64)
     mis_max = torch.zeros(1, dtype=torch.float64)
+    fwd = [0]  # positions run through the model on this rank (recompute + update passes), for tokens/s
+    seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731
 
     def log_mismatch_entropy(micro, logp, ent, mask):
         # the sampler's log-probs (KV-cache decode) vs the trainer's (full forward): should agree to float noise
@@ -477,6 +479,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             for micro in chunks(by_len(active), c.micro_batch):
                 idx, targets = pack([rollouts[i] for i in micro], dev)
                 lens = [len(rollouts[i].tokens) for i in micro]
+                fwd[0] += sum(map(seq_len, micro)) * ((n_updates > 1) + (ref_model is not None))
                 if n_updates > 1:
                     logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, True, autocast)
                     old.update(zip(micro, logp[mask].cpu().split(lens)))
@@ -505,6 +508,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             for micro in chunks(mine, c.micro_batch):
                 rs = [rollouts[i] for i in micro]
                 idx, targets = pack(rs, dev)
+                fwd[0] += sum(map(seq_len, micro))
                 want_ent = c.entropy_coef > 0 or n_updates == 1  # for the bonus, or to log it (no grad then)
                 logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, want_ent, autocast,
                                                     entropy_grad=c.entropy_coef > 0)
@@ -546,6 +550,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     all_reduce_(acc, d)
     all_reduce_(mis_max, d, dist.ReduceOp.MAX if d.ddp else None)
     loss_t = all_reduce_(torch.tensor([loss_sum], dtype=torch.float64), d)
+    fwd_t = all_reduce_(torch.tensor([fwd[0]], dtype=torch.float64), d)
     tok = max(acc[2].item(), 1.0)
     return {
         "loss": loss_t.item() / max(n_steps, 1), "optimizer_steps": n_steps,
@@ -554,7 +559,8 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
         "entropy": acc[4].item() / max(acc[5].item(), 1.0), "ref_kl": acc[8].item() / tok,
         "logprob_mismatch_mean": acc[6].item() / max(acc[7].item(), 1.0), "logprob_mismatch_max": mis_max.item(),
         "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
-        "trained_seqs_per_rank": len(active), "recompute_s": t_recompute, "update_s": t_update,
+        "trained_seqs_per_rank": len(active), "forward_tokens": int(fwd_t.item()), "recompute_s": t_recompute,
+        "update_s": t_update,
     }
 
 
@@ -795,7 +801,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
         dt = time.perf_counter() - t0
         rec = {"kind": "train", "step": step, "lr": lr_now, "max_response_len": max_new, **rs, **us,
                "rollout_s": t_rollout, "step_s": dt, "gen_tok_s": rs["gen_tokens"] / max(t_rollout, 1e-9),
-               "train_tok_s": (rs["gen_tokens"] + rs["prompt_tokens"]) / max(us["recompute_s"] + us["update_s"], 1e-9),
+               "train_tok_s": us["forward_tokens"] / max(us["recompute_s"] + us["update_s"], 1e-9),
                "elapsed": round(time.time() - t_run, 2)}
         write_metrics({k: round(v, 6) if isinstance(v, float) else v for k, v in rec.items()})
         bar.set_postfix(reward=f"{rs['reward']:+.3f}", acc=f"{rs['accuracy']:.1%}", len=f"{rs['response_len']:.0f}",

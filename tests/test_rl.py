@@ -256,7 +256,7 @@ def test_toy_reward_rises_end_to_end(tiny, tmp_path):
 
 def test_resume_continues_exactly(tiny, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    extra = ("--ppo_epochs=2", "--loss_agg=seq-mean-token-mean")
+    extra = ("--ppo_epochs=2", "--mini_batches=2", "--loss_agg=seq-mean-token-mean")
     rl.main(toy_args(tiny, a, 4, *extra), reward_fn=first_token_reward)
     rl.main(toy_args(tiny, b, 2, *extra), reward_fn=first_token_reward)
     rl.main(toy_args(tiny, b, 4, *extra, "--resume=True"), reward_fn=first_token_reward)
