@@ -241,13 +241,17 @@ class KVCache:
         return self.k[layer][:, :, :self.slot + T], self.v[layer][:, :, :self.slot + T]
 
     def mask(self, T: int) -> torch.Tensor:
-        """Boolean attention mask [B, 1, T, slot+T]: query i sees keys start[b] .. slot+i."""
+        """Boolean attention mask [B, 1, T, slot+T]: query i sees keys start[b] .. slot+i. A left-pad query
+        (slot+i < start[b]) has no real key; it sees its own slot instead, so no softmax row is fully masked (some
+        CUDA SDPA kernels return NaN for those, and a NaN in a pad row would poison any sum over the batch). Real
+        queries never see a pad key either way: their own slot is already real."""
         S = self.slot + T
         kpos = torch.arange(S, device=self.start.device)
         qpos = torch.arange(self.slot, S, device=self.start.device)
         causal = kpos[None, :] <= qpos[:, None]  # [T, S]
+        own = kpos[None, :] == qpos[:, None]  # [T, S]
         real = kpos[None, :] >= self.start[:, None]  # [B, S]
-        return (causal[None] & real[:, None, :])[:, None]
+        return ((causal[None] & real[:, None, :]) | own[None])[:, None]
 
     def advance(self, T: int):
         self.slot += T

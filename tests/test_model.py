@@ -172,6 +172,44 @@ def test_kv_cache_matches_full_forward_on_ragged_batch():
     assert L >= 0
 
 
+def naive_sdpa(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
+    """Attention as some CUDA SDPA kernels compute it: -inf fill then softmax, so a fully masked row is NaN."""
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # [B, H, T, S]
+    if is_causal:
+        attn_mask = torch.ones(scores.shape[-2:], dtype=torch.bool).tril()
+    return scores.masked_fill(~attn_mask, float("-inf")).softmax(-1) @ v
+
+
+def test_kv_cache_mask_has_no_fully_masked_rows(monkeypatch):
+    """Left-pad queries see their own slot (never an empty softmax row); real tokens' outputs do not change."""
+    cache = KVCache(1, 2, 1, 10, 4)
+    cache.start = torch.tensor([0, 3])
+    m = cache.mask(6)[:, 0]  # [B, T, S]
+    assert m.any(-1).all()
+    for q in range(3):  # row 1's pad queries: exactly their own slot
+        assert m[1, q].nonzero().flatten().tolist() == [q]
+    for q in range(3, 6):  # real queries: keys start .. q, as before
+        assert m[1, q].nonzero().flatten().tolist() == list(range(3, q + 1))
+        assert m[0, q].nonzero().flatten().tolist() == list(range(q + 1))
+
+    import model as model_lib
+    monkeypatch.setattr(model_lib.F, "scaled_dot_product_attention", naive_sdpa)
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("test")).eval()
+    seqs = [torch.randint(0, 256, (n,)) for n in (7, 3)]
+    cache = KVCache.for_model(model, 2, 8)
+    cache.start = torch.tensor([0, 4])
+    idx = torch.zeros(2, 7, dtype=torch.long)
+    idx[0], idx[1, 4:] = seqs
+    with torch.no_grad():
+        out = model(idx, cache=cache)  # [2, 7, V]
+        assert torch.isfinite(out).all()  # the pad rows too
+        for b, s in enumerate(seqs):
+            assert (out[b, 7 - len(s):] - model(s[None])[0]).abs().max() < 1e-4
+
+
 def test_training_step_and_checkpointing():
     torch.manual_seed(0)
     model = Llama(LlamaConfig.from_preset("test"))
