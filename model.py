@@ -4,6 +4,7 @@ The Llama 3 architecture (as in Llama-3.2-1B/3B), from scratch, in one file.
     model = Llama.from_pretrained("path/to/Llama-3.2-1B")      # any HF snapshot folder
     logits = model(idx)                                         # idx [B, T] -> logits [B, T, V]
     logits, loss = model(idx, targets=targets)                  # mean cross-entropy, ignore_index -100
+    logits = model(idx, cache=cache, last_only=True)            # generation: [B, 1, V], the next token's only
     model.save_pretrained("out/export")                         # transformers loads it back
 
 Module and parameter names follow Hugging Face's LlamaForCausalLM (minus its "model." prefix), so a checkpoint
@@ -281,18 +282,28 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None):
+    def qkv(self, x):
+        """x [B, T, dim] -> q [B, T, H, D], k and v [B, T, Hkv, D]."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        if cache is not None and T == 1 and not torch.is_grad_enabled() and use_decode_kernels(x.device):
-            # decode hot path (Triton on CUDA): rotary fused with the cache write, then split-K decode attention
-            import kernels
-            q = kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
-            y = kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
-                                         cache.slot + 1)  # [B, H, D]
-            return self.o_proj(y.reshape(B, 1, -1))
+        return q, k, v
+
+    def decode_step(self, x, cos, sin, cache: KVCache):
+        """One token per row through the Triton kernels: rotary fused with the cache write, then split-K decode
+        attention over each row's slots start[b] .. slot. x [B, 1, dim] -> [B, 1, dim]."""
+        import kernels
+        B = x.shape[0]
+        q, k, v = self.qkv(x)
+        q = kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
+        y = kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
+                                     cache.slot + 1)  # [B, H, D]
+        return self.o_proj(y.reshape(B, 1, -1))
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cache is None:
@@ -325,6 +336,20 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def decode_step(self, x, delta, cos, sin, cache: KVCache):
+        """forward() for one token per row through the Triton kernels, with every residual add fused into the
+        RMSNorm that follows it. The add that ends a block is left to the next block's input norm, so this takes
+        the residual stream x [B, 1, dim] *before* the previous block's MLP output delta was added (delta None for
+        the first block) and returns its own (x, delta): the caller's final norm does the last add."""
+        import kernels
+        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
+        if delta is None:
+            h = kernels.rms_norm(x, norm1.weight, norm1.eps)
+        else:
+            h, x = kernels.rms_norm(delta, norm1.weight, norm1.eps, residual=x)  # x <- x + delta
+        h, x = kernels.rms_norm(self.self_attn.decode_step(h, cos, sin, cache), norm2.weight, norm2.eps, residual=x)
+        return x, self.mlp(h)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -360,8 +385,12 @@ class Llama(nn.Module):
             nn.init.normal_(self.lm_head.weight, 0.0, 0.02)
         nn.init.ones_(self.norm.weight)
 
-    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool = False):
+        """idx [B, T] -> logits [B, T, V] (or (logits, loss) with targets). last_only: logits of the last position
+        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul)."""
         B, T = idx.shape
+        if last_only and targets is not None:
+            raise ValueError("last_only=True computes the last position's logits only; the loss needs all of them")
         if cache is not None and pos is None:
             pos = cache.positions(T)
         if pos is None:
@@ -370,16 +399,29 @@ class Llama(nn.Module):
             pos = torch.arange(T, device=idx.device)[None].expand(B, T)
         cos, sin = rope_cos_sin(self.inv_freq, pos)
         x = self.embed_tokens(idx)
+        if cache is not None and T == 1 and not torch.is_grad_enabled() and use_decode_kernels(idx.device):
+            return self.lm_head(self.decode_layers(x, cos, sin, cache))  # the decode hot path (Triton on CUDA)
         for block in self.layers:
             if self.gradient_checkpointing and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
                 x = block(x, cos, sin, cache)
+        if last_only:
+            x = x[:, -1:]  # [B, 1, dim]
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def decode_layers(self, x, cos, sin, cache: KVCache):
+        """The blocks and the final norm for one token per row, all through the kernels (no autograd): every
+        RMSNorm is one kernel fused with the residual add before it. x [B, 1, dim] -> normed [B, 1, dim]."""
+        import kernels
+        delta = None
+        for block in self.layers:
+            x, delta = block.decode_step(x, delta, cos, sin, cache)
+        return kernels.rms_norm(delta, self.norm.weight, self.norm.eps, residual=x)[0]  # norm(x + delta)
 
     # --- bookkeeping -------------------------------------------------------------------------------------------
 

@@ -533,13 +533,28 @@ def test_env_var_routes_calls(monkeypatch):
 
 
 def test_model_decode_path_uses_kernels_and_matches_torch(monkeypatch):
-    """The model's single-token cache step through the Triton kernels (interpreter) equals the plain torch path."""
+    """The model's single-token cache step through the Triton kernels (interpreter) equals the plain torch path,
+    with every norm (the residual adds fused in), the rotary + cache write and the attention in kernels; the
+    prefill, a step with autograd on, and the default on CPU stay plain torch."""
     from model import KVCache, Llama, LlamaConfig
 
+    calls = []
+    for name in ("rms_norm_triton", "rope_cache_update_triton", "decode_attention_triton"):
+        def spy(*a, _fn=getattr(kernels, name), _name=name, **kw):
+            calls.append((_name, a[3] is not None if _name == "rms_norm_triton" else None))
+            return _fn(*a, **kw)
+        monkeypatch.setattr(kernels, name, spy)
+
     torch.manual_seed(0)
-    model = Llama(LlamaConfig.from_preset("test")).eval()
+    cfg = LlamaConfig.from_preset("test")
+    model = Llama(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial norm gains, or a wrong weight would go unnoticed
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
     prompts = torch.randint(0, 256, (2, 6))
-    outs = {}
+    steps = torch.tensor([[[3], [5]], [[7], [11]]])  # two decode steps
+    outs, caches = {}, {}
     for impl in ("torch", "triton"):
         monkeypatch.setenv("NANOOCTO_KERNELS", impl)
         cache = KVCache.for_model(model, 2, 16)
@@ -547,5 +562,32 @@ def test_model_decode_path_uses_kernels_and_matches_torch(monkeypatch):
         with torch.no_grad():
             model(prompts, cache=cache)
             cache.advance(6)
-            outs[impl] = model(torch.tensor([[3], [5]]), cache=cache)
-    assert (outs["torch"] - outs["triton"]).abs().max().item() < 1e-4
+            assert calls == []  # the prefill (T > 1) is plain torch
+            outs[impl] = []
+            for tok in steps:
+                outs[impl].append(model(tok, cache=cache))
+                cache.advance(1)
+        caches[impl] = cache
+        L = cfg.n_layers
+        if impl == "triton":  # per step: 2 norms per block + the final one, all but the first fused with an add
+            per_step = calls[:len(calls) // 2]
+            norms = [fused for name, fused in per_step if name == "rms_norm_triton"]
+            assert norms == [False] + [True] * (2 * L)
+            assert [n for n, _ in per_step].count("rope_cache_update_triton") == L
+            assert [n for n, _ in per_step].count("decode_attention_triton") == L
+            assert len(calls) == 2 * len(per_step)
+        else:
+            assert calls == []
+    for a, b in zip(outs["torch"], outs["triton"]):
+        assert (a - b).abs().max().item() < 1e-4
+    for ka, kb in zip(caches["torch"].k + caches["torch"].v, caches["triton"].k + caches["triton"].v):
+        assert (ka - kb).abs().max().item() < 1e-5
+
+    # with autograd on (training-time code), or on CPU by default, nothing goes through the kernels
+    calls.clear()
+    for env, grad in (("triton", True), ("auto", False)):
+        monkeypatch.setenv("NANOOCTO_KERNELS", env)
+        cache = KVCache.for_model(model, 2, 16)
+        with torch.set_grad_enabled(grad):
+            model(prompts[:, :1], cache=cache)
+    assert calls == []

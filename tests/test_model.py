@@ -172,6 +172,25 @@ def test_kv_cache_matches_full_forward_on_ragged_batch():
     assert L >= 0
 
 
+def test_last_only_logits_equal_the_full_last_row():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("test")).eval()
+    idx = torch.randint(0, 256, (3, 9))
+    with torch.no_grad():
+        full = model(idx)
+        last = model(idx, last_only=True)
+        assert last.shape == (3, 1, 256)
+        assert torch.allclose(last, full[:, -1:], atol=1e-6)
+        caches = [KVCache.for_model(model, 3, 12) for _ in range(2)]  # a ragged prefill, as sample.py runs it
+        for c in caches:
+            c.start = torch.tensor([0, 2, 5])
+        full_c, last_c = model(idx, cache=caches[0]), model(idx, cache=caches[1], last_only=True)
+        assert torch.allclose(last_c, full_c[:, -1:], atol=1e-6)
+        assert all(torch.equal(a, b) for a, b in zip(caches[0].k + caches[0].v, caches[1].k + caches[1].v))
+    with pytest.raises(ValueError, match="last_only"):
+        model(idx, targets=idx, last_only=True)
+
+
 def naive_sdpa(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
     """Attention as some CUDA SDPA kernels compute it: -inf fill then softmax, so a fully masked row is NaN."""
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
