@@ -55,6 +55,7 @@ tokenizer = "data/synth/tokenizer"  # for scratch runs (Tokenizer.from_pretraine
 data_root = "data/synth/shards"
 synth_dir = "data/synth"  # "" = off; else make the synthetic corpus here, and `tokenizer` and the shards, if absent
 synth_scale = 1.0  # size of the synthetic corpus (data.synth scale)
+synth_knobs = {}  # data.synth world knobs over its DEFAULT_KNOBS, e.g. {"max_number": 50, "noise": 0.5}
 synth_vocab_size = 1024  # vocabulary of the built-in BPE trained on the synthetic web + QA text
 seq_len = 256
 # stable stage: constant LR after an optional linear warmup
@@ -309,7 +310,8 @@ def build_synth_data(c, log=print) -> None:
     from data.synth import QA_TEMPLATE, generate_corpus, read_jsonl
 
     t0 = time.time()
-    manifest = generate_corpus(c.synth_dir, seed=0, scale=c.synth_scale)  # returns at once if already complete
+    # returns at once if the folder already holds a complete corpus made with the same knobs
+    manifest = generate_corpus(c.synth_dir, seed=0, scale=c.synth_scale, **c.synth_knobs)
     stamp_path = os.path.join(c.data_root, "synth_build.json")
     stamp = {"corpus": manifest["knobs"], "vocab_size": c.synth_vocab_size, "tokenizer": os.path.abspath(c.tokenizer)}
     old = None

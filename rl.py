@@ -29,9 +29,7 @@ import io
 import json
 import math
 import os
-import random
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -46,6 +44,8 @@ import eval_math
 import model as model_lib
 import sample
 from configurator import configure, knobs
+# checkpoints, RNG state and the metrics log work the same in both training scripts
+from midtrain import prune_checkpoints, rng_state, set_rng_state, trim_metrics
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -115,7 +115,6 @@ seed = 1337
 DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
 
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 
 # -----------------------------------------------------------------------------------------------------------------
 # config checks: every mistake we can see before loading a model
@@ -634,41 +633,6 @@ def autocast_for(dtype_knob: str, dev: torch.device):
     if dtype_knob == "bfloat16" or (dtype_knob == "auto" and dev.type == "cuda"):
         return lambda: torch.autocast(dev.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
-
-
-def rng_state() -> dict:
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def prune_checkpoints(out_dir: str, keep: int) -> None:
-    if keep <= 0:
-        return
-    found = sorted((int(m.group(1)), name) for name in os.listdir(out_dir) if (m := CKPT_RE.match(name)))
-    for _, name in found[:-keep]:
-        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-
-
-def trim_metrics(path: str, last_step: int) -> None:
-    """On resume, drop records the interrupted run wrote after its checkpoint, so the log stays one story."""
-    if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(rows)
-    os.replace(tmp, path)
 
 
 def run_eval(model, tok, c, step: int, autocast) -> dict:

@@ -1,0 +1,399 @@
+"""
+The miniature OctoThinker study: the paper's mid-training ablations at toy scale, on the synthetic math world, on a
+laptop CPU. Every box below is one run of midtrain.py or rl.py with the knobs of this file; every arm's model is
+then RL-ed with the same GRPO budget and evaluated on the same held-out problems before and after RL.
+
+    python study.py                                  # one seed, ~25 min on 2 CPU cores -> out/study/results.md
+    python study.py --seeds=[1337,1338,1339]         # three seeds: the table shows mean +- spread
+    python study.py --arms=["stable","short"]        # a subset (the stages they need run, the others do not)
+
+    scratch --base: general web, warmup+decay--> base                        arm "base"   (no mid-training)
+    base --stable: clean math web, constant LR--> stable                     arm "stable" (stable stage only)
+        stable --decay: short-CoT QA--> short                                arm "short"
+        stable --decay: long-CoT QA---> long                                 arm "long"
+        stable --decay: both (hybrid)-> hybrid                               arm "hybrid"
+    base --stable: noisy math web--> stable_noisy --decay: hybrid--> noisy   arm "noisy"  (data quality)
+    each arm --GRPO, rl_steps x rl_prompts x rl_group--> <arm>_rl
+
+The paper's stable stage is 200B tokens of high-quality math web at a constant LR; its decay stage (20B tokens)
+anneals the LR while mixing in QA with short or long chain of thought and a little instruction data; "noisy" is its
+FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
+low-quality web text of the same world.
+
+Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
+continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
+Output: out_dir/seed-<s>/<stage>/..., out_dir/results.json, out_dir/results.md (the table, also printed) and
+out_dir/rl_curves.png (matplotlib, optional: without it the plot is skipped with a message).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+
+import eval_math
+import midtrain
+import model as model_lib
+import rl
+from configurator import configure, knobs
+
+# -----------------------------------------------------------------------------------------------------------------
+# knobs: one visible block; a config file and --key=value flags override them (configurator.py)
+
+out_dir = "out/study"
+seeds = [1337]  # one full study per seed (weights init, data order, RL sampling); the table averages over seeds
+arms = ["base", "stable", "short", "long", "hybrid", "noisy"]
+# data: the built-in synthetic world (made under synth_dir if absent, shared with `python midtrain.py`)
+synth_dir = "data/synth"
+synth_scale = 1.0
+synth_vocab_size = 1024
+tokenizer = "data/synth/tokenizer"
+data_root = "data/synth/shards"
+# model and optimisation, shared by every mid-training stage
+model = "nano"  # a model.PRESETS name; trained from scratch by the base stage
+seq_len = 512  # long-CoT examples (~270 tokens with their question) fit in one window
+micro_batch = 16
+total_batch_tokens = 8192
+lr = 3e-3
+# mid-training stages: token budgets and mixtures (shard folder name -> weight)
+base_tokens = 491_520  # 60 steps: the "pre-trained base model" (warmup, constant, then decay to 10% LR)
+base_mixture = {"web_noisy": 1.0}
+stable_tokens = 983_040  # 120 steps at constant LR (re-warmed over warmup_tokens)
+warmup_tokens = 65_536
+stable_mixture = {"web": 0.9, "qa_short": 0.1}
+noisy_stable_mixture = {"web_noisy": 0.9, "qa_short": 0.1}
+decay_tokens = 327_680  # 40 steps, LR annealed to 10%
+decay_mixtures = {
+    "short": {"web": 0.4, "qa_short": 0.5, "instruct": 0.1},
+    "long": {"web": 0.4, "qa_long": 0.5, "instruct": 0.1},
+    "hybrid": {"web": 0.4, "qa_short": 0.25, "qa_long": 0.25, "instruct": 0.1},
+}
+noisy_decay = "hybrid"  # the decay mixture of the noisy arm (compare it with the arm of the same name)
+# RL: the same GRPO budget for every arm
+rl_steps = 40
+rl_prompts = 16  # prompts per step
+rl_group = 8  # responses per prompt
+rl_lr = 2e-4
+rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
+# evaluation on the held-out synthetic problems (never seen in training), before and after RL
+eval_problems = 300  # the first eval_problems of heldout.jsonl; 0 = all
+maj_k = 8  # samples per problem at temperature 1 for maj@k (and sampled accuracy); 0 = greedy only
+eval_max_new_tokens = 320
+eval_batch_size = 256
+device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
+
+DEFAULTS = copy.deepcopy(knobs(globals()))
+ARMS = ("base", "stable", "short", "long", "hybrid", "noisy")
+
+# -----------------------------------------------------------------------------------------------------------------
+# the stage graph: stage name -> (parent stage or None, how to run it)
+
+
+def plan_stages(c) -> dict[str, SimpleNamespace]:
+    """Every stage a full study can run, in an order where parents come first."""
+    p = {"base": SimpleNamespace(parent=None, kind="midtrain", mixture=c.base_mixture),
+         "stable": SimpleNamespace(parent="base", kind="midtrain", mixture=c.stable_mixture),
+         "stable_noisy": SimpleNamespace(parent="base", kind="midtrain", mixture=c.noisy_stable_mixture)}
+    for name in ("short", "long", "hybrid"):
+        p[name] = SimpleNamespace(parent="stable", kind="midtrain", mixture=c.decay_mixtures[name])
+    p["noisy"] = SimpleNamespace(parent="stable_noisy", kind="midtrain", mixture=c.decay_mixtures[c.noisy_decay])
+    for arm in ARMS:
+        p[f"{arm}_rl"] = SimpleNamespace(parent=arm, kind="rl", mixture=None)
+    return p
+
+
+def needed_stages(plan: dict, arms: list[str]) -> list[str]:
+    """The stages the chosen arms need (ancestors included), in plan order."""
+    need = set()
+    for arm in arms:
+        s = f"{arm}_rl"
+        while s is not None:
+            need.add(s)
+            s = plan[s].parent
+    return [s for s in plan if s in need]
+
+
+def check_config(c) -> None:
+    """Raise ValueError naming the first bad knob, before any work."""
+    if not c.seeds or len(set(c.seeds)) != len(c.seeds) or not all(isinstance(s, int) for s in c.seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {c.seeds!r}")
+    bad = [a for a in c.arms if a not in ARMS]
+    if not c.arms or bad or len(set(c.arms)) != len(c.arms):
+        raise ValueError(f"arms must be distinct names from {ARMS}, got {c.arms!r}")
+    if set(c.decay_mixtures) != {"short", "long", "hybrid"}:
+        raise ValueError(f"decay_mixtures needs exactly the keys short, long, hybrid; got {sorted(c.decay_mixtures)}")
+    if c.noisy_decay not in c.decay_mixtures:
+        raise ValueError(f"noisy_decay must be one of {sorted(c.decay_mixtures)}, got {c.noisy_decay!r}")
+    for name in ("base_mixture", "stable_mixture", "noisy_stable_mixture"):
+        midtrain.check_mixture(name, getattr(c, name))
+    for name, mix in c.decay_mixtures.items():
+        midtrain.check_mixture(f"decay_mixtures[{name!r}]", mix)
+    for name in ("base_tokens", "stable_tokens", "decay_tokens", "rl_steps", "rl_prompts", "rl_group",
+                 "eval_max_new_tokens", "eval_batch_size"):
+        if getattr(c, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(c, name)}")
+    if c.eval_problems < 0 or c.maj_k < 0 or c.maj_k == 1:
+        raise ValueError(f"eval_problems must be >= 0 and maj_k 0 (off) or >= 2; got {c.eval_problems}, {c.maj_k}")
+    if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
+        raise ValueError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, got {c.model!r}")
+    if c.rl_max_response_len >= model_lib.PRESETS[c.model]["max_seq_len"] - 16:
+        raise ValueError(f"rl_max_response_len={c.rl_max_response_len} leaves no room for a prompt in the context of "
+                         f"{c.model!r}")
+    if c.rl_group < 2:
+        raise ValueError(f"rl_group must be >= 2 (GRPO compares responses within a group), got {c.rl_group}")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# running one stage: the argv of midtrain.py / rl.py, then a done marker
+
+
+def midtrain_argv(c, name: str, st: SimpleNamespace, folder: str, parent_dir: str | None, seed: int) -> list[str]:
+    common = [f"--tokenizer={c.tokenizer}", f"--data_root={c.data_root}", "--synth_dir=", f"--seq_len={c.seq_len}",
+              f"--micro_batch={c.micro_batch}", f"--total_batch_tokens={c.total_batch_tokens}", f"--lr={c.lr}",
+              f"--seed={seed}", f"--device={c.device}", "--eval_interval=0", "--log_interval=0", "--resume=True",
+              "--keep_last_n=1", "--ckpt_interval=50", "--eval_sources=[]"]
+    mix = json.dumps(st.mixture)
+    if name == "base":  # pre-training from scratch: warmup + constant, then its own anneal (both stages)
+        return common + ["--stage=both", f"--init_from=scratch:{c.model}", f"--stable_out_dir={folder}/pretrain",
+                         f"--decay_out_dir={folder}", f"--stable_mixture={mix}", f"--decay_mixture={mix}",
+                         f"--warmup_tokens={c.warmup_tokens}",
+                         f"--stable_tokens={c.base_tokens * 3 // 4 - c.warmup_tokens}",
+                         f"--decay_tokens={c.base_tokens - c.base_tokens * 3 // 4}"]
+    if name.startswith("stable"):  # continued pre-training at a constant LR, re-warmed, fresh optimizer
+        return common + ["--stage=stable", f"--init_from={parent_dir}", f"--stable_out_dir={folder}",
+                         f"--stable_mixture={mix}", f"--warmup_tokens={c.warmup_tokens}",
+                         f"--stable_tokens={c.stable_tokens - c.warmup_tokens}", "--fresh_optimizer=True"]
+    # a decay branch: continues the stable run (its AdamW moments too) while the LR anneals
+    return common + ["--stage=decay", f"--decay_init_from={parent_dir}", f"--decay_out_dir={folder}",
+                     f"--decay_mixture={mix}", f"--decay_tokens={c.decay_tokens}", "--fresh_optimizer=False"]
+
+
+def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
+    return [f"--init_from={parent_dir}", f"--out_dir={folder}", f"--prompt_file={c.synth_dir}/rl_train.jsonl",
+            f"--max_steps={c.rl_steps}", f"--prompts_per_step={c.rl_prompts}", f"--group_size={c.rl_group}",
+            f"--lr={c.rl_lr}", f"--max_response_len={c.rl_max_response_len}", f"--seed={seed}",
+            f"--max_prompt_len={model_lib.PRESETS[c.model]['max_seq_len'] - c.rl_max_response_len}",
+            f"--device={c.device}", "--eval_interval=0", "--log_interval=0", "--resume=True", "--keep_last_n=1",
+            "--ckpt_interval=10"]
+
+
+def run_stage(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int, log) -> float:
+    """Run one stage unless its done marker exists. -> its wall seconds (this run's, or the recorded ones)."""
+    folder = os.path.join(seed_dir, name)
+    marker = os.path.join(folder, "study_done.json")
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            return json.load(f)["seconds"]
+    parent_dir = os.path.join(seed_dir, st.parent) if st.parent else None
+    t0 = time.time()
+    os.makedirs(folder, exist_ok=True)
+    # the stage's own log (resolved config, periodic lines) goes to its folder; its progress bar stays on stderr
+    with open(os.path.join(folder, "log.txt"), "a") as f, contextlib.redirect_stdout(f):
+        if st.kind == "rl":
+            rl.main(rl_argv(c, folder, parent_dir, seed))
+        else:
+            midtrain.main(midtrain_argv(c, name, st, folder, parent_dir, seed))
+    seconds = time.time() - t0
+    write_json(marker, {"stage": name, "seconds": seconds, "seed": seed})
+    log(f"[study] seed {seed}: {name} done in {seconds:.0f} s")
+    return seconds
+
+
+def write_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# evaluation: greedy accuracy and maj@k on the same held-out problems, cached per model
+
+
+def evaluate_model(c, ckpt_dir: str, out: str, log) -> dict:
+    """-> {"greedy", "greedy_len", "sampled", "maj"} (accuracies in [0, 1]; sampled/maj None when maj_k = 0)."""
+    path = os.path.join(out, "summary.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    t0 = time.time()
+    dev = torch.device("cuda" if c.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if c.device == "auto" else c.device))
+    model, tok, _ = model_lib.load_checkpoint(model_lib.resolve_checkpoint(ckpt_dir), dtype=torch.float32)
+    model.to(dev).eval()
+    common = dict(data_dir=c.synth_dir, style="fewshot", max_new_tokens=c.eval_max_new_tokens,
+                  limit=c.eval_problems or None, batch_size=c.eval_batch_size, progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # eval_math prints its own table; ours comes at the end
+        greedy = eval_math.evaluate(model, tok, ["synth"], out_dir=os.path.join(out, "greedy"), **common)
+        sampled = (eval_math.evaluate(model, tok, ["synth"], n=c.maj_k, temperature=1.0, seed=0,
+                                      out_dir=os.path.join(out, f"maj{c.maj_k}"), **common) if c.maj_k else None)
+    g = greedy["benchmarks"]["synth"]
+    s = sampled["benchmarks"]["synth"] if sampled else None
+    res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],
+           "sampled": s["accuracy"] if s else None, "maj": s[f"maj@{c.maj_k}"] if s else None,
+           "problems": g["count"], "seconds": time.time() - t0}
+    write_json(path, res)
+    log(f"[study] eval {os.path.relpath(ckpt_dir, c.out_dir)}: greedy {100 * res['greedy']:.1f}%"
+        + (f", maj@{c.maj_k} {100 * res['maj']:.1f}%" if s else "") + f" ({res['seconds']:.0f} s)")
+    return res
+
+
+def rl_curve(folder: str) -> dict:
+    """Per-step reward and mean response length of an RL run (its metrics.jsonl)."""
+    steps, reward, length = [], [], []
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "train":
+                steps.append(r["step"])
+                reward.append(r["reward"])
+                length.append(r["response_len"])
+    return {"step": steps, "reward": reward, "response_len": length}
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# one seed: the stages the arms need, then an evaluation of every arm before and after RL
+
+
+def run_seed(c, seed: int, log) -> dict:
+    seed_dir = os.path.join(c.out_dir, f"seed-{seed}")
+    plan = plan_stages(c)
+    todo = needed_stages(plan, c.arms)
+    seconds = {}
+    for i, name in enumerate(todo):
+        log(f"[study] seed {seed}: stage {i + 1}/{len(todo)} {name} (from {plan[name].parent or 'scratch'})")
+        seconds[name] = run_stage(c, name, plan[name], seed_dir, seed, log)
+    rows = {}
+    for arm in c.arms:
+        before = evaluate_model(c, os.path.join(seed_dir, arm), os.path.join(seed_dir, "eval", arm), log)
+        after = evaluate_model(c, os.path.join(seed_dir, f"{arm}_rl"), os.path.join(seed_dir, "eval", f"{arm}_rl"),
+                               log)
+        curve = rl_curve(os.path.join(seed_dir, f"{arm}_rl"))
+        # the arm's own stages: shared ancestors (base, stable) are reported once, under their own arms
+        own = [arm, f"{arm}_rl"] + (["stable_noisy"] if arm == "noisy" else [])
+        rows[arm] = {"before": before, "after": after, "curve": curve,
+                     "wall_s": sum(seconds[s] for s in own) + before["seconds"] + after["seconds"]}
+    return rows
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the table and the plot
+
+
+def mean_spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """'12.3' for one value, '12.3 +- 1.4' (sample std) for several."""
+    vals = [v * scale for v in values if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} +- {statistics.stdev(vals):.{digits}f}"
+
+
+def first_last(curve: dict, key: str, k: int = 5) -> tuple[float, float]:
+    """Means over the first and the last k RL steps (one step alone is noisy)."""
+    v = curve[key]
+    k = max(1, min(k, len(v) // 2 or 1))
+    return sum(v[:k]) / k, sum(v[-k:]) / k
+
+
+def results_table(c, by_seed: dict) -> str:
+    k = c.maj_k
+    head = ["arm", "greedy acc before RL", "after RL"] + ([f"maj@{k} before", f"maj@{k} after"] if k else []) + \
+        ["RL reward first -> last 5 steps", "resp len (RL, last 5)", "greedy resp len after", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in c.arms:
+        rows = [by_seed[s][arm] for s in c.seeds]
+        col = lambda f, scale=100.0, d=1: mean_spread([f(r) for r in rows], scale, d)  # noqa: E731
+        cells = [arm, col(lambda r: r["before"]["greedy"]), col(lambda r: r["after"]["greedy"])]
+        if k:
+            cells += [col(lambda r: r["before"]["maj"]), col(lambda r: r["after"]["maj"])]
+        cells += [f"{col(lambda r: first_last(r['curve'], 'reward')[0], 1, 2)} -> "
+                  f"{col(lambda r: first_last(r['curve'], 'reward')[1], 1, 2)}",
+                  col(lambda r: first_last(r["curve"], "response_len")[1], 1, 0),
+                  col(lambda r: r["after"]["greedy_len"], 1, 0), col(lambda r: r["wall_s"], 1, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = by_seed[c.seeds[0]][c.arms[0]]["before"]["problems"]
+    lines.append("")
+    lines.append(f"Accuracies in % on {n} held-out synthetic problems (greedy; maj@{k} of {k} samples at temperature "
+                 f"1), {len(c.seeds)} seed(s) (mean +- sample std). RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
+                 f"prompts x {c.rl_group} responses, reward +1 right / -1 wrong. Wall s: the arm's own stages and "
+                 "evaluations (its decay, RL and evals; 'noisy' includes its own stable stage; 'base' and 'stable' "
+                 "are shared by the arms below them).")
+    return "\n".join(lines)
+
+
+def plot_curves(c, by_seed: dict, path: str, log) -> bool:
+    """Reward and response length over RL steps per arm (mean over seeds). False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("[study] matplotlib is not installed: no plot (pip install matplotlib); the table is complete")
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for arm in c.arms:
+        curves = [by_seed[s][arm]["curve"] for s in c.seeds]
+        n = min(len(cv["step"]) for cv in curves)
+        for ax, key in zip(axes, ("reward", "response_len")):
+            ys = [statistics.mean(cv[key][i] for cv in curves) for i in range(n)]
+            ax.plot(curves[0]["step"][:n], smooth(ys), label=arm)
+    axes[0].set(title="mean reward per RL step (smoothed)", xlabel="RL step", ylabel="reward (+1 / -1)")
+    axes[1].set(title="mean response length", xlabel="RL step", ylabel="tokens")
+    axes[0].legend()
+    fig.tight_layout()
+    tmp = path + f".tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def smooth(ys: list[float], window: int = 5) -> list[float]:
+    """Trailing moving average (window steps)."""
+    out = []
+    for i in range(len(ys)):
+        part = ys[max(0, i - window + 1):i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
+    check_config(c)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout stays for the table
+    t0 = time.time()
+    midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
+                                              synth_vocab_size=c.synth_vocab_size, tokenizer=c.tokenizer,
+                                              data_root=c.data_root), log)
+    os.makedirs(c.out_dir, exist_ok=True)
+    write_json(os.path.join(c.out_dir, "study_config.json"), vars(c))
+    by_seed = {seed: run_seed(c, seed, log) for seed in c.seeds}
+    table = results_table(c, by_seed)
+    with open(os.path.join(c.out_dir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    write_json(os.path.join(c.out_dir, "results.json"), {"config": vars(c), "seeds": {str(s): r for s, r in
+                                                                                      by_seed.items()}})
+    plotted = plot_curves(c, by_seed, os.path.join(c.out_dir, "rl_curves.png"), log)
+    print(table)
+    log(f"[study] {time.time() - t0:.0f} s; results in {c.out_dir}/results.md"
+        + (f" and {c.out_dir}/rl_curves.png" if plotted else ""))
+    return by_seed
+
+
+if __name__ == "__main__":
+    main()
