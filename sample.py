@@ -15,9 +15,16 @@ How a call runs (top to bottom below):
      max_new_tokens; finished rows are dropped from the batch (cache compaction) once a quarter of it is dead,
   4. completions are returned in the caller's order: index i * n + j is sample j of prompt i.
 
-Randomness: every sample (prompt i, sample j) draws its uniforms from its own CPU torch.Generator seeded from
-(seed, i, j), and a token is picked by inverse-CDF sampling (exactly a multinomial draw). So a sample does not
-depend on batch_size, on which other rows share its batch, on compaction, or on the device (given the same logits).
+Randomness: every sample (prompt i, sample j) has its own seed, hashed from (seed, i, j), and its draw at step t
+depends only on that seed and t. So a sample does not depend on batch_size, on which other rows share its batch, or
+on compaction. Two samplers implement this, both exact draws from the same distribution:
+  - torch (CPU, and whenever top-k / top-p is on): uniforms from a CPU torch.Generator seeded with the sample's
+    seed, then inverse-CDF sampling (exactly a multinomial draw);
+  - the Triton kernel kernels.sample_logits (the decode kernel path, model.use_decode_kernels: CUDA, or
+    NANOOCTO_KERNELS=triton; plain temperature sampling or greedy): Gumbel-max in one pass over the vocab, Philox
+    noise keyed by the sample's seed with the step t as counter.
+The two map the same seed to different tokens, so a seeded run is reproducible on the same path (and device), not
+across paths. Log-probs are the same quantity on both: log softmax(logits / temperature) of the chosen token.
 """
 from __future__ import annotations
 
@@ -92,31 +99,45 @@ def sample_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_
     return tokens, logp.gather(-1, tokens[:, None])[:, 0]
 
 
+def sample_seed(seed: int, i: int, j: int) -> int:
+    """The seed of sample j of prompt i: 63 bits (a non-negative int64, what manual_seed and the kernel take)."""
+    h = hashlib.blake2b(f"{seed}/{i}/{j}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
 def row_uniforms(seed: int, keys: list[tuple[int, int]], steps: int) -> torch.Tensor:
     """[len(keys), steps] uniforms; row r comes from its own generator seeded by (seed, prompt i, sample j), so a
     sample's randomness does not depend on the batch it is decoded in."""
     out = torch.empty(len(keys), steps)
     g = torch.Generator()
     for r, (i, j) in enumerate(keys):
-        h = hashlib.blake2b(f"{seed}/{i}/{j}".encode(), digest_size=8).digest()
-        g.manual_seed(int.from_bytes(h, "little") >> 1)  # 63 bits: manual_seed takes a non-negative int64
+        g.manual_seed(sample_seed(seed, i, j))
         out[r] = torch.rand(steps, generator=g)
     return out
+
+
+def use_kernel_sampler(device, temperature: float, top_k: int, top_p: float, vocab: int) -> bool:
+    """The Triton sampler serves greedy and plain temperature sampling on the decode kernel path; top-k / top-p
+    need a sort or selection over the vocab, which stays in torch (sample_logits above)."""
+    plain = temperature == 0 or ((top_k == 0 or top_k >= vocab) and top_p >= 1.0)
+    return plain and model_lib.use_decode_kernels(device)
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # the two model calls: prompt prefill and one decode step (small, separate functions, each compilable)
 
 
-def prefill(model, idx: torch.Tensor, cache: model_lib.KVCache, max_logits: int = 2**27) -> torch.Tensor:
-    """Run the left-padded prompts idx [B, P] into the cache; -> the last position's logits [B, V] fp32.
-    The model returns logits for every position, so long prompts go through in pieces that keep the [B, T, V]
-    logits tensor under max_logits elements (the keys/values land in the same cache slots either way)."""
+def prefill(model, idx: torch.Tensor, cache: model_lib.KVCache, max_tokens: int = 2**14) -> torch.Tensor:
+    """Run the left-padded prompts idx [B, P] into the cache; -> the last position's logits [B, V] fp32 (the
+    model computes no other position's logits). Long prompts go through in pieces of at most max_tokens tokens
+    (B x piece length), which bounds the activations ([B, T, ffn_dim] in the MLP, the [B, 1, T, slot+T] mask);
+    the keys/values land in the same cache slots either way."""
     B, P = idx.shape
-    step = max(1, max_logits // (B * model.config.vocab_size))
+    step = max(1, max_tokens // B)
     for a in range(0, P, step):
-        logits = model(idx[:, a:a + step], cache=cache)
-        cache.advance(logits.shape[1])
+        piece = idx[:, a:a + step]
+        logits = model(piece, cache=cache, last_only=True)  # [B, 1, V]
+        cache.advance(piece.shape[1])
     return logits[:, -1].float()
 
 
@@ -263,7 +284,14 @@ def generate_chunk(model, tokenizer, prompts: list[list[int]], units: list[tuple
         logits = logits.index_select(0, rep)
     keys = [(i, j0 + k) for i, j0, c in units for k in range(c)]  # row r is sample keys[r] = (i, j)
     R = len(keys)
-    u_all = row_uniforms(seed, keys, M).to(device) if temperature > 0 else None  # [R, M]
+    kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, logits.shape[-1])
+    u_all = seeds = None
+    if kernel_sampler:
+        import kernels  # here only: CPU runs stay free of the triton import
+    if temperature > 0 and kernel_sampler:  # per-row seeds [R]: the kernel keys its noise by (seed, step)
+        seeds = torch.tensor([sample_seed(seed, i, j) for i, j in keys], dtype=torch.long, device=device)
+    elif temperature > 0:
+        u_all = row_uniforms(seed, keys, M).to(device)  # [R, M]
     lp_all = torch.zeros(R, M, device=device)  # [R, M] logprob of the token row r picked at step t
     out_tokens: list[list[int]] = [[] for _ in range(R)]
     reason: list[str | None] = [None] * R
@@ -277,8 +305,11 @@ def generate_chunk(model, tokenizer, prompts: list[list[int]], units: list[tuple
     for t in range(M):
         if vocab_mask is not None:
             logits = logits.masked_fill(vocab_mask, float("-inf"))
-        u = u_all[live_t, t] if u_all is not None else None
-        tok, lp = sample_logits(logits, temperature, top_k, top_p, u)
+        if kernel_sampler:  # offset t: all live rows are at step t, so a row's noise is keyed by (its seed, t) only
+            tok, lp = kernels.sample_logits(logits, temperature, seeds[live_t] if seeds is not None else 0, t)
+        else:
+            u = u_all[live_t, t] if u_all is not None else None
+            tok, lp = sample_logits(logits, temperature, top_k, top_p, u)
         lp_all[live_t, t] = lp
         # one host sync per step; NaN logits (an overflowing model) show up as id -1 instead of a silent token
         host = torch.where(torch.isnan(lp), -1, tok).tolist()
