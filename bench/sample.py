@@ -2,7 +2,7 @@
 Generation speed: sample.generate vs Hugging Face transformers' `generate` on the same weights, same machine, same
 run; and how close our decode step comes to the memory-bandwidth bound.
 
-    python bench/sample.py [--preset micro] [--batch_sizes 1,16,64] [--prompt_len 32] [--new_tokens 64]
+    python bench/sample.py [--preset micro] [--batch_sizes 1,16,64] [--prompt_len 32] [--new_tokens 64] [--threads 1]
 
 Both sides decode greedily a fixed number of new tokens (ours: a tokenizer stand-in with no stop ids; transformers:
 min_new_tokens = max_new_tokens) from the same random prompts with their KV caches, fp32 on CPU. Timings are the
@@ -75,7 +75,14 @@ def main():
     ap.add_argument("--prompt_len", type=int, default=32)
     ap.add_argument("--new_tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads for both sides (0 = torch's default); 1 is steadier on a shared machine, "
+                         "where spinning OpenMP threads slow small matmuls down many times over")
     args = ap.parse_args()
+    if args.threads < 0:
+        raise SystemExit(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import transformers
 
     torch.manual_seed(0)
