@@ -60,20 +60,22 @@ synth_vocab_size = 1024  # vocabulary of the built-in BPE trained on the synthet
 seq_len = 256
 # stable stage: constant LR after an optional linear warmup
 stable_out_dir = "out/stable"
-stable_mixture = {"web": 0.85, "web_noisy": 0.10, "qa_short": 0.05}  # weights, normalised by the loader
-warmup_tokens = 65_536  # 8 steps
-stable_tokens = 983_040  # + 120 steps
+stable_mixture = {"web": 0.75, "web_noisy": 0.05, "qa_short": 0.2}  # weights, normalised by the loader
+warmup_tokens = 40_960  # 10 steps
+stable_tokens = 2_048_000  # + 500 steps
 # decay stage: starts from decay_init_from's weights ("" = the stable run's latest checkpoint), LR decays to the end
 decay_out_dir = "out/midtrain"
 decay_init_from = ""
-decay_mixture = {"web": 0.55, "web_noisy": 0.05, "instruct": 0.10, "qa_short": 0.15, "qa_long": 0.15}
-decay_tokens = 327_680  # 40 steps
+decay_mixture = {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.35, "qa_long": 0.2}
+decay_tokens = 819_200  # 200 steps
 decay_shape = "cosine"  # "cosine" | "linear" | "1-sqrt"
 min_lr_ratio = 0.1  # the decay ends at min_lr_ratio * lr
-fresh_optimizer = True  # a run initialised from one of our checkpoints starts with new AdamW moments
+# False: a run initialised from one of our checkpoints continues its AdamW moments (a decay branch is a continuation;
+# new moments at the full LR spiked the built-in decay's loss from 2.0 to 3.5). True: new moments (the presets)
+fresh_optimizer = False
 # batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
 micro_batch = 16
-total_batch_tokens = 8192
+total_batch_tokens = 4096  # 16 x 256: one micro-batch per step on one process
 # optimizer: AdamW, weight decay on matrices only (model.configure_optimizer)
 lr = 3e-3
 weight_decay = 0.1
@@ -81,13 +83,13 @@ beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # 0 = off
 # evaluation, logging, checkpoints
-eval_interval = 50  # steps; 0 = never (validation loss on every eval source, then a greedy sample)
+eval_interval = 125  # steps; 0 = never (validation loss on every eval source, then a greedy sample)
 eval_batches = 2  # micro-batches per source per rank, always the same ones
 eval_sources = ["web", "web_noisy", "qa_short", "qa_long", "instruct"]  # [] = the running stage's mixture sources
-sample_prompt = "Question: Mia has 12 apples. She gives 5 apples to Noah. How many apples does Mia have now?\nAnswer:"
+sample_prompt = "Question: Mia has 9 apples. She gives 4 apples to Noah. How many apples does Mia have now?\nAnswer:"
 sample_tokens = 48  # greedy tokens generated at each eval (sample.generate); 0 = no sample
-log_interval = 25  # print a line every this many steps (the progress bar always shows the latest)
-ckpt_interval = 100  # steps; a checkpoint is also written at the end and at stop_at_step
+log_interval = 50  # print a line every this many steps (the progress bar always shows the latest)
+ckpt_interval = 250  # steps; a checkpoint is also written at the end and at stop_at_step
 keep_last_n = 2  # checkpoints kept per run (older ones are deleted); 0 = keep all
 stop_at_step = 0  # > 0: end the run at this step with a checkpoint, as if killed (schedule unchanged; resume later)
 # system

@@ -64,7 +64,7 @@ max_prompt_len = 256  # tokens (BOS and template included); longer prompts are d
 # rollouts
 group_size = 8  # responses per prompt (GRPO's group, n)
 prompts_per_step = 32  # over all ranks
-max_response_len = {0: 96}  # tokens; an int, or a stair schedule {from_step: tokens}
+max_response_len = {0: 192}  # tokens; an int, or a stair schedule {from_step: tokens} (long-CoT answers: ~200)
 temperature = 1.0  # sampling temperature; the trainer's log-probs use the same one, so ratios are consistent
 top_p = 1.0
 rollout_batch_size = 0  # sequences decoded together per rank; 0 = all of a rank's rollouts at once
@@ -100,7 +100,7 @@ eval_interval = 50  # steps; 0 = never (greedy eval_math.evaluate on eval_benchm
 eval_benchmarks = "synth"  # comma-separated eval_math benchmarks
 eval_style = "fewshot"  # "fewshot" (the synthetic set's own "Question/Answer" format) | "r1"
 eval_limit = 0  # first eval_limit problems per benchmark; 0 = all
-eval_max_new_tokens = 128
+eval_max_new_tokens = 192
 eval_batch_size = 128
 eval_data_dir = ""  # "" = eval_math's default folders
 log_interval = 5  # print a line every this many steps (the progress bar always shows the latest)

@@ -55,38 +55,39 @@ arms = ["base", "stable", "short", "long", "hybrid", "noisy"]
 # data: the built-in synthetic world (made under synth_dir if absent, shared with `python midtrain.py`)
 synth_dir = "data/synth"
 synth_scale = 1.0
+synth_knobs = {}  # data.synth world knobs over its defaults (as midtrain.py's synth_knobs)
 synth_vocab_size = 1024
 tokenizer = "data/synth/tokenizer"
 data_root = "data/synth/shards"
 # model and optimisation, shared by every mid-training stage
 model = "nano"  # a model.PRESETS name; trained from scratch by the base stage
-seq_len = 512  # long-CoT examples (~270 tokens with their question) fit in one window
-micro_batch = 16
-total_batch_tokens = 8192
+seq_len = 512  # long-CoT examples (up to ~450 tokens with their question) fit in one window
+micro_batch = 8
+total_batch_tokens = 4096
 lr = 3e-3
-# mid-training stages: token budgets and mixtures (shard folder name -> weight)
-base_tokens = 491_520  # 60 steps: the "pre-trained base model" (warmup, constant, then decay to 10% LR)
+# mid-training stages: token budgets and mixtures (shard folder name -> weight); stable and decay as in midtrain.py
+base_tokens = 409_600  # 100 steps: the "pre-trained base model" (warmup, constant, then decay to 10% LR)
 base_mixture = {"web_noisy": 1.0}
-stable_tokens = 983_040  # 120 steps at constant LR (re-warmed over warmup_tokens)
-warmup_tokens = 65_536
-stable_mixture = {"web": 0.9, "qa_short": 0.1}
-noisy_stable_mixture = {"web_noisy": 0.9, "qa_short": 0.1}
-decay_tokens = 327_680  # 40 steps, LR annealed to 10%
+stable_tokens = 2_048_000  # 500 steps at constant LR (re-warmed over warmup_tokens)
+warmup_tokens = 40_960
+stable_mixture = {"web": 0.75, "web_noisy": 0.05, "qa_short": 0.2}
+noisy_stable_mixture = {"web_noisy": 0.8, "qa_short": 0.2}
+decay_tokens = 614_400  # 150 steps, LR annealed to 10%
 decay_mixtures = {
-    "short": {"web": 0.4, "qa_short": 0.5, "instruct": 0.1},
-    "long": {"web": 0.4, "qa_long": 0.5, "instruct": 0.1},
-    "hybrid": {"web": 0.4, "qa_short": 0.25, "qa_long": 0.25, "instruct": 0.1},
+    "short": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.55},
+    "long": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_long": 0.55},
+    "hybrid": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.35, "qa_long": 0.2},
 }
 noisy_decay = "hybrid"  # the decay mixture of the noisy arm (compare it with the arm of the same name)
 # RL: the same GRPO budget for every arm
-rl_steps = 40
+rl_steps = 30
 rl_prompts = 16  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
 # evaluation on the held-out synthetic problems (never seen in training), before and after RL
 eval_problems = 300  # the first eval_problems of heldout.jsonl; 0 = all
-maj_k = 8  # samples per problem at temperature 1 for maj@k (and sampled accuracy); 0 = greedy only
+maj_k = 4  # samples per problem at temperature 1 for maj@k (and sampled accuracy); 0 = greedy only
 eval_max_new_tokens = 320
 eval_batch_size = 256
 device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
@@ -378,8 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout stays for the table
     t0 = time.time()
     midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
-                                              synth_vocab_size=c.synth_vocab_size, tokenizer=c.tokenizer,
-                                              data_root=c.data_root), log)
+                                              synth_knobs=c.synth_knobs, synth_vocab_size=c.synth_vocab_size,
+                                              tokenizer=c.tokenizer, data_root=c.data_root), log)
     os.makedirs(c.out_dir, exist_ok=True)
     write_json(os.path.join(c.out_dir, "study_config.json"), vars(c))
     by_seed = {seed: run_seed(c, seed, log) for seed in c.seeds}

@@ -194,13 +194,14 @@ def test_checkpoint_loads_with_model_and_transformers(data, tmp_path):
 
 # ---- the built-in chain --------------------------------------------------------------------------------------------
 
-def test_default_chain_on_a_tiny_synthetic_world(tmp_path):
+@pytest.mark.parametrize("fresh", [False, True])
+def test_default_chain_on_a_tiny_synthetic_world(tmp_path, fresh):
     synth, stable, final = tmp_path / "synth", tmp_path / "stable", tmp_path / "midtrain"
     argv = [f"--synth_dir={synth}", "--synth_scale=0.02", "--synth_vocab_size=300", f"--tokenizer={synth / 'tok'}",
             f"--data_root={synth / 'shards'}", "--init_from=scratch:test", f"--stable_out_dir={stable}",
             f"--decay_out_dir={final}", "--seq_len=32", "--micro_batch=2", f"--total_batch_tokens={BATCH}",
             "--warmup_tokens=128", "--stable_tokens=384", "--decay_tokens=384", "--eval_interval=100",
-            "--eval_batches=1", "--sample_tokens=4", "--log_interval=0", "--lr=0.01"]
+            "--eval_batches=1", "--sample_tokens=4", "--log_interval=0", "--lr=0.01", f"--fresh_optimizer={fresh}"]
     midtrain.main(argv)
     assert sorted(os.listdir(synth / "shards")) == sorted([*midtrain.SYNTH_SOURCES, "synth_build.json"])
     s_ckpt, d_ckpt = model_lib.resolve_checkpoint(str(stable)), model_lib.resolve_checkpoint(str(final))
@@ -209,7 +210,8 @@ def test_default_chain_on_a_tiny_synthetic_world(tmp_path):
     assert run["stage"] == "decay" and run["init_from"] == str(stable)
     assert set(run["mixture"]) == set(midtrain.DEFAULTS["decay_mixture"])
     d_state = torch.load(os.path.join(d_ckpt, "state.pt"), weights_only=False)
-    assert all(s["step"] == 3 for s in d_state["optimizer"]["state"].values()), "decay must start a fresh optimizer"
+    # by default the decay continues the stable run's AdamW moments (4 stable + 3 decay updates); fresh: 3 only
+    assert all(s["step"] == (3 if fresh else 4 + 3) for s in d_state["optimizer"]["state"].values())
     rows = [json.loads(line) for line in open(final / "metrics.jsonl")]
     assert [r["lr"] for r in rows if r["kind"] == "train"][-1] == pytest.approx(0.001)  # cosine down to 10%
     first_eval = [r for r in rows if r["kind"] == "eval"][0]
