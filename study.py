@@ -149,6 +149,9 @@ def check_config(c) -> None:
     if c.rl_max_response_len >= model_lib.PRESETS[c.model]["max_seq_len"] - 16:
         raise ValueError(f"rl_max_response_len={c.rl_max_response_len} leaves no room for a prompt in the context of "
                          f"{c.model!r}")
+    if c.base_tokens * 3 // 4 <= c.warmup_tokens or c.stable_tokens <= c.warmup_tokens:
+        raise ValueError(f"base_tokens * 3/4 and stable_tokens must exceed warmup_tokens={c.warmup_tokens}, got "
+                         f"{c.base_tokens} and {c.stable_tokens}")
     if c.rl_group < 2:
         raise ValueError(f"rl_group must be >= 2 (GRPO compares responses within a group), got {c.rl_group}")
 
@@ -191,20 +194,24 @@ def run_stage(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int, log) 
     """Run one stage unless its done marker exists. -> its wall seconds (this run's, or the recorded ones)."""
     folder = os.path.join(seed_dir, name)
     marker = os.path.join(folder, "study_done.json")
+    parent_dir = os.path.join(seed_dir, st.parent) if st.parent else None
+    argv = (rl_argv(c, folder, parent_dir, seed) if st.kind == "rl" else
+            midtrain_argv(c, name, st, folder, parent_dir, seed))
     if os.path.isfile(marker):
         with open(marker) as f:
-            return json.load(f)["seconds"]
-    parent_dir = os.path.join(seed_dir, st.parent) if st.parent else None
+            done = json.load(f)
+        if done.get("argv", argv) != argv:  # a finished stage is reused only with the knobs it ran with
+            changed = sorted(set(argv) ^ set(done["argv"]))
+            raise ValueError(f"stage {name} in {folder} was run with other knobs ({', '.join(changed)}): delete "
+                             "that folder (and the stages after it) or choose another out_dir")
+        return done["seconds"]
     t0 = time.time()
     os.makedirs(folder, exist_ok=True)
     # the stage's own log (resolved config, periodic lines) goes to its folder; its progress bar stays on stderr
     with open(os.path.join(folder, "log.txt"), "a") as f, contextlib.redirect_stdout(f):
-        if st.kind == "rl":
-            rl.main(rl_argv(c, folder, parent_dir, seed))
-        else:
-            midtrain.main(midtrain_argv(c, name, st, folder, parent_dir, seed))
+        (rl.main if st.kind == "rl" else midtrain.main)(argv)
     seconds = time.time() - t0
-    write_json(marker, {"stage": name, "seconds": seconds, "seed": seed})
+    write_json(marker, {"stage": name, "seconds": seconds, "seed": seed, "argv": argv})
     log(f"[study] seed {seed}: {name} done in {seconds:.0f} s")
     return seconds
 
@@ -224,9 +231,12 @@ def write_json(path: str, obj) -> None:
 def evaluate_model(c, ckpt_dir: str, out: str, log) -> dict:
     """-> {"greedy", "greedy_len", "sampled", "maj"} (accuracies in [0, 1]; sampled/maj None when maj_k = 0)."""
     path = os.path.join(out, "summary.json")
+    knobs_now = {k: getattr(c, k) for k in ("eval_problems", "maj_k", "eval_max_new_tokens")}
     if os.path.isfile(path):
         with open(path) as f:
-            return json.load(f)
+            cached = json.load(f)
+        if cached.get("knobs", knobs_now) == knobs_now:  # else evaluate again with the new knobs
+            return cached
     t0 = time.time()
     dev = torch.device("cuda" if c.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if c.device == "auto" else c.device))
@@ -242,7 +252,7 @@ def evaluate_model(c, ckpt_dir: str, out: str, log) -> dict:
     s = sampled["benchmarks"]["synth"] if sampled else None
     res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],
            "sampled": s["accuracy"] if s else None, "maj": s[f"maj@{c.maj_k}"] if s else None,
-           "problems": g["count"], "seconds": time.time() - t0}
+           "problems": g["count"], "seconds": time.time() - t0, "knobs": knobs_now}
     write_json(path, res)
     log(f"[study] eval {os.path.relpath(ckpt_dir, c.out_dir)}: greedy {100 * res['greedy']:.1f}%"
         + (f", maj@{c.maj_k} {100 * res['maj']:.1f}%" if s else "") + f" ({res['seconds']:.0f} s)")

@@ -40,6 +40,9 @@ def test_study_end_to_end_and_resume(tmp_path, capsys):
     again = study.main(tiny_argv(tmp_path))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == ckpts
     assert again[1337]["short"]["after"] == by_seed[1337]["short"]["after"]
+    # a finished stage is never reused with other knobs
+    with pytest.raises(ValueError, match="was run with other knobs"):
+        study.main(tiny_argv(tmp_path, "--rl_steps=3"))
 
 
 def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
@@ -54,6 +57,7 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ('--decay_mixtures={"short": {"qa_short": 1.0}}', "decay_mixtures needs"),
     ("--rl_group=1", "rl_group"),
     ("--maj_k=1", "maj_k"),
+    ("--stable_tokens=512", "must exceed warmup_tokens"),
     ('--stable_mixture={"web": -1.0}', "stable_mixture"),
 ])
 def test_study_rejects_bad_knobs_before_any_work(tmp_path, flag, message):
