@@ -3,7 +3,7 @@ The miniature OctoThinker study: the paper's mid-training ablations at toy scale
 laptop CPU. Every box below is one run of midtrain.py or rl.py with the knobs of this file; every arm's model is
 then RL-ed with the same GRPO budget and evaluated on the same held-out problems before and after RL.
 
-    python study.py                                  # one seed, ~25 min on 2 CPU cores -> out/study/results.md
+    python study.py                                  # one seed on 2 CPU cores -> out/study/results.md
     python study.py --seeds=[1337,1338,1339]         # three seeds: the table shows mean +- spread
     python study.py --arms=["stable","short"]        # a subset (the stages they need run, the others do not)
 
@@ -19,6 +19,10 @@ The paper's stable stage is 200B tokens of high-quality math web at a constant L
 anneals the LR while mixing in QA with short or long chain of thought and a little instruction data; "noisy" is its
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
+
+Time: sized for about half an hour on a 2-core CPU (13 stages + 12 evaluations per seed; each stage's seconds are
+in its study_done.json). Measured so far only with three seeds running side by side on the 2 cores: 59 min per
+seed. To go faster, lower stable_tokens / decay_tokens / rl_steps / eval_problems; to go bigger, raise them.
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
