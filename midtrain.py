@@ -10,7 +10,7 @@ instruction data. One file, read top to bottom: knobs, LR schedule, setup, data,
 
 The built-in default makes the synthetic "math world" (data/synth.py) under data/synth, trains a small BPE on it,
 tokenizes each corpus into data/synth/shards/<name>, then runs a stable stage (web-heavy mixture, out/stable) and a
-decay stage from its last checkpoint (QA + instructions + web, cosine to 10% LR, fresh optimizer, out/midtrain).
+decay stage from its last checkpoint (QA + instructions + web, cosine to 10% LR, the same AdamW moments, out/midtrain).
 `model.resolve_checkpoint("out/midtrain")` is the final model that sample.py, rl.py and eval_math.py read.
 
 The two stages are two runs of the same code (run_stage below); stage="both" chains them, "stable" or "decay" runs
