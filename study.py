@@ -20,9 +20,9 @@ anneals the LR while mixing in QA with short or long chain of thought and a litt
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
 
-Time: sized for about half an hour on a 2-core CPU (13 stages + 12 evaluations per seed; each stage's seconds are
-in its study_done.json). Measured so far only with three seeds running side by side on the 2 cores: 59 min per
-seed. To go faster, lower stable_tokens / decay_tokens / rl_steps / eval_problems; to go bigger, raise them.
+Time: one seed (13 stages + 12 evaluations) took 31 min on an idle 2-core CPU; each stage's seconds are in its
+study_done.json. To go faster, lower stable_tokens / decay_tokens / rl_steps / rl_max_response_len (the base and
+long arms roll out up to 320 tokens) / eval_problems; to go bigger, raise them.
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
