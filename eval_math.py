@@ -1732,7 +1732,8 @@ def score_samples(records: list[dict], n: int) -> dict:
 # -----------------------------------------------------------------------------------------------------------------
 # evaluation
 
-def _write_atomic(path: str, text: str):
+def write_atomic(path: str, text: str):
+    """Write text to path via a temp file and a rename, so a reader never sees half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -1814,13 +1815,13 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
         summary["seconds"] = time.time() - t0
         results[bench] = summary
         if out_dir:
-            _write_atomic(os.path.join(out_dir, f"samples_{bench}.jsonl"),
+            write_atomic(os.path.join(out_dir, f"samples_{bench}.jsonl"),
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     report = {"benchmarks": results,
               "average_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
               "config": config}
     if out_dir:
-        _write_atomic(os.path.join(out_dir, "results.json"), json.dumps(report, indent=2) + "\n")
+        write_atomic(os.path.join(out_dir, "results.json"), json.dumps(report, indent=2) + "\n")
     _print_table(results)
     return report
 

@@ -452,12 +452,12 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     exact_zero = c.kl_coef == 0 and c.entropy_coef == 0
     active = [i for i, r in enumerate(rollouts) if r.advantage != 0 or not exact_zero]
     is_active = set(active)
-    by_len = lambda ids: sorted(ids, key=lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens))  # noqa: E731
+    seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731  positions run
+    by_len = lambda ids: sorted(ids, key=seq_len)  # noqa: E731
     # sums over this rank, all-reduced at the end: [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl]
     acc = torch.zeros(9, dtype=torch.float64)
     mis_max = torch.zeros(1, dtype=torch.float64)
-    fwd = [0]  # positions run through the model on this rank (recompute + update passes), for tokens/s
-    seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731
+    fwd_tokens = 0  # positions run through the model on this rank (recompute + update passes), for tokens/s
 
     def log_mismatch_entropy(micro, logp, ent, mask):
         # the sampler's log-probs (KV-cache decode) vs the trainer's (full forward): should agree to float noise
@@ -478,7 +478,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             for micro in chunks(by_len(active), c.micro_batch):
                 idx, targets = pack([rollouts[i] for i in micro], dev)
                 lens = [len(rollouts[i].tokens) for i in micro]
-                fwd[0] += sum(map(seq_len, micro)) * ((n_updates > 1) + (ref_model is not None))
+                fwd_tokens += sum(map(seq_len, micro)) * ((n_updates > 1) + (ref_model is not None))
                 if n_updates > 1:
                     logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, True, autocast)
                     old.update(zip(micro, logp[mask].cpu().split(lens)))
@@ -507,7 +507,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             for micro in chunks(mine, c.micro_batch):
                 rs = [rollouts[i] for i in micro]
                 idx, targets = pack(rs, dev)
-                fwd[0] += sum(map(seq_len, micro))
+                fwd_tokens += sum(map(seq_len, micro))
                 want_ent = c.entropy_coef > 0 or n_updates == 1  # for the bonus, or to log it (no grad then)
                 logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, want_ent, autocast,
                                                     entropy_grad=c.entropy_coef > 0)
@@ -549,7 +549,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     all_reduce_(acc, d)
     all_reduce_(mis_max, d, dist.ReduceOp.MAX if d.ddp else None)
     loss_t = all_reduce_(torch.tensor([loss_sum], dtype=torch.float64), d)
-    fwd_t = all_reduce_(torch.tensor([fwd[0]], dtype=torch.float64), d)
+    fwd_t = all_reduce_(torch.tensor([fwd_tokens], dtype=torch.float64), d)
     tok = max(acc[2].item(), 1.0)
     return {
         "loss": loss_t.item() / max(n_steps, 1), "optimizer_steps": n_steps,

@@ -100,17 +100,17 @@ DEFAULTS = copy.deepcopy(knobs(globals()))
 ARMS = ("base", "stable", "short", "long", "hybrid", "noisy")
 
 # -----------------------------------------------------------------------------------------------------------------
-# the stage graph: stage name -> (parent stage or None, how to run it)
+# the stage graph: stage name -> (parent stage or None, kind: pretrain | stable | decay | rl, mixture)
 
 
 def plan_stages(c) -> dict[str, SimpleNamespace]:
     """Every stage a full study can run, in an order where parents come first."""
-    p = {"base": SimpleNamespace(parent=None, kind="midtrain", mixture=c.base_mixture),
-         "stable": SimpleNamespace(parent="base", kind="midtrain", mixture=c.stable_mixture),
-         "stable_noisy": SimpleNamespace(parent="base", kind="midtrain", mixture=c.noisy_stable_mixture)}
+    p = {"base": SimpleNamespace(parent=None, kind="pretrain", mixture=c.base_mixture),
+         "stable": SimpleNamespace(parent="base", kind="stable", mixture=c.stable_mixture),
+         "stable_noisy": SimpleNamespace(parent="base", kind="stable", mixture=c.noisy_stable_mixture)}
     for name in ("short", "long", "hybrid"):
-        p[name] = SimpleNamespace(parent="stable", kind="midtrain", mixture=c.decay_mixtures[name])
-    p["noisy"] = SimpleNamespace(parent="stable_noisy", kind="midtrain", mixture=c.decay_mixtures[c.noisy_decay])
+        p[name] = SimpleNamespace(parent="stable", kind="decay", mixture=c.decay_mixtures[name])
+    p["noisy"] = SimpleNamespace(parent="stable_noisy", kind="decay", mixture=c.decay_mixtures[c.noisy_decay])
     for arm in ARMS:
         p[f"{arm}_rl"] = SimpleNamespace(parent=arm, kind="rl", mixture=None)
     return p
@@ -164,19 +164,19 @@ def check_config(c) -> None:
 # running one stage: the argv of midtrain.py / rl.py, then a done marker
 
 
-def midtrain_argv(c, name: str, st: SimpleNamespace, folder: str, parent_dir: str | None, seed: int) -> list[str]:
+def midtrain_argv(c, st: SimpleNamespace, folder: str, parent_dir: str | None, seed: int) -> list[str]:
     common = [f"--tokenizer={c.tokenizer}", f"--data_root={c.data_root}", "--synth_dir=", f"--seq_len={c.seq_len}",
               f"--micro_batch={c.micro_batch}", f"--total_batch_tokens={c.total_batch_tokens}", f"--lr={c.lr}",
               f"--seed={seed}", f"--device={c.device}", "--eval_interval=0", "--log_interval=0", "--resume=True",
               "--keep_last_n=1", "--ckpt_interval=50", "--eval_sources=[]"]
     mix = json.dumps(st.mixture)
-    if name == "base":  # pre-training from scratch: warmup + constant, then its own anneal (both stages)
+    if st.kind == "pretrain":  # pre-training from scratch: warmup + constant, then its own anneal (both stages)
         return common + ["--stage=both", f"--init_from=scratch:{c.model}", f"--stable_out_dir={folder}/pretrain",
                          f"--decay_out_dir={folder}", f"--stable_mixture={mix}", f"--decay_mixture={mix}",
                          f"--warmup_tokens={c.warmup_tokens}",
                          f"--stable_tokens={c.base_tokens * 3 // 4 - c.warmup_tokens}",
                          f"--decay_tokens={c.base_tokens - c.base_tokens * 3 // 4}"]
-    if name.startswith("stable"):  # continued pre-training at a constant LR, re-warmed, fresh optimizer
+    if st.kind == "stable":  # continued pre-training at a constant LR, re-warmed, fresh optimizer
         return common + ["--stage=stable", f"--init_from={parent_dir}", f"--stable_out_dir={folder}",
                          f"--stable_mixture={mix}", f"--warmup_tokens={c.warmup_tokens}",
                          f"--stable_tokens={c.stable_tokens - c.warmup_tokens}", "--fresh_optimizer=True"]
@@ -200,7 +200,7 @@ def run_stage(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int, log) 
     marker = os.path.join(folder, "study_done.json")
     parent_dir = os.path.join(seed_dir, st.parent) if st.parent else None
     argv = (rl_argv(c, folder, parent_dir, seed) if st.kind == "rl" else
-            midtrain_argv(c, name, st, folder, parent_dir, seed))
+            midtrain_argv(c, st, folder, parent_dir, seed))
     if os.path.isfile(marker):
         with open(marker) as f:
             done = json.load(f)
@@ -221,11 +221,7 @@ def run_stage(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int, log) 
 
 
 def write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    eval_math.write_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -242,8 +238,8 @@ def evaluate_model(c, ckpt_dir: str, out: str, log) -> dict:
         if cached.get("knobs", knobs_now) == knobs_now:  # else evaluate again with the new knobs
             return cached
     t0 = time.time()
-    dev = torch.device("cuda" if c.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if c.device == "auto" else c.device))
+    use_cuda = c.device == "cuda" or (c.device == "auto" and torch.cuda.is_available())
+    dev = torch.device("cuda" if use_cuda else "cpu")
     model, tok, _ = model_lib.load_checkpoint(model_lib.resolve_checkpoint(ckpt_dir), dtype=torch.float32)
     model.to(dev).eval()
     common = dict(data_dir=c.synth_dir, style="fewshot", max_new_tokens=c.eval_max_new_tokens,
@@ -395,12 +391,10 @@ def main(argv: list[str] | None = None) -> dict:
     midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
                                               synth_knobs=c.synth_knobs, synth_vocab_size=c.synth_vocab_size,
                                               tokenizer=c.tokenizer, data_root=c.data_root), log)
-    os.makedirs(c.out_dir, exist_ok=True)
     write_json(os.path.join(c.out_dir, "study_config.json"), vars(c))
     by_seed = {seed: run_seed(c, seed, log) for seed in c.seeds}
     table = results_table(c, by_seed)
-    with open(os.path.join(c.out_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
+    eval_math.write_atomic(os.path.join(c.out_dir, "results.md"), table + "\n")
     write_json(os.path.join(c.out_dir, "results.json"), {"config": vars(c), "seeds": {str(s): r for s, r in
                                                                                       by_seed.items()}})
     plotted = plot_curves(c, by_seed, os.path.join(c.out_dir, "rl_curves.png"), log)
