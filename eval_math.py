@@ -41,6 +41,8 @@ import time
 from fractions import Fraction
 from functools import lru_cache
 
+from data.files import write_atomic
+
 # -----------------------------------------------------------------------------------------------------------------
 # limits: model text is untrusted, every input is bounded before work proportional to it is done
 
@@ -1731,15 +1733,6 @@ def score_samples(records: list[dict], n: int) -> dict:
 
 # -----------------------------------------------------------------------------------------------------------------
 # evaluation
-
-def write_atomic(path: str, text: str):
-    """Write text to path via a temp file and a rename, so a reader never sees half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def _print_table(results: dict):
     rows = [("benchmark", "accuracy", "count", "resp tok", "seconds")]

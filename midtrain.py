@@ -40,6 +40,7 @@ from tqdm import tqdm
 import model as model_lib
 import sample
 from configurator import configure, knobs
+from data.files import write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
 
@@ -341,11 +342,7 @@ def build_synth_data(c, log=print) -> None:
         done = prepare(os.path.join(c.synth_dir, fname), folder, tok, val_tokens=val_tokens, bos=True,
                        overwrite=True, progress=False, **how)
         log(f"shards {folder}: {done['train_tokens']:,} train + {done['val_tokens']:,} val tokens")
-    os.makedirs(c.data_root, exist_ok=True)
-    tmp = stamp_path + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(stamp, f, indent=1)
-    os.replace(tmp, stamp_path)
+    write_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
     log(f"built-in data ready in {time.time() - t0:.1f} s ({c.synth_dir}, {c.data_root})")
 
 
@@ -406,10 +403,7 @@ def trim_metrics(path: str, last_step: int) -> None:
         return
     with open(path) as f:
         rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(rows)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(rows))
 
 
 # -----------------------------------------------------------------------------------------------------------------

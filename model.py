@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from data.files import write_atomic
+
 # -----------------------------------------------------------------------------------------------------------------
 # config
 
@@ -605,10 +607,7 @@ def save_checkpoint(path, model, tokenizer=None, run_config: dict | None = None,
             torch.save(state, os.path.join(tmp, "state.pt"))
     # `latest` names the newest checkpoint of a run folder; written atomically too
     parent = os.path.dirname(os.path.abspath(path))
-    tmp_latest = os.path.join(parent, f"latest.tmp-{os.getpid()}")
-    with open(tmp_latest, "w") as f:
-        f.write(os.path.basename(os.path.abspath(path)) + "\n")
-    os.replace(tmp_latest, os.path.join(parent, "latest"))
+    write_atomic(os.path.join(parent, "latest"), os.path.basename(os.path.abspath(path)) + "\n")
 
 
 def resolve_checkpoint(path: str) -> str:

@@ -23,13 +23,13 @@ import glob
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
+from data.files import write_atomic
 from data.shards import write_shard
 from data.synth import QA_TEMPLATE
 from data.tokenizer import Tokenizer
@@ -211,20 +211,6 @@ def _clear_old_outputs(out_dir: str) -> None:
             os.remove(path)
 
 
-def _write_json_atomic(path: str, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def is_prepared(out_dir: str) -> bool:
     return os.path.isfile(os.path.join(out_dir, DONE))
 
@@ -292,7 +278,7 @@ def prepare(inputs, out_dir: str, tokenizer, field: str | None = None, template:
                                                      "eos_id": tok.eos_id, "bos_id": tok.bos_id},
             "bos": bos, "inputs": files, "field": field, "template": template, "shard_tokens": shard_tokens,
             "seconds": round(time.time() - t0, 2)}
-    _write_json_atomic(done_path, done)
+    write_atomic(done_path, json.dumps(done, indent=1) + "\n")
     return done
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 
 import numpy as np
+
+from data.files import write_atomic
 
 MAGIC = b"NOCTOTOK"
 VERSION = 1
@@ -43,19 +44,7 @@ def write_shard(path: str, tokens, vocab_size: int) -> int:
                          f"max {int(arr.max())}")
     dtype = dtype_for_vocab(vocab_size)
     header = _HEADER.pack(MAGIC, VERSION, dtype.itemsize, arr.size, vocab_size).ljust(HEADER_BYTES, b"\0")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(arr.astype(dtype, copy=False).tobytes())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, header, np.ascontiguousarray(arr, dtype=dtype))
     return int(arr.size)
 
 

@@ -44,9 +44,10 @@ import json
 import os
 import random
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
+
+from data.files import write_atomic
 
 QA_TEMPLATE = "Question: {question}\nAnswer: {answer}"
 CHAT_TEMPLATE = "User: {prompt}\nAssistant: {response}"
@@ -774,21 +775,8 @@ def make_instruct(knobs: dict) -> list[dict]:
 
 def _write_jsonl_atomic(path: str, rows: list[dict]) -> int:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    _write_bytes_atomic(path, data)
+    write_atomic(path, data)
     return len(data)
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; corpus files are ordinary readable data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -845,7 +833,7 @@ def generate_corpus(out_dir: str, seed: int = 0, scale: float = 1.0, force: bool
             print(f"synth: {name}: {len(rows):,} rows, {chars:,} chars")
     manifest = {"format": "nanoocto-synth", "knobs": knobs, "files": files, "qa_template": QA_TEMPLATE,
                 "chat_template": CHAT_TEMPLATE, "seconds": round(time.time() - t0, 2)}
-    _write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+    write_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 

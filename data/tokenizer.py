@@ -15,12 +15,13 @@ import heapq
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from typing import Iterable
 
 import tiktoken
+
+from data.files import write_atomic
 
 RANK_FILE, JSON_FILE, HF_FILE, HF_CONFIG = "tokenizer.model", "nanoocto_tokenizer.json", "tokenizer.json", "tokenizer_config.json"
 FORMAT, FORMAT_VERSION = "nanoocto-tokenizer", 1
@@ -138,12 +139,12 @@ class Tokenizer:
         """Write tokenizer.model (tiktoken rank file) and nanoocto_tokenizer.json, each atomically."""
         os.makedirs(folder, exist_ok=True)
         by_rank = sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
-        _write_atomic(os.path.join(folder, RANK_FILE),
-                      "".join(f"{base64.b64encode(tok).decode('ascii')} {rank}\n" for tok, rank in by_rank))
+        write_atomic(os.path.join(folder, RANK_FILE),
+                     "".join(f"{base64.b64encode(tok).decode('ascii')} {rank}\n" for tok, rank in by_rank))
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "name": self.name, "pattern": self.pattern,
                 "special_tokens": self._special, "bos": self.bos_token, "eos": self.eos_token,
                 "pad": self.pad_token, "stop": list(self.stop_tokens)}
-        _write_atomic(os.path.join(folder, JSON_FILE), json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        write_atomic(os.path.join(folder, JSON_FILE), json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str) -> Tokenizer:
@@ -247,17 +248,6 @@ def _learn_merges(pieces: Counter[str], n_merges: int) -> list[bytes]:
 
 
 # ---- file formats --------------------------------------------------------------------------------------------
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _load_file(path: str) -> Tokenizer:
     with open(path, "rb") as f:
         raw = f.read()

@@ -10,10 +10,27 @@ import pytest
 import torch
 
 from data import prepare as prep
+from data.files import write_atomic
 from data.mixture import MixtureLoader, open_source, read_span, val_batches
 from data.shards import HEADER_BYTES, read_header, read_shard, write_shard
 from data.synth import QA_TEMPLATE
 from data.tokenizer import Tokenizer
+
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "sub" / "f.bin"  # the folder is created
+    write_atomic(path, "héllo ", b"\x00\x01", np.arange(3, dtype=np.uint16))
+    assert path.read_bytes() == "héllo ".encode() + b"\x00\x01" + np.arange(3, dtype=np.uint16).tobytes()
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+    class Boom:  # fails mid-write, after a first chunk reached the temp file
+        def __buffer__(self, flags):
+            raise RuntimeError("disk full")
+
+    with pytest.raises((RuntimeError, TypeError)):
+        write_atomic(path, "new start", Boom())
+    assert path.read_bytes().startswith("héllo ".encode())  # the old file is untouched
+    assert os.listdir(path.parent) == ["f.bin"]  # and no temp file is left behind
 
 
 # ---- shards ----------------------------------------------------------------------------------------------------
