@@ -27,6 +27,11 @@ def test_study_end_to_end_and_resume(tmp_path, capsys):
         assert 0.0 <= row["before"]["greedy"] <= 1.0 and 0.0 <= row["after"]["maj"] <= 1.0
         assert row["curve"]["step"] == [1, 2]  # the RL run's per-step metrics
         assert (out / "seed-1337" / f"{arm}_rl" / "study_done.json").is_file()
+        # an RL run that left the weights as they were is not evaluated again: its row repeats `before`
+        unchanged = study.same_weights(str(out / "seed-1337" / arm), str(out / "seed-1337" / f"{arm}_rl"))
+        assert (out / "seed-1337" / "eval" / f"{arm}_rl").exists() == (not unchanged)
+        if unchanged:
+            assert row["after"]["greedy"] == row["before"]["greedy"] and row["after"]["seconds"] == 0.0
     assert "| arm |" in capsys.readouterr().out  # the table is printed
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["arms"] == list(study.ARMS)
@@ -49,6 +54,9 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     study.main(tiny_argv(tmp_path, '--arms=["stable"]', "--maj_k=0"))
     done = sorted(p.parent.name for p in (tmp_path / "study" / "seed-1337").rglob("study_done.json"))
     assert done == ["base", "stable", "stable_rl"]
+    seed_dir = tmp_path / "study" / "seed-1337"
+    assert study.same_weights(str(seed_dir / "base"), str(seed_dir / "base"))
+    assert not study.same_weights(str(seed_dir / "base"), str(seed_dir / "stable"))
 
 
 @pytest.mark.parametrize("flag, message", [
