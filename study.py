@@ -22,8 +22,9 @@ low-quality web text of the same world.
 
 Time: one seed (13 stages + 11-12 evaluations) took 28-32 min (1,663-1,934 s: mid-training 923-1,082 s, RL
 588-711 s, evaluations 141-167 s) on an idle 2-core AMD EPYC without AVX-512, plus ~30 s to build the study's world
-on the first run; each stage's seconds are in its study_done.json. To go faster, lower stable_tokens / decay_tokens / rl_steps /
-rl_max_response_len (the base and long arms roll out up to 320 tokens) / eval_problems; to go bigger, raise them.
+on the first run; each stage's seconds are in its study_done.json. To go faster, lower stable_tokens /
+decay_tokens / rl_steps / rl_max_response_len (the base and long arms roll out up to 320 tokens) / eval_problems;
+to go bigger, raise them.
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
