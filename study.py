@@ -37,13 +37,16 @@ import contextlib
 import copy
 import io
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from types import SimpleNamespace
 
 import torch
+from tqdm import tqdm
 
 import eval_math
 import midtrain
@@ -102,6 +105,11 @@ maj_k = 4  # samples per problem at temperature 1 for maj@k (and sampled accurac
 eval_max_new_tokens = 320
 eval_batch_size = 1024  # rows decoded together: maj@k's eval_problems x maj_k rows in one batch
 device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
+# RL runs and evaluations at a time, each in its own process with cores / parallel torch threads (mid-training stages
+# run one at a time on every core). Decoding a tiny model is latency-bound: on 2 cores, two 1-thread GRPO runs of the
+# base arm side by side took 174 s each, one alone on both cores 124 s (1.4x the throughput), while training gains
+# nothing from the split. 1 = one at a time, in this process.
+parallel = 2
 
 DEFAULTS = copy.deepcopy(knobs(globals()))
 ARMS = ("base", "stable", "short", "long", "hybrid", "noisy")
@@ -162,6 +170,8 @@ def check_config(c) -> None:
     if c.base_tokens * 3 // 4 <= c.warmup_tokens or c.stable_tokens <= c.warmup_tokens:
         raise ValueError(f"base_tokens * 3/4 and stable_tokens must exceed warmup_tokens={c.warmup_tokens}, got "
                          f"{c.base_tokens} and {c.stable_tokens}")
+    if not isinstance(c.parallel, int) or c.parallel < 1:
+        raise ValueError(f"parallel must be an int >= 1 (RL runs and evaluations at a time), got {c.parallel!r}")
     if c.rl_group < 2:
         raise ValueError(f"rl_group must be >= 2 (GRPO compares responses within a group), got {c.rl_group}")
 
@@ -200,29 +210,41 @@ def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
             "--ckpt_interval=10"]
 
 
-def run_stage(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int, log) -> float:
-    """Run one stage unless its done marker exists. -> its wall seconds (this run's, or the recorded ones)."""
+def stage_argv(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> list[str]:
+    folder = os.path.join(seed_dir, name)
+    parent_dir = os.path.join(seed_dir, st.parent) if st.parent else None
+    return rl_argv(c, folder, parent_dir, seed) if st.kind == "rl" else midtrain_argv(c, st, folder, parent_dir, seed)
+
+
+def stage_done(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> float | None:
+    """The recorded wall seconds of a finished stage; None when it has not finished."""
     folder = os.path.join(seed_dir, name)
     marker = os.path.join(folder, "study_done.json")
-    parent_dir = os.path.join(seed_dir, st.parent) if st.parent else None
-    argv = (rl_argv(c, folder, parent_dir, seed) if st.kind == "rl" else
-            midtrain_argv(c, st, folder, parent_dir, seed))
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            done = json.load(f)
-        if done.get("argv", argv) != argv:  # a finished stage is reused only with the knobs it ran with
-            changed = sorted(set(argv) ^ set(done["argv"]))
-            raise ValueError(f"stage {name} in {folder} was run with other knobs ({', '.join(changed)}): delete "
-                             "that folder (and the stages after it) or choose another out_dir")
-        return done["seconds"]
+    if not os.path.isfile(marker):
+        return None
+    with open(marker) as f:
+        done = json.load(f)
+    argv = stage_argv(c, name, st, seed_dir, seed)
+    if done.get("argv", argv) != argv:  # a finished stage is reused only with the knobs it ran with
+        changed = sorted(set(argv) ^ set(done["argv"]))
+        raise ValueError(f"stage {name} in {folder} was run with other knobs ({', '.join(changed)}): delete "
+                         "that folder (and the stages after it) or choose another out_dir")
+    return done["seconds"]
+
+
+def run_stage(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> float:
+    """Run one stage (midtrain.py or rl.py, in this process), then leave its done marker. -> its wall seconds."""
+    folder = os.path.join(seed_dir, name)
+    argv = stage_argv(c, name, st, seed_dir, seed)
     t0 = time.time()
     os.makedirs(folder, exist_ok=True)
-    # the stage's own log (resolved config, periodic lines) goes to its folder; its progress bar stays on stderr
+    # the stage's own log (resolved config, periodic lines) goes to its folder; its progress bar stays on stderr (in
+    # a worker process run_jobs draws it instead)
     with open(os.path.join(folder, "log.txt"), "a") as f, contextlib.redirect_stdout(f):
         (rl.main if st.kind == "rl" else midtrain.main)(argv)
     seconds = time.time() - t0
-    write_json(marker, {"stage": name, "seconds": seconds, "seed": seed, "argv": argv})
-    log(f"[study] seed {seed}: {name} done in {seconds:.0f} s")
+    write_json(os.path.join(folder, "study_done.json"), {"stage": name, "seconds": seconds, "seed": seed,
+                                                         "argv": argv})
     return seconds
 
 
@@ -234,15 +256,22 @@ def write_json(path: str, obj) -> None:
 # evaluation: greedy accuracy and maj@k on the same held-out problems, cached per model
 
 
-def evaluate_model(c, ckpt_dir: str, out: str, log) -> dict:
-    """-> {"greedy", "greedy_len", "sampled", "maj"} (accuracies in [0, 1]; sampled/maj None when maj_k = 0)."""
+def eval_knobs(c) -> dict:
+    return {k: getattr(c, k) for k in ("eval_problems", "maj_k", "eval_max_new_tokens")}
+
+
+def cached_eval(c, out: str) -> dict | None:
+    """The evaluation in `out` if one was made with today's eval knobs (else None: evaluate again)."""
     path = os.path.join(out, "summary.json")
-    knobs_now = {k: getattr(c, k) for k in ("eval_problems", "maj_k", "eval_max_new_tokens")}
-    if os.path.isfile(path):
-        with open(path) as f:
-            cached = json.load(f)
-        if cached.get("knobs", knobs_now) == knobs_now:  # else evaluate again with the new knobs
-            return cached
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        cached = json.load(f)
+    return cached if cached.get("knobs", eval_knobs(c)) == eval_knobs(c) else None
+
+
+def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
+    """-> {"greedy", "greedy_len", "sampled", "maj"} (accuracies in [0, 1]; sampled/maj None when maj_k = 0)."""
     t0 = time.time()
     use_cuda = c.device == "cuda" or (c.device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda" if use_cuda else "cpu")
@@ -258,10 +287,8 @@ def evaluate_model(c, ckpt_dir: str, out: str, log) -> dict:
     s = sampled["benchmarks"]["synth"] if sampled else None
     res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],
            "sampled": s["accuracy"] if s else None, "maj": s[f"maj@{c.maj_k}"] if s else None,
-           "problems": g["count"], "seconds": time.time() - t0, "knobs": knobs_now}
-    write_json(path, res)
-    log(f"[study] eval {os.path.relpath(ckpt_dir, c.out_dir)}: greedy {100 * res['greedy']:.1f}%"
-        + (f", maj@{c.maj_k} {100 * res['maj']:.1f}%" if s else "") + f" ({res['seconds']:.0f} s)")
+           "problems": g["count"], "seconds": time.time() - t0, "knobs": eval_knobs(c)}
+    write_json(os.path.join(out, "summary.json"), res)
     return res
 
 
@@ -274,42 +301,154 @@ def same_weights(a_dir: str, b_dir: str) -> bool:
 def rl_curve(folder: str) -> dict:
     """Per-step reward and mean response length of an RL run (its metrics.jsonl)."""
     steps, reward, length = [], [], []
-    with open(os.path.join(folder, "metrics.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("kind") == "train":
-                steps.append(r["step"])
-                reward.append(r["reward"])
-                length.append(r["response_len"])
+    path = os.path.join(folder, "metrics.jsonl")
+    if os.path.isfile(path):  # absent until the run's first step
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get("kind") == "train":
+                    steps.append(r["step"])
+                    reward.append(r["reward"])
+                    length.append(r["response_len"])
     return {"step": steps, "reward": reward, "response_len": length}
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# one seed: the stages the arms need, then an evaluation of every arm before and after RL
+# running jobs `parallel` at a time: worker processes with their share of the cores, a progress bar per job
+
+
+def init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def worker_env(threads: int):
+    """Environment the worker processes start with: their thread count, and no progress bars of their own (two
+    processes redrawing one terminal line garble it; this process draws one bar per job instead)."""
+    new = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
+def run_jobs(c, jobs: list, on_done, log) -> None:
+    """Run jobs [(key, fn, args, progress)] in the order given, c.parallel at a time. fn and args must pickle (a
+    module-level function), fn(*args) runs in a spawned worker process (in this one when parallel is 1);
+    progress() -> (done, total) feeds the job's bar; on_done(key, result) -> further jobs, queued at the end."""
+    queue = list(jobs)
+    if c.parallel == 1:
+        while queue:
+            key, fn, args, _ = queue.pop(0)
+            queue += on_done(key, fn(*args))
+        return
+    threads = max(1, torch.get_num_threads() // c.parallel)
+    running = {}  # future -> (key, progress, bar)
+    # spawn, not fork: a forked child of a process that has run OpenMP (torch) can hang in its first parallel region
+    with worker_env(threads), ProcessPoolExecutor(c.parallel, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=init_worker, initargs=(threads,)) as pool:
+        try:
+            while queue or running:
+                while queue and len(running) < c.parallel:
+                    key, fn, args, progress = queue.pop(0)
+                    bar = tqdm(total=progress()[1], desc=" ".join(key), leave=False, dynamic_ncols=True)
+                    running[pool.submit(fn, *args)] = (key, progress, bar)
+                finished, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                for key, progress, bar in running.values():
+                    bar.update(progress()[0] - bar.n)
+                for fut in finished:
+                    key, _, bar = running.pop(fut)
+                    bar.close()
+                    queue += on_done(key, fut.result())  # a failed job raises here
+        except BaseException:
+            for _, _, bar in running.values():
+                bar.close()
+            log(f"[study] stopping: waiting for the {len(running)} running job(s) to end (their work is kept)")
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# one seed: the mid-training stages one after the other, then every arm's RL and evaluations before and after RL
 
 
 def run_seed(c, seed: int, log) -> dict:
     seed_dir = os.path.join(c.out_dir, f"seed-{seed}")
     plan = plan_stages(c)
     todo = needed_stages(plan, c.arms)
-    seconds = {}
-    for i, name in enumerate(todo):
-        log(f"[study] seed {seed}: stage {i + 1}/{len(todo)} {name} (from {plan[name].parent or 'scratch'})")
-        seconds[name] = run_stage(c, name, plan[name], seed_dir, seed, log)
+    seconds = {name: stage_done(c, name, plan[name], seed_dir, seed) for name in todo}
+    t0 = time.time()
+    for name in (n for n in todo if plan[n].kind != "rl"):
+        if seconds[name] is None:
+            log(f"[study] seed {seed}: {name} (from {plan[name].parent or 'scratch'})")
+            seconds[name] = run_stage(c, name, plan[name], seed_dir, seed)
+            log(f"[study] seed {seed}: {name} done in {seconds[name]:.0f} s")
+    t_mid = time.time() - t0
+
+    evals, rl_unchanged = {}, set()
+    folder = lambda model: os.path.join(seed_dir, model)  # noqa: E731
+    eval_out = lambda model: os.path.join(seed_dir, "eval", model)  # noqa: E731
+
+    def eval_job(model):
+        def progress():  # greedy, then maj@k: each writes its results.json when done
+            parts = ["greedy"] + ([f"maj{c.maj_k}"] if c.maj_k else [])
+            return sum(os.path.isfile(os.path.join(eval_out(model), p, "results.json")) for p in parts), len(parts)
+        return (("eval", model), evaluate_model, (c, folder(model), eval_out(model)), progress)
+
+    def rl_job(arm):
+        name = f"{arm}_rl"
+        return (("rl", name), run_stage, (c, name, plan[name], seed_dir, seed),
+                lambda: (len(rl_curve(folder(name))["step"]), c.rl_steps))
+
+    def after_rl(arm):
+        if same_weights(folder(arm), folder(f"{arm}_rl")):
+            # every RL group was uniform (all advantages 0, no update): the evaluation would repeat `before`
+            rl_unchanged.add(arm)
+            log(f"[study] seed {seed}: {arm}_rl has {arm}'s weights bit for bit (RL made no update): same eval")
+            return []
+        evals[f"{arm}_rl"] = cached_eval(c, eval_out(f"{arm}_rl"))
+        return [] if evals[f"{arm}_rl"] else [eval_job(f"{arm}_rl")]
+
+    def on_done(key, result):
+        kind, name = key
+        if kind == "rl":
+            seconds[name] = result
+            log(f"[study] seed {seed}: {name} done in {result:.0f} s")
+            return after_rl(name[:-3])
+        evals[name] = result
+        log(f"[study] seed {seed}: eval {name}: greedy {100 * result['greedy']:.1f}%"
+            + (f", maj@{c.maj_k} {100 * result['maj']:.1f}%" if c.maj_k else "") + f" ({result['seconds']:.0f} s)")
+        return []
+
+    jobs = []  # the RL runs first: the longest jobs, and the evaluations after RL wait for them
+    for arm in c.arms:
+        if seconds[f"{arm}_rl"] is None:
+            jobs.append(rl_job(arm))
+    for arm in c.arms:
+        evals[arm] = cached_eval(c, eval_out(arm))
+        if evals[arm] is None:
+            jobs.append(eval_job(arm))
+    for arm in c.arms:
+        if seconds[f"{arm}_rl"] is not None:
+            jobs += after_rl(arm)
+    t0 = time.time()
+    run_jobs(c, jobs, on_done, log)
+    log(f"[study] seed {seed}: mid-training {t_mid:.0f} s, then RL and evaluations ({c.parallel} at a time) "
+        f"{time.time() - t0:.0f} s (this run)")
+
     rows = {}
     for arm in c.arms:
-        before = evaluate_model(c, os.path.join(seed_dir, arm), os.path.join(seed_dir, "eval", arm), log)
-        if same_weights(os.path.join(seed_dir, arm), os.path.join(seed_dir, f"{arm}_rl")):
-            # every RL group was uniform (all advantages 0, no update): the evaluation would repeat `before`
-            after = {**before, "seconds": 0.0}
-            log(f"[study] seed {seed}: {arm}_rl has {arm}'s weights bit for bit (RL made no update): same eval")
-        else:
-            after = evaluate_model(c, os.path.join(seed_dir, f"{arm}_rl"),
-                                   os.path.join(seed_dir, "eval", f"{arm}_rl"), log)
-        curve = rl_curve(os.path.join(seed_dir, f"{arm}_rl"))
+        before = evals[arm]
+        after = {**before, "seconds": 0.0} if arm in rl_unchanged else evals[f"{arm}_rl"]
         # the arm's own stages: shared ancestors (base, stable) are reported once, under their own arms
         own = [arm, f"{arm}_rl"] + (["stable_noisy"] if arm == "noisy" else [])
-        rows[arm] = {"before": before, "after": after, "curve": curve,
+        rows[arm] = {"before": before, "after": after, "curve": rl_curve(folder(f"{arm}_rl")),
                      "wall_s": sum(seconds[s] for s in own) + before["seconds"] + after["seconds"]}
     return rows
 
@@ -357,7 +496,8 @@ def results_table(c, by_seed: dict) -> str:
                  f"1), {len(c.seeds)} seed(s) (mean +- sample std). RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
                  f"prompts x {c.rl_group} responses, reward +1 right / -1 wrong. Wall s: the arm's own stages and "
                  "evaluations (its decay, RL and evals; 'noisy' includes its own stable stage; 'base' and 'stable' "
-                 "are shared by the arms below them).")
+                 "are shared by the arms below them)" + (f"; RL runs and evals ran {c.parallel} at a time, each on "
+                 f"1/{c.parallel} of the cores, so their seconds overlap." if c.parallel > 1 else "."))
     return "\n".join(lines)
 
 
@@ -403,7 +543,8 @@ def smooth(ys: list[float], window: int = 5) -> list[float]:
 def main(argv: list[str] | None = None) -> dict:
     c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
     check_config(c)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout stays for the table
+    # stdout stays for the table; tqdm.write keeps the messages clear of the progress bars
+    log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731
     t0 = time.time()
     midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
                                               synth_knobs=c.synth_knobs, synth_vocab_size=c.synth_vocab_size,

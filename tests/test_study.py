@@ -1,8 +1,10 @@
 """study.py end to end at the smallest size: every arm gets a row, reruns skip finished stages, bad knobs fail."""
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import study
 
@@ -51,7 +53,8 @@ def test_study_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
-    study.main(tiny_argv(tmp_path, '--arms=["stable"]', "--maj_k=0"))
+    # one job at a time in this process (the end-to-end test above runs them in two worker processes)
+    study.main(tiny_argv(tmp_path, '--arms=["stable"]', "--maj_k=0", "--parallel=1"))
     done = sorted(p.parent.name for p in (tmp_path / "study" / "seed-1337").rglob("study_done.json"))
     assert done == ["base", "stable", "stable_rl"]
     seed_dir = tmp_path / "study" / "seed-1337"
@@ -65,6 +68,7 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ('--decay_mixtures={"short": {"qa_short": 1.0}}', "decay_mixtures needs"),
     ("--rl_group=1", "rl_group"),
     ("--maj_k=1", "maj_k"),
+    ("--parallel=0", "parallel must be"),
     ("--stable_tokens=512", "must exceed warmup_tokens"),
     ('--stable_mixture={"web": -1.0}', "stable_mixture"),
 ])
@@ -72,3 +76,28 @@ def test_study_rejects_bad_knobs_before_any_work(tmp_path, flag, message):
     with pytest.raises(ValueError, match=message):
         study.main(tiny_argv(tmp_path, flag))
     assert not os.path.exists(tmp_path / "study")
+
+
+def test_run_jobs_runs_each_job_once_in_workers_and_chains_follow_ups():
+    """Jobs run in worker processes with their share of the cores; a job's follow-ups run too; a failure raises."""
+    log = []
+    done = {}
+
+    def on_done(key, result):
+        done[key] = result
+        return [(("then", key[1]), torch.get_num_threads, (), lambda: (0, 1))] if key[0] == "first" else []
+
+    jobs = [(("first", str(i)), pow, (2, i), lambda: (0, 1)) for i in range(3)]
+    study.run_jobs(SimpleNamespace(parallel=2), jobs, on_done, log.append)
+    assert {k: v for k, v in done.items() if k[0] == "first"} == {("first", str(i)): 2 ** i for i in range(3)}
+    threads = max(1, torch.get_num_threads() // 2)
+    assert {k: v for k, v in done.items() if k[0] == "then"} == {("then", str(i)): threads for i in range(3)}
+    assert "TQDM_DISABLE" not in os.environ  # the workers' environment does not leak into this process
+
+    with pytest.raises(ValueError, match="invalid literal"):
+        study.run_jobs(SimpleNamespace(parallel=2), [(("bad", "x"), int, ("x",), lambda: (0, 1))], on_done, log.append)
+    assert any("stopping" in m for m in log)
+
+    order = []  # parallel 1: in this process, in the order given, follow-ups last
+    study.run_jobs(SimpleNamespace(parallel=1), jobs, lambda k, r: order.append(k) or on_done(k, r), log.append)
+    assert order == [("first", "0"), ("first", "1"), ("first", "2"), ("then", "0"), ("then", "1"), ("then", "2")]
