@@ -20,7 +20,10 @@ KNOB_TYPES = (int, float, bool, str, list, tuple, dict, type(None))
 
 
 def knobs(namespace: dict) -> dict:
-    return {k: v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, KNOB_TYPES)}
+    # lower_case names only: an UPPER_CASE constant (or one imported, like concurrent.futures.FIRST_COMPLETED) is
+    # not a knob, so it is neither overridable nor stored in checkpoints
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k.islower() and isinstance(v, KNOB_TYPES)}
 
 
 def check_type(key: str, new, old):

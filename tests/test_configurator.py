@@ -5,7 +5,7 @@ from configurator import configure
 
 def fresh():
     return {"lr": 1e-3, "steps": 10, "name": "run", "compile": False, "mix": {"web": 1.0}, "tag": None,
-            "_private": 1, "pytest": pytest}
+            "_private": 1, "pytest": pytest, "MAX_LEN": 5}
 
 
 def test_flags_and_file(tmp_path):
@@ -15,6 +15,8 @@ def test_flags_and_file(tmp_path):
     cfg = configure(ns, [str(f), "--lr=3", "--name=out/x", "--compile=true", "--tag=7"], verbose=False)
     assert cfg == {"lr": 3.0, "steps": 20, "name": "out/x", "compile": True, "mix": {"web": 0.5, "qa": 0.5}, "tag": 7}
     assert ns["lr"] == 3.0 and isinstance(ns["lr"], float) and "pytest" not in cfg
+    with pytest.raises(ValueError, match="unknown config key 'MAX_LEN'"):  # constants are not knobs
+        configure(fresh(), ["--MAX_LEN=6"], verbose=False)
 
 
 @pytest.mark.parametrize("argv,match", [
