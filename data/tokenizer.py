@@ -4,9 +4,11 @@ Three sources, one class:
   * Meta's Llama 3 `tokenizer.model` (tiktoken rank file, "base64token rank" per line) + the Llama 3 specials,
   * a Hugging Face byte-level BPE `tokenizer.json`, converted to tiktoken ranks,
   * a small BPE trained here (`Tokenizer.train`) for the tiny CPU default.
-`save(folder)` writes tokenizer.model + nanoocto_tokenizer.json and `Tokenizer.from_pretrained(folder)` reloads any
-of them exactly. Text is always data: special-token text inside the input is encoded as plain text, never as a
-special id, so a document containing "<|eot_id|>" cannot end a sequence early.
+`save(folder)` writes tokenizer.model + nanoocto_tokenizer.json (what `Tokenizer.from_pretrained(folder)` reloads,
+exactly, as it reloads any of the three sources) and tokenizer.json + tokenizer_config.json, so a checkpoint folder
+also loads with transformers' `AutoTokenizer.from_pretrained` and gives the same ids. Text is always data:
+special-token text inside the input is encoded as plain text, never as a special id, so a document containing
+"<|eot_id|>" cannot end a sequence early (HF's tokenizers do split it out as the special).
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class Tokenizer:
         self.bos_token, self.eos_token, self.pad_token, self.stop_tokens = bos, eos, pad, stop
         self.encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=mergeable_ranks,
                                           special_tokens=self._special)
+        self._hf_text = None  # save()'s tokenizer.json text, made on first use
 
     # ---- ids -------------------------------------------------------------------------------------------------
     bos_id = property(lambda self: self._special.get(self.bos_token))  # None when the tokenizer has none
@@ -136,7 +139,8 @@ class Tokenizer:
 
     # ---- save / load -----------------------------------------------------------------------------------------
     def save(self, folder: str) -> None:
-        """Write tokenizer.model (tiktoken rank file) and nanoocto_tokenizer.json, each atomically."""
+        """Write tokenizer.model (tiktoken rank file) and nanoocto_tokenizer.json, and the same tokenizer in Hugging
+        Face form (tokenizer.json, tokenizer_config.json), each atomically."""
         os.makedirs(folder, exist_ok=True)
         by_rank = sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
         write_atomic(os.path.join(folder, RANK_FILE),
@@ -145,6 +149,48 @@ class Tokenizer:
                 "special_tokens": self._special, "bos": self.bos_token, "eos": self.eos_token,
                 "pad": self.pad_token, "stop": list(self.stop_tokens)}
         write_atomic(os.path.join(folder, JSON_FILE), json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        if self._hf_text is None:  # built once (~3 s for Llama 3's 280k merges), then reused by every checkpoint
+            self._hf_text = json.dumps(self.hf_tokenizer_json(), ensure_ascii=False)
+        write_atomic(os.path.join(folder, HF_FILE), self._hf_text)
+        hf_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token,
+                     "eos_token": self.eos_token, "pad_token": self.pad_token, "clean_up_tokenization_spaces": False,
+                     "model_input_names": ["input_ids", "attention_mask"]}
+        write_atomic(os.path.join(folder, HF_CONFIG), json.dumps(hf_config, indent=1, ensure_ascii=False) + "\n")
+
+    def hf_tokenizer_json(self) -> dict:
+        """This tokenizer as a Hugging Face tokenizer.json document (byte-level BPE, as HF ships Llama 3's).
+        tiktoken merges the adjacent pair whose joined bytes have the lowest rank; HF merges the pair listed first.
+        Listing every split of each token into two tokens, tokens in rank order, makes the two agree (HF's own
+        tiktoken converter does the same). HF adds bos itself (the post-processor); our encode() only on request."""
+        b2u = _bytes_to_unicode()
+        hf = lambda bs: "".join(b2u[b] for b in bs)  # noqa: E731  bytes -> GPT-2's printable alphabet
+        ranks, merges = self.mergeable_ranks, []
+        for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]):
+            splits = sorted((ranks[token[:i]], ranks[token[i:]], i) for i in range(1, len(token))
+                            if token[:i] in ranks and token[i:] in ranks)
+            merges += [[hf(token[:i]), hf(token[i:])] for _, _, i in splits]
+        specials = sorted(self._special.items(), key=lambda kv: kv[1])
+        post = None
+        if self.bos_id is not None:
+            bos = {"SpecialToken": {"id": self.bos_token, "type_id": 0}}
+            a, b = {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}
+            post = {"type": "TemplateProcessing", "single": [bos, a], "pair": [bos, a, bos, b],
+                    "special_tokens": {self.bos_token: {"id": self.bos_token, "ids": [self.bos_id],
+                                                        "tokens": [self.bos_token]}}}
+        return {
+            "version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True} for c, i in specials],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+            "post_processor": post,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                      "vocab": {hf(b): r for b, r in ranks.items()}, "merges": merges},
+        }
 
     @classmethod
     def from_pretrained(cls, path: str) -> Tokenizer:

@@ -43,24 +43,27 @@ PROMPTS = ["the fox", "12345 + 678 = ? the lazy dog jumps", "a", "quick brown"]
 
 
 def test_greedy_matches_transformers_generate_on_ragged_batch(tok, tmp_path):
+    """HF weights -> ours -> our checkpoint folder -> transformers' Auto classes (model and tokenizer) -> the same
+    prompt ids and the same greedy tokens as our sampler, on a left-padded batch of prompts of different lengths."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(1)
     cfg = transformers.LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128,
                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                    max_position_embeddings=128, initializer_range=0.15, tie_word_embeddings=True)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
-    hf.save_pretrained(str(tmp_path / "hf"))
+    transformers.LlamaForCausalLM(cfg).save_pretrained(str(tmp_path / "hf"))
     ours = Llama.from_pretrained(str(tmp_path / "hf"))
+    model_lib.save_checkpoint(str(tmp_path / "ckpt"), ours, tokenizer=tok)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "ckpt")).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "ckpt"), padding_side="left")
+    batch = hf_tok(PROMPTS, return_tensors="pt", padding=True)
+    inp, att = batch["input_ids"], batch["attention_mask"]  # [B, P], left-padded with tok.pad_id
+    P = inp.shape[1]
     ids = [tok.encode(p, bos=True) for p in PROMPTS]
-    P = max(map(len, ids))
-    inp = torch.full((len(ids), P), tok.pad_id)
-    att = torch.zeros(len(ids), P, dtype=torch.long)
-    for b, p in enumerate(ids):  # left padding, as ours
-        inp[b, P - len(p):] = torch.tensor(p)
-        att[b, P - len(p):] = 1
+    assert [row[P - len(i):].tolist() for row, i in zip(inp, ids)] == ids and att.sum(1).tolist() == list(map(len, ids))
     M = 16
-    ref = hf.generate(inp, attention_mask=att, max_new_tokens=M, do_sample=False,
-                      eos_token_id=sorted(tok.stop_ids), pad_token_id=tok.pad_id)[:, P:]
+    with torch.no_grad():
+        ref = hf.generate(inp, attention_mask=att, max_new_tokens=M, do_sample=False,
+                          eos_token_id=sorted(tok.stop_ids), pad_token_id=hf_tok.pad_token_id)[:, P:]
     outs = generate(ours, tok, PROMPTS, max_new_tokens=M)
     assert len({tuple(c.tokens) for c in outs}) == len(PROMPTS)  # rows really differ
     for b, c in enumerate(outs):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-from data.tokenizer import (GPT2_PATTERN, JSON_FILE, MATH_PATTERN, RANK_FILE, TRAIN_SPECIALS, Tokenizer,
-                            _bytes_to_unicode)
+from data.tokenizer import (GPT2_PATTERN, HF_CONFIG, HF_FILE, JSON_FILE, MATH_PATTERN, RANK_FILE, TRAIN_SPECIALS,
+                            Tokenizer)
 
 ODD_TEXT = ("naïve café — ∑_{i=1}^n i² = n(n+1)/2, 日本語 🙂 e\u0301 \t\r\n  _x_ \x00\x1c\u00a0 $\\frac{3}{4}$ "
             "<|eot_id|> <|begin_of_text|> 12345 0.5% it's 'quoted' ½ Ⅻ ١٢٣\n\n\n")
@@ -122,23 +122,11 @@ def test_save_reload_llama3(llama3, meta_path, tmp_path):
 
 
 # ---- Hugging Face tokenizer.json -----------------------------------------------------------------------------
-def _write_hf_json(tok: Tokenizer, folder, pre_tokenizer: dict) -> str:
-    """tok's ranks in HF byte-level BPE form; merges = every split of each token into two tokens, in result
-    rank order (as HF's own tiktoken converter writes them), so HF's BPE reproduces tiktoken's."""
-    b2u = _bytes_to_unicode()
-    s = lambda bs: "".join(b2u[b] for b in bs)  # noqa: E731
-    ranks, merges = tok.mergeable_ranks, []
-    for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]):
-        splits = sorted((ranks[token[:i]], ranks[token[i:]], i) for i in range(1, len(token))
-                        if token[:i] in ranks and token[i:] in ranks)
-        merges += [[s(token[:i]), s(token[i:])] for _, _, i in splits]
-    doc = {"version": "1.0", "normalizer": None, "pre_tokenizer": pre_tokenizer,
-           "added_tokens": [{"id": i, "content": c, "special": True, "single_word": False, "lstrip": False,
-                             "rstrip": False, "normalized": False} for c, i in tok.special_tokens.items()],
-           "model": {"type": "BPE", "ignore_merges": True, "vocab": {s(b): r for b, r in ranks.items()},
-                     "merges": merges}}
+def _write_hf_json(tok: Tokenizer, folder, **changes) -> str:
+    """tok's own tokenizer.json (Tokenizer.hf_tokenizer_json), with `changes` to its fields, alone in `folder`."""
+    doc = {**tok.hf_tokenizer_json(), **changes}
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "tokenizer.json")
+    path = os.path.join(folder, HF_FILE)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f)
     return path
@@ -147,10 +135,7 @@ def _write_hf_json(tok: Tokenizer, folder, pre_tokenizer: dict) -> str:
 @pytest.fixture(scope="module")
 def hf_llama3(llama3, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hf_llama3")
-    pre = {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": llama3.pattern}, "behavior": "Isolated", "invert": False},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
-    path = _write_hf_json(llama3, folder, pre)
+    path = _write_hf_json(llama3, folder)  # Split(Llama 3 regex) + ByteLevel(use_regex=False), as HF ships it
     with open(folder / "tokenizer_config.json", "w") as f:  # one role as a dict, one as a str, as HF writes them
         json.dump({"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "<|end_of_text|>"}, f)
     return path
@@ -175,9 +160,25 @@ def test_hf_json_matches_hf_library(hf_llama3, llama3, bench_texts):
     assert [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)] == llama3.encode_batch(texts)
 
 
+@pytest.mark.parametrize("which", ["trained", "llama3"])
+def test_saved_folder_loads_in_transformers(which, request, bench_texts, tmp_path):
+    """save() also writes tokenizer.json + tokenizer_config.json: AutoTokenizer reads a checkpoint's folder and
+    gives our ids (bos first, as HF adds it), our bos/eos/pad, and decodes back to the text."""
+    transformers = pytest.importorskip("transformers")
+    tok = request.getfixturevalue(which)
+    tok.save(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
+    assert len(hf) == tok.vocab_size
+    texts = bench_texts[::4] + [ODD_TEXT.replace("<|", "<")]  # HF splits out special text; we keep it as data
+    ids = hf(texts)["input_ids"]
+    assert ids == tok.encode_batch(texts, bos=True)
+    assert hf.batch_decode([i[1:] for i in ids]) == texts
+
+
 def test_hf_small_gpt2_style(trained, tmp_path):
     """ByteLevel-only pre-tokenizer => GPT-2 regex; no tokenizer_config => bos/eos found by name."""
-    path = _write_hf_json(trained, tmp_path, {"type": "ByteLevel", "add_prefix_space": False})
+    path = _write_hf_json(trained, tmp_path, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False})
     hf = Tokenizer.from_pretrained(path)
     assert hf.pattern == GPT2_PATTERN
     assert (hf.bos_id, hf.eos_id, hf.pad_id) == (trained.bos_id, trained.eos_id, trained.pad_id)
@@ -185,7 +186,7 @@ def test_hf_small_gpt2_style(trained, tmp_path):
 
 
 def test_hf_bad_files(trained, tmp_path):
-    path = _write_hf_json(trained, tmp_path, None)
+    path = _write_hf_json(trained, tmp_path, pre_tokenizer=None)
     with open(path) as f:
         doc = json.load(f)
     doc["model"]["merges"].append(["q", "zzz"])
@@ -232,7 +233,7 @@ def test_train_pattern_same_in_python_and_tiktoken(trained, bench_texts):
 
 def test_train_save_reload(trained, tmp_path, bench_texts):
     trained.save(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == sorted([RANK_FILE, JSON_FILE])  # no temp files left
+    assert sorted(os.listdir(tmp_path)) == sorted([RANK_FILE, JSON_FILE, HF_FILE, HF_CONFIG])  # no temp files left
     for path in (tmp_path, tmp_path / JSON_FILE):
         again = Tokenizer.from_pretrained(path)
         assert again.name == trained.name and again.pattern == trained.pattern
