@@ -440,6 +440,13 @@ def evaluate(model, c, names: list[str], d, autocast) -> dict:
     return out
 
 
+def progress_bar(master: bool, **kw) -> tqdm:
+    """tqdm on the master rank only, and off when TQDM_DISABLE=1 (study.py's worker processes: two bars redrawn
+    from two processes garble the terminal). tqdm reads TQDM_DISABLE itself only when disable= is not passed."""
+    off = not master or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+    return tqdm(disable=off, dynamic_ncols=True, **kw)
+
+
 def greedy_sample(model, tok, c, autocast) -> str:
     with autocast():
         return sample.generate(model, tok, [c.sample_prompt], max_new_tokens=c.sample_tokens, temperature=0.0,
@@ -546,7 +553,7 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     if resume_from is None and evals:
         run_eval(0, 0)  # where the run starts from
 
-    bar = tqdm(total=n_steps, initial=step, desc=which, disable=not d.master, dynamic_ncols=True, leave=True)
+    bar = progress_bar(d.master, total=n_steps, initial=step, desc=which, leave=True)
     t_run, tok_s, steps_here = time.time(), 0.0, 0
     saved_at = step if resume_from is not None else -1
     model.train()

@@ -45,7 +45,7 @@ import model as model_lib
 import sample
 from configurator import configure, knobs
 # checkpoints, RNG state and the metrics log work the same in both training scripts
-from midtrain import prune_checkpoints, rng_state, set_rng_state, trim_metrics
+from midtrain import progress_bar, prune_checkpoints, rng_state, set_rng_state, trim_metrics
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -746,7 +746,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     before = after = None
     if c.eval_interval and resume_from is None:
         before = evaluate(0)
-    bar = tqdm(total=c.max_steps, initial=step, desc="rl", disable=not d.master, dynamic_ncols=True)
+    bar = progress_bar(d.master, total=c.max_steps, initial=step, desc="rl")
     t_run = time.time()
     while step < c.max_steps:
         t0 = time.perf_counter()

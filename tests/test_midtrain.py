@@ -246,3 +246,10 @@ def test_paper_presets_parse_and_fit_8_gpus(monkeypatch):
             assert plan.mixture["dclm_baseline"] == 0.05 and plan.mixture["instruction"] == 0.10
             assert plan.mixture["megamath_web_pro"] == 0.55
         assert c.lr == (5e-5 if "_1b_" in path else 2e-5)
+
+
+def test_progress_bar_only_on_master_and_off_under_tqdm_disable(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert [midtrain.progress_bar(m, total=3).disable for m in (True, False)] == [False, True]
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # what study.py's worker processes run with
+    assert midtrain.progress_bar(True, total=3).disable
