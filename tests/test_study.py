@@ -1,6 +1,7 @@
 """study.py end to end at the smallest size: every arm gets a row, reruns skip finished stages, bad knobs fail."""
 import json
 import os
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,7 @@ def tiny_argv(tmp_path, *extra):
             "--rl_max_response_len=8", "--eval_problems=4", "--maj_k=2", "--eval_max_new_tokens=8", *extra]
 
 
-def test_study_end_to_end_and_resume(tmp_path, capsys):
+def test_study_end_to_end_and_resume(tmp_path, capfd):
     by_seed = study.main(tiny_argv(tmp_path))
     out = tmp_path / "study"
     table = (out / "results.md").read_text()
@@ -34,7 +35,10 @@ def test_study_end_to_end_and_resume(tmp_path, capsys):
         assert (out / "seed-1337" / "eval" / f"{arm}_rl").exists() == (not unchanged)
         if unchanged:
             assert row["after"]["greedy"] == row["before"]["greedy"] and row["after"]["seconds"] == 0.0
-    assert "| arm |" in capsys.readouterr().out  # the table is printed
+    printed = capfd.readouterr()  # fd-level: the spawned RL/eval workers write to the same stderr
+    assert "| arm |" in printed.out  # the table is printed
+    assert "rl stable_rl:" in printed.err  # the study's bar for each RL job ...
+    assert not re.search(r"(^|[\r\n])rl:", printed.err)  # ... and no bar of rl.py's own from inside a worker
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["arms"] == list(study.ARMS)
     try:
