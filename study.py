@@ -23,9 +23,9 @@ low-quality web text of the same world.
 Time: one seed (13 stages + 11-12 evaluations) took 25-26 min (1,490-1,538 s: mid-training 925-947 s on both
 cores, then RL and evaluations 547-591 s, two at a time in 1-thread worker processes) on an idle 2-core AMD EPYC
 without AVX-512, plus ~30 s to build the study's world on the first run; each stage's seconds are in its
-study_done.json. With --parallel=1 (everything in this process, on both cores) it took 28-32 min. To go faster,
-lower stable_tokens / decay_tokens / rl_steps / rl_max_response_len (the base and long arms roll out up to 320
-tokens) / eval_problems; to go bigger, raise them.
+study_done.json (plain `python study.py` from a fresh clone: 1,501 s in all). With --parallel=1 (everything in
+this process, on both cores) it took 28-32 min. To go faster, lower stable_tokens / decay_tokens / rl_steps /
+rl_max_response_len (the base and long arms roll out up to 320 tokens) / eval_problems; to go bigger, raise them.
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
