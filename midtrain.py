@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import functools
 import json
 import math
@@ -223,6 +224,9 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+DIST_TIMEOUT = datetime.timedelta(hours=2)
+
+
 def setup_distributed(device_knob: str) -> SimpleNamespace:
     world = world_size_from_env()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -235,7 +239,10 @@ def setup_distributed(device_knob: str) -> SimpleNamespace:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # On GPUs gradients go over NCCL, but the scripts also all-reduce small CPU tensors (counts, losses,
+        # rewards), which NCCL cannot carry: give CPU tensors gloo. The long timeout covers the work rank 0 does
+        # alone while the others wait at a barrier (rl.py's greedy eval, writing a 3B checkpoint).
+        dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", timeout=DIST_TIMEOUT)
     return SimpleNamespace(ddp=world > 1, rank=rank, local_rank=local_rank, world_size=world, device=dev,
                            master=rank == 0)
 

@@ -44,8 +44,9 @@ import eval_math
 import model as model_lib
 import sample
 from configurator import configure, knobs
-# checkpoints, RNG state and the metrics log work the same in both training scripts
-from midtrain import progress_bar, prune_checkpoints, rng_state, set_rng_state, trim_metrics
+# distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
+from midtrain import (autocast_for, progress_bar, prune_checkpoints, rng_state, set_rng_state, setup_distributed,
+                      trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -398,14 +399,16 @@ def pack(rollouts: list[Rollout], device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def response_logprobs(model, idx, targets, temperature: float, need_entropy: bool = False, autocast=None,
-                      entropy_grad: bool = False):
+                      entropy_grad: bool = False, vocab_size: int | None = None):
     """-> (logp [B, L] fp32, entropy [B, L] or None, mask [B, L]). Only the response positions go through the
     vocabulary-sized softmax (prompt and padding positions are dropped first), at the sampling temperature.
-    The entropy carries a gradient only with entropy_grad (the bonus); otherwise it is for logging."""
+    The entropy carries a gradient only with entropy_grad (the bonus); otherwise it is for logging.
+    vocab_size: the tokenizer's; logit rows past it (a padded embedding) are left out of the softmax, as the
+    sampler leaves them out, so both normalise over the same ids."""
     with (autocast or contextlib.nullcontext)():
         logits = model(idx)  # [B, L, V]
     mask = targets != -100
-    z = logits[mask].float() / temperature  # [N, V], N response tokens in row-major order
+    z = logits[mask][:, :vocab_size].float() / temperature  # [N, V], N response tokens in row-major order
     logz = torch.logsumexp(z, dim=-1)  # [N]
     tok_logp = z.gather(-1, targets[mask][:, None])[:, 0] - logz
     logp = torch.zeros(mask.shape, dtype=torch.float32, device=idx.device).masked_scatter(mask, tok_logp)
@@ -438,7 +441,7 @@ def all_reduce_(t: torch.Tensor, d, op=None) -> torch.Tensor:
 
 
 def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=None, loss_max_len: int = 0,
-                  seed: int = 0, autocast=None) -> dict:
+                  seed: int = 0, autocast=None, vocab_size: int | None = None) -> dict:
     """ppo_epochs x mini_batches optimizer steps on this rank's rollouts (advantages set); -> global stats.
 
     Gradients are accumulated locally over micro-batches and summed over ranks by hand (all_reduce per parameter):
@@ -480,11 +483,13 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                 lens = [len(rollouts[i].tokens) for i in micro]
                 fwd_tokens += sum(map(seq_len, micro)) * ((n_updates > 1) + (ref_model is not None))
                 if n_updates > 1:
-                    logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, True, autocast)
+                    logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, True, autocast,
+                                                        vocab_size=vocab_size)
                     old.update(zip(micro, logp[mask].cpu().split(lens)))
                     log_mismatch_entropy(micro, logp, ent, mask)
                 if ref_model is not None:
-                    logp, _, mask = response_logprobs(ref_model, idx, targets, c.temperature, False, autocast)
+                    logp, _, mask = response_logprobs(ref_model, idx, targets, c.temperature, False, autocast,
+                                                        vocab_size=vocab_size)
                     ref.update(zip(micro, logp[mask].cpu().split(lens)))
     t_recompute = time.perf_counter() - t0
     # With one optimizer step per rollout batch (on-policy), the old log-probs are the same numbers the update's
@@ -510,7 +515,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                 fwd_tokens += sum(map(seq_len, micro))
                 want_ent = c.entropy_coef > 0 or n_updates == 1  # for the bonus, or to log it (no grad then)
                 logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, want_ent, autocast,
-                                                    entropy_grad=c.entropy_coef > 0)
+                                                    entropy_grad=c.entropy_coef > 0, vocab_size=vocab_size)
                 if n_updates == 1:
                     old_t = logp.detach()
                     log_mismatch_entropy(micro, logp, ent.detach(), mask)
@@ -611,28 +616,7 @@ def collect_rollouts(model, tok, examples, c, d, step: int, sampler: dict, max_n
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# distributed setup, precision, checkpoints
-
-
-def setup_distributed(device_knob: str) -> SimpleNamespace:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device_knob == "auto" else device_knob == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA device is available")
-    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return SimpleNamespace(ddp=world > 1, rank=rank, world_size=world, device=dev, master=rank == 0)
-
-
-def autocast_for(dtype_knob: str, dev: torch.device):
-    """fp32 master weights; matmuls in bf16 under autocast on CUDA (or when asked)."""
-    if dtype_knob == "bfloat16" or (dtype_knob == "auto" and dev.type == "cuda"):
-        return lambda: torch.autocast(dev.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
+# evaluation
 
 
 def run_eval(model, tok, c, step: int, autocast) -> dict:
@@ -657,8 +641,7 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
     c = SimpleNamespace(**configure(ns, argv, verbose=False))
     if c.max_response_len is None:
         c.max_response_len = copy.deepcopy(DEFAULTS["max_response_len"])
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    schedule = check_config(c, world)  # all knob errors before any work
+    schedule = check_config(c, world_size_from_env())  # all knob errors before any work
     d = setup_distributed(c.device)
     log = tqdm.write if d.master else (lambda *a, **k: None)
     if d.master:
@@ -672,7 +655,7 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
 
 
 def run(c, d, schedule, reward_fn, log) -> dict:
-    autocast = autocast_for(c.dtype, d.device)
+    _, autocast = autocast_for(c.dtype, d.device)
     latest = os.path.join(c.out_dir, "latest")
     resume_from = model_lib.resolve_checkpoint(c.out_dir) if c.resume and os.path.isfile(latest) else None
     if c.resume and resume_from is None:
@@ -760,7 +743,8 @@ def run(c, d, schedule, reward_fn, log) -> dict:
         # 4-5: the update
         model.train()
         us = update_policy(model, optimizer, batch, c, d, ref_model, c.loss_max_len or max_new,
-                           seed=derive_seed(c.seed, "update", step, d.rank), autocast=autocast)
+                           seed=derive_seed(c.seed, "update", step, d.rank), autocast=autocast,
+                           vocab_size=tok.vocab_size)
         step += 1
         dt = time.perf_counter() - t0
         rec = {"kind": "train", "step": step, "lr": lr_now, "max_response_len": max_new, **rs, **us,

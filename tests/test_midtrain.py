@@ -253,3 +253,22 @@ def test_progress_bar_only_on_master_and_off_under_tqdm_disable(monkeypatch):
     assert [midtrain.progress_bar(m, total=3).disable for m in (True, False)] == [False, True]
     monkeypatch.setenv("TQDM_DISABLE", "1")  # what study.py's worker processes run with
     assert midtrain.progress_bar(True, total=3).disable
+
+
+def test_distributed_backend_carries_cpu_tensors_next_to_nccl(monkeypatch):
+    """On GPUs the process group must also carry the CPU tensors the scripts all-reduce (rl.py's reward and loss
+    statistics): plain "nccl" fails there with 'No backend type associated with device type cpu'."""
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(midtrain.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(midtrain.dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    d = midtrain.setup_distributed("cpu")
+    assert calls[-1][0] == "gloo" and (d.rank, d.world_size, d.master, d.device.type) == (3, 8, False, "cpu")
+    monkeypatch.setattr(midtrain.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(midtrain.torch.cuda, "set_device", lambda dev: None)
+    d = midtrain.setup_distributed("auto")
+    backend, kw = calls[-1]
+    assert "cuda:nccl" in backend.split(",") and "cpu:gloo" in backend.split(",") and str(d.device) == "cuda:3"
+    assert kw["timeout"].total_seconds() >= 3600  # rank 0's lone eval / checkpoint write outlasts NCCL's 10 min

@@ -204,6 +204,23 @@ def test_trainer_logprobs_match_the_sampler(tiny):
         assert targets[b][mask[b]].tolist() == r.tokens
 
 
+def test_trainer_logprobs_match_the_sampler_with_a_padded_vocab(tiny):
+    """A model with more embedding rows than the tokenizer has ids (padded for speed): the sampler never draws the
+    extra rows and leaves them out of its softmax; given vocab_size, so does the trainer."""
+    torch.manual_seed(0)
+    padded = Llama(LlamaConfig.from_preset("test", vocab_size=tiny.tok.vocab_size + 37)).eval()  # flat logits
+    outs = sample.generate(padded, tiny.tok, [tiny.tok.encode("Mia has", bos=True)], n=4, max_new_tokens=6,
+                           temperature=1.0, seed=2)
+    rs = [rl.Rollout(o.prompt_tokens, o.tokens, o.logprobs, o.text, o.finish_reason, 0.0, 0) for o in outs]
+    idx, targets = rl.pack(rs, "cpu")
+    with torch.no_grad():
+        logp, _, mask = rl.response_logprobs(padded, idx, targets, 1.0, vocab_size=tiny.tok.vocab_size)
+        unmasked, _, _ = rl.response_logprobs(padded, idx, targets, 1.0)
+    sampler = torch.cat([r.logprobs for r in rs])
+    assert torch.allclose(logp[mask], sampler, atol=1e-4)
+    assert (unmasked[mask] < sampler - 1e-3).all()  # the extra rows take probability from every token
+
+
 def test_dynamic_sampling_refills_with_mixed_groups(tiny):
     ex = rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}\nA:", 64, "problem", "solution", log=lambda s: None)
     c = SimpleNamespace(**{**rl.DEFAULTS, "group_size": 4, "prompts_per_step": 6, "drop_uniform_groups": True,
