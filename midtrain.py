@@ -15,8 +15,14 @@ decay stage from its last checkpoint (QA + instructions + web, cosine to 10% LR,
 
 The two stages are two runs of the same code (run_stage below); stage="both" chains them, "stable" or "decay" runs
 one. Each run's LR follows get_lr over its own token budgets: stable = warmup_tokens + stable_tokens at `lr`,
-decay = decay_tokens from `lr` down to min_lr_ratio * lr. Checkpoints are HF folders (see DESIGN.md) plus state.pt
-with everything needed to continue the same loss trajectory (optimizer, step, data position, RNG).
+decay = decay_tokens from `lr` down to min_lr_ratio * lr (ramped in over decay_warmup_tokens if set). Checkpoints are
+HF folders (see DESIGN.md) plus state.pt with everything needed to continue the same loss trajectory (optimizer,
+step, data position, RNG).
+
+A run is measured in tokens, not steps: it trains until its token budget is spent, and the LR is the schedule's
+value at the tokens seen. So a run resumed with another total_batch_tokens continues to the same budget along the
+same LR curve, in steps of the new size (the step count only names checkpoints and paces logs and evals). Resuming
+takes this run's knobs: changed lr, betas or weight decay apply to the loaded AdamW moments too.
 """
 from __future__ import annotations
 
@@ -75,6 +81,9 @@ min_lr_ratio = 0.1  # the decay ends at min_lr_ratio * lr
 # False: a run initialised from one of our checkpoints continues its AdamW moments (a decay branch is a continuation;
 # new moments at the full LR spiked the built-in decay's loss from 2.0 to 3.5). True: new moments (the presets)
 fresh_optimizer = False
+# > 0: the decay stage's LR is scaled by min(1, tokens into the decay / decay_warmup_tokens), so new AdamW moments
+# (fresh_optimizer=True) do not take full-LR steps while their variance estimates are still near zero
+decay_warmup_tokens = 0
 # batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
 micro_batch = 16
 total_batch_tokens = 4096  # 16 x 256: one micro-batch per step on one process
@@ -119,9 +128,10 @@ CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 # the learning-rate schedule: warmup -> stable -> decay, by budgets in any one unit (tokens here, or steps)
 
 
-def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine") -> float:
+def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine", decay_warmup=0) -> float:
     """LR after t tokens of a run: linear from 0 to `lr` over `warmup`, constant for `stable`, then from `lr` down
-    to min_lr_ratio * lr over `decay` with the given shape; min_lr after that (or `lr` forever if decay is 0)."""
+    to min_lr_ratio * lr over `decay` with the given shape; min_lr after that (or `lr` forever if decay is 0).
+    decay_warmup > 0 scales the decay's LR by min(1, tokens into the decay / decay_warmup)."""
     if shape not in DECAY_SHAPES:
         raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {shape!r}")
     if t < warmup:
@@ -132,16 +142,20 @@ def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine") -> fl
     p = min(t / decay, 1.0)  # progress through the decay, 0 -> 1
     f = {"cosine": 0.5 * (1.0 + math.cos(math.pi * p)), "linear": 1.0 - p, "1-sqrt": 1.0 - math.sqrt(p)}[shape]
     min_lr = lr * min_lr_ratio
-    return min_lr + (lr - min_lr) * f
+    ramp = min(t / decay_warmup, 1.0) if decay_warmup > 0 else 1.0
+    return (min_lr + (lr - min_lr) * f) * ramp
 
 
 def stage_plan(c, which: str) -> SimpleNamespace:
-    """What one run does: its out dir, start weights, mixture and token budgets (warmup, stable, decay)."""
+    """What one run does: its out dir, start weights, mixture, token budgets (warmup, stable, decay) and the
+    decay's warmup."""
     if which == "stable":
         return SimpleNamespace(name="stable", out_dir=c.stable_out_dir, init_from=c.init_from,
-                               mixture=c.stable_mixture, budgets=(c.warmup_tokens, c.stable_tokens, 0))
+                               mixture=c.stable_mixture, budgets=(c.warmup_tokens, c.stable_tokens, 0),
+                               decay_warmup=0)
     return SimpleNamespace(name="decay", out_dir=c.decay_out_dir, init_from=c.decay_init_from or c.stable_out_dir,
-                           mixture=c.decay_mixture, budgets=(0, 0, c.decay_tokens))
+                           mixture=c.decay_mixture, budgets=(0, 0, c.decay_tokens),
+                           decay_warmup=c.decay_warmup_tokens)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -171,10 +185,16 @@ def check_config(c, world_size: int) -> int:
         raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={c.lr}, min_lr_ratio={c.min_lr_ratio}")
     if c.weight_decay < 0 or c.grad_clip < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
         raise ValueError("need weight_decay >= 0, grad_clip >= 0 and betas in [0, 1)")
-    for name in ("warmup_tokens", "stable_tokens", "decay_tokens", "eval_interval", "eval_batches", "sample_tokens",
-                 "log_interval", "ckpt_interval", "keep_last_n", "stop_at_step"):
+    for name in ("warmup_tokens", "stable_tokens", "decay_tokens", "decay_warmup_tokens", "eval_interval",
+                 "eval_batches", "sample_tokens", "log_interval", "ckpt_interval", "keep_last_n", "stop_at_step"):
         if getattr(c, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
+    if c.decay_warmup_tokens > c.decay_tokens:
+        raise ValueError(f"decay_warmup_tokens={c.decay_warmup_tokens} exceeds decay_tokens={c.decay_tokens}: the "
+                         "decay would end before its LR ramp does")
+    if c.eval_interval > 0 and c.eval_batches < 1:
+        raise ValueError(f"eval_batches must be >= 1 when eval_interval > 0 (got eval_batches={c.eval_batches}, "
+                         f"eval_interval={c.eval_interval}); eval_interval=0 turns evaluation off")
     stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
     for s in stages:
         plan = stage_plan(c, s)
@@ -384,7 +404,8 @@ def latest_checkpoint(out_dir: str) -> str | None:
 def rng_state() -> dict:
     s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's device only: a run may resume on fewer (or more) GPUs than wrote the checkpoint
+        s["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return s
 
 
@@ -392,11 +413,29 @@ def set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    cuda = s.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return
+    dev = torch.cuda.current_device()
+    if isinstance(cuda, (list, tuple)):  # older checkpoints saved every visible device's state
+        if dev >= len(cuda):
+            return
+        cuda = cuda[dev]
+    torch.cuda.set_rng_state(cuda, dev)
+
+
+def load_optimizer_state(optimizer, saved: dict) -> None:
+    """Continue saved AdamW moments under this run's knobs. load_state_dict also brings back the saved groups'
+    betas and weight decay, which would silently win over changed knobs (lr is set every step anyway); the groups
+    keep configure_optimizer's layout, so the decay stays on the group that has it (matrices)."""
+    knobs_now = [{"betas": g["betas"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, hyper in zip(optimizer.param_groups, knobs_now):
+        group.update(hyper)
 
 
 def prune_checkpoints(out_dir: str, keep: int) -> None:
+    model_lib.remove_stale_temp_dirs(out_dir)  # leftovers of a save that was killed (rl.py prunes here too)
     if keep <= 0:
         return
     found = sorted((int(m.group(1)), name) for name in os.listdir(out_dir) if (m := CKPT_RE.match(name)))
@@ -469,6 +508,10 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     plan = stage_plan(c, which)
     log = tqdm.write if d.master else (lambda *a, **k: None)
     out_dir = plan.out_dir
+    if d.master and os.path.isdir(out_dir):
+        model_lib.remove_stale_temp_dirs(out_dir)  # before reading `latest`: it may restore a moved-aside folder
+    if d.ddp:
+        dist.barrier()
     resume_from = latest_checkpoint(out_dir) if c.resume else None
     if c.resume and resume_from is None:
         log(f"[{which}] resume: no checkpoint in {out_dir}, starting from {plan.init_from}")
@@ -496,7 +539,7 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     raw_model = model
     optimizer = raw_model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
     if state is not None and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
     if c.compile:
         model = torch.compile(model)
     if d.ddp:
@@ -520,8 +563,10 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
         if resume_from is None and os.path.exists(metrics_path):
             os.remove(metrics_path)  # leftovers of a run that never checkpointed
         trim_metrics(metrics_path, step)
-    n_steps = math.ceil(sum(plan.budgets) / c.total_batch_tokens)
-    budgets = plan.budgets
+    # the run ends when its token budget is spent; a resume with another total_batch_tokens takes the rest in
+    # steps of the new size (n_steps is where this run's step count will end)
+    budget = sum(plan.budgets)
+    n_steps = step + math.ceil(max(0, budget - tokens) / c.total_batch_tokens)
     flops_per_token = raw_model.flops_per_token(c.seq_len)
     run_config = {**vars(c), "run": {"stage": which, "out_dir": out_dir, "init_from": start, "world_size": d.world_size,
                                      "grad_accum": grad_accum, "steps": n_steps, "mixture": plan.mixture}}
@@ -554,8 +599,8 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
         if text is not None:
             log(f"[{which}]   sample: {c.sample_prompt!r} -> {text!r}")
 
-    if step >= n_steps:
-        log(f"[{which}] already complete: step {step} of {n_steps}")
+    if tokens >= budget:
+        log(f"[{which}] already complete: step {step}, {tokens:,} of {budget:,} tokens")
         return True
     if resume_from is None and evals:
         run_eval(0, 0)  # where the run starts from
@@ -564,13 +609,14 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     t_run, tok_s, steps_here = time.time(), 0.0, 0
     saved_at = step if resume_from is not None else -1
     model.train()
-    while step < n_steps:
+    while tokens < budget:
         if c.stop_at_step and step >= c.stop_at_step:
             break
         t0 = time.perf_counter()
         # the LR for this step is the schedule's value at the tokens seen once it is done, so a warmup's first
         # step already moves and a decay's last step runs at exactly min_lr
-        lr_now = get_lr(tokens + c.total_batch_tokens, c.lr, *budgets, c.min_lr_ratio, c.decay_shape)
+        lr_now = get_lr(tokens + c.total_batch_tokens, c.lr, *plan.budgets, c.min_lr_ratio, c.decay_shape,
+                        plan.decay_warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         loss_sum = torch.zeros((), device=d.device)
@@ -609,16 +655,16 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
         if c.log_interval and step % c.log_interval == 0:
             log(f"[{which}] step {step:>5}/{n_steps} | loss {loss_mean:.4f} | lr {lr_now:.2e} | "
                 f"{tok_s:,.0f} tok/s | mfu {mfu:.1%}")
-        last = step == n_steps or step == c.stop_at_step
+        last = tokens >= budget or step == c.stop_at_step
         if last or (c.ckpt_interval and step % c.ckpt_interval == 0):
             save(step, tokens)  # before eval: a crashing eval loses nothing
             saved_at = step
-        if evals and (step == n_steps or step % c.eval_interval == 0):
+        if evals and (tokens >= budget or step % c.eval_interval == 0):
             run_eval(step, tokens)
     bar.close()
     if saved_at != step:  # stop_at_step reached before this resumed run took a step
         save(step, tokens)
-    done = step >= n_steps
+    done = tokens >= budget
     log(f"[{which}] {'done' if done else 'stopped'} at step {step}/{n_steps} ({tokens:,} tokens) in "
         f"{time.time() - t_run:.1f} s -> {latest_checkpoint(out_dir) if d.master else out_dir}")
     return done

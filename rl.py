@@ -45,8 +45,8 @@ import model as model_lib
 import sample
 from configurator import configure, knobs
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from midtrain import (autocast_for, progress_bar, prune_checkpoints, rng_state, set_rng_state, setup_distributed,
-                      trim_metrics, world_size_from_env)
+from midtrain import (autocast_for, load_optimizer_state, progress_bar, prune_checkpoints, rng_state, set_rng_state,
+                      setup_distributed, trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -685,7 +685,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     step, sampler = 0, {"epoch": 0, "pos": 0}
     metrics_path = os.path.join(c.out_dir, "metrics.jsonl")
     if resume_from is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])  # with this run's betas and weight decay
         step, sampler = state["step"], dict(state["sampler"])
         set_rng_state(state["rng"])
         log(f"resumed from {resume_from} at step {step}")

@@ -12,6 +12,7 @@
 stage = "decay"
 decay_init_from = "out/octothinker_1b_stable"  # the stable run (its `latest` checkpoint); every branch forks here
 fresh_optimizer = True
+decay_warmup_tokens = 48 * 512 * 8192  # new AdamW moments: ramp the LR in over 48 steps, ~1% of the decay
 decay_out_dir = "out/octothinker_1b_decay_long"
 decay_mixture = {
     "dclm_baseline": 0.05,  # DCLM-Baseline

@@ -21,6 +21,10 @@ def write_atomic(path: str, *chunks) -> None:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
+            # the data reaches the disk before the rename does: after a power loss the name holds the old file or
+            # the whole new one, never an empty one (a `latest` naming nothing)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary readable files
         os.replace(tmp, path)
     except BaseException:

@@ -1,6 +1,7 @@
 """midtrain.py: LR schedule, config errors, resume, DDP equivalence, NaN stop, checkpoints, the built-in chain."""
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -47,6 +48,13 @@ def args(data, out, *extra, steps=6):
             "--ckpt_interval=0", "--eval_batches=2", "--eval_sources=[]", *extra]
 
 
+def decay_args(data, out, *extra, steps=6):
+    """A decay run (cosine LR changes every step) straight from scratch weights."""
+    return args(data, out, "--stage=decay", f"--decay_out_dir={out}", "--decay_init_from=scratch:test",
+                "--decay_mixture={'a': 0.5, 'b': 0.5}", f"--decay_tokens={steps * BATCH}", "--ckpt_interval=1",
+                "--keep_last_n=2", *extra)
+
+
 def losses(out) -> dict:
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     train = [r for r in rows if r["kind"] == "train"]
@@ -78,6 +86,18 @@ def test_get_lr_boundaries(shape):
         midtrain.get_lr(0, lr, 0, 0, d, r, "exp")
 
 
+def test_decay_warmup_ramps_the_decay_in():
+    lr, d, w, r = 1e-3, 1000, 100, 0.1
+    plain = lambda t: midtrain.get_lr(t, lr, 0, 0, d, r, "cosine")  # noqa: E731
+    ramped = lambda t: midtrain.get_lr(t, lr, 0, 0, d, r, "cosine", decay_warmup=w)  # noqa: E731
+    assert ramped(0) == 0.0 and ramped(25) == pytest.approx(plain(25) / 4) and ramped(w) == pytest.approx(plain(w))
+    assert all(ramped(t) == plain(t) for t in (w + 1, d // 2, d, 2 * d))  # the decay is unchanged after the ramp
+    # it belongs to the decay: a stable run's warmup and constant phase are untouched
+    assert midtrain.get_lr(50, lr, 100, 300, 0, r, "cosine", decay_warmup=w) == pytest.approx(lr / 2)
+    assert midtrain.get_lr(399, lr, 100, 300, d, r, "cosine", decay_warmup=w) == lr
+    assert midtrain.get_lr(450, lr, 100, 300, d, r, "cosine", decay_warmup=w) == pytest.approx(plain(50) / 2)
+
+
 # ---- config errors ------------------------------------------------------------------------------------------------
 
 def test_bad_config_errors_early(data, tmp_path):
@@ -95,16 +115,17 @@ def test_bad_config_errors_early(data, tmp_path):
         midtrain.main(args(data, tmp_path / "o") + ["--stable_mixture={'a': -1.0}"])
     with pytest.raises(ValueError, match="seq_len=4096 exceeds"):
         midtrain.main(args(data, tmp_path / "o") + ["--seq_len=4096", "--total_batch_tokens=8192"])
+    with pytest.raises(ValueError, match="eval_batches must be >= 1 when eval_interval > 0"):
+        midtrain.main(args(data, tmp_path / "o") + ["--eval_interval=2", "--eval_batches=0"])
+    with pytest.raises(ValueError, match="decay_warmup_tokens=1000 exceeds decay_tokens=768"):
+        midtrain.main(decay_args(data, tmp_path / "o") + ["--decay_warmup_tokens=1000"])
+    assert not (tmp_path / "o").exists()
 
 
 # ---- resume -------------------------------------------------------------------------------------------------------
 
 def test_resume_continues_the_same_trajectory(data, tmp_path):
-    # a decay run (cosine LR changes every step) straight from scratch weights
-    def decay(out):
-        return args(data, out, "--stage=decay", f"--decay_out_dir={out}", "--decay_init_from=scratch:test",
-                    "--decay_mixture={'a': 0.5, 'b': 0.5}", f"--decay_tokens={6 * BATCH}", "--ckpt_interval=1",
-                    "--keep_last_n=2")
+    decay = functools.partial(decay_args, data)
     full, parts = tmp_path / "full", tmp_path / "parts"
     midtrain.main(decay(full))
     midtrain.main(decay(parts) + ["--stop_at_step=3"])
@@ -123,6 +144,54 @@ def test_resume_continues_the_same_trajectory(data, tmp_path):
     # resuming a finished run does nothing
     midtrain.main(decay(parts) + ["--resume=True"])
     assert losses(parts) == b
+
+
+def test_resume_with_new_batch_size_and_optimizer_knobs(data, tmp_path):
+    """A resume takes the rest of the token budget in steps of the new size along the same token-keyed LR curve,
+    and the loaded AdamW moments run under the new betas / weight decay."""
+    out = tmp_path / "run"
+    ramp = "--decay_warmup_tokens=256"  # 2 steps of 128 tokens
+    midtrain.main(decay_args(data, out, ramp, "--stop_at_step=2"))
+    # a save killed between its two renames: the checkpoint `latest` names was moved aside; and a half-written one
+    os.rename(out / "ckpt-000002", out / "ckpt-000002.old-424242")
+    (out / "ckpt-000003.tmp-424242").mkdir()
+    (out / "ckpt-000003.tmp-424242" / "model.safetensors").write_bytes(b"")
+    midtrain.main(decay_args(data, out, ramp, "--resume=True", f"--total_batch_tokens={2 * BATCH}",
+                             "--weight_decay=0.05", "--beta1=0.8", "--beta2=0.5"))
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl") if '"train"' in line]
+    assert [(r["step"], r["tokens"]) for r in rows] == [(1, 128), (2, 256), (3, 512), (4, 768)]
+    for r in rows:  # the LR of a step is the schedule's value at the tokens seen once it is done
+        assert r["lr"] == pytest.approx(midtrain.get_lr(r["tokens"], 0.01, 0, 0, 6 * BATCH, decay_warmup=256))
+    assert rows[0]["lr"] < rows[1]["lr"] and rows[-1]["lr"] == pytest.approx(0.001)
+    assert ckpts(out) == ["ckpt-000003", "ckpt-000004"]  # the stale temp folder is gone; keep_last_n pruned 2
+    _, _, state = model_lib.load_checkpoint(str(out), load_state=True)
+    assert (state["step"], state["tokens"]) == (4, 6 * BATCH)
+    groups = [(g["weight_decay"], g["betas"]) for g in state["optimizer"]["param_groups"]]
+    assert groups == [(0.05, (0.8, 0.5)), (0.0, (0.8, 0.5))]  # decay on the matrices' group only, as configured
+    assert all(s["step"] == 4 for s in state["optimizer"]["state"].values())  # the moments were continued
+
+
+def test_rng_state_holds_this_device_only(monkeypatch):
+    """A checkpoint written on 8 GPUs resumes on 4: each process saves and restores its own device's CUDA generator,
+    and an older checkpoint's per-device list gives this device's entry when it has one."""
+    cuda, restored = midtrain.torch.cuda, []
+
+    def set_rng_state(state, device="cuda"):
+        if device >= 4:
+            raise IndexError(f"no CUDA device {device}")  # what the old set_rng_state_all hit on fewer GPUs
+        restored.append((state.item(), device))
+
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(cuda, "current_device", lambda: 3)  # this process is rank 3 of 4
+    monkeypatch.setattr(cuda, "get_rng_state", lambda device="cuda": torch.tensor(device))
+    monkeypatch.setattr(cuda, "set_rng_state", set_rng_state)
+    s = midtrain.rng_state()
+    assert torch.equal(s["cuda"], torch.tensor(3))
+    midtrain.set_rng_state(s)
+    midtrain.set_rng_state({**s, "cuda": [torch.tensor(10 + i) for i in range(8)]})  # old format, from 8 GPUs
+    midtrain.set_rng_state({**s, "cuda": [torch.tensor(10 + i) for i in range(2)]})  # old format, no entry for 3
+    assert restored == [(3, 3), (13, 3)]
 
 
 # ---- DDP ----------------------------------------------------------------------------------------------------------
@@ -243,6 +312,12 @@ def test_paper_presets_parse_and_fit_8_gpus(monkeypatch):
             assert c.stable_tokens == 200 * 10**9 and c.warmup_tokens == 0
         else:
             assert c.decay_tokens == 20 * 10**9 and c.min_lr_ratio == 0.1 and c.decay_shape == "cosine"
+            # new AdamW moments must not start at the full LR: a ramp of ~1% of the decay, in whole steps
+            assert c.fresh_optimizer and c.decay_warmup_tokens % c.total_batch_tokens == 0
+            assert 0.005 <= c.decay_warmup_tokens / c.decay_tokens <= 0.02
+            first = midtrain.get_lr(c.total_batch_tokens, c.lr, *plan.budgets, c.min_lr_ratio, c.decay_shape,
+                                    plan.decay_warmup)
+            assert first < c.lr / 40
             assert plan.mixture["dclm_baseline"] == 0.05 and plan.mixture["instruction"] == 0.10
             assert plan.mixture["megamath_web_pro"] == 0.55
         assert c.lr == (5e-5 if "_1b_" in path else 2e-5)

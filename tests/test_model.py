@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from model import KVCache, Llama, LlamaConfig, load_safetensors_folder, save_checkpoint, resolve_checkpoint
+from model import (KVCache, Llama, LlamaConfig, atomic_dir, load_safetensors_folder, remove_stale_temp_dirs,
+                   resolve_checkpoint, save_checkpoint)
 
 transformers = pytest.importorskip("transformers")
 
@@ -280,3 +281,47 @@ def test_save_checkpoint_atomic_and_compiled_keys(tmp_path):
     reloaded = Llama.from_pretrained(str(run))
     idx = torch.randint(0, 256, (1, 8))
     assert torch.equal(reloaded(idx), model(idx))
+
+
+def test_atomic_dir_syncs_before_the_rename(tmp_path, monkeypatch):
+    """The files and the temp folder reach the disk before the rename that publishes them, and the rename itself
+    after: a power loss must not leave a name (or `latest`) pointing at empty files."""
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def logged_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def logged_replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    path = tmp_path / "ck"
+    with atomic_dir(str(path)) as tmp:
+        os.makedirs(os.path.join(tmp, "sub"))
+        for name in ("a.json", "sub/b.bin"):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write("x")
+    publish = events.index(("replace", tmp, str(path)))
+    synced_before = {e[1] for e in events[:publish] if e[0] == "fsync"}
+    written = {os.path.join(tmp, "a.json"), os.path.join(tmp, "sub", "b.bin"), os.path.join(tmp, "sub"), tmp}
+    assert written <= synced_before
+    assert ("fsync", str(tmp_path)) in events[publish:]
+    assert open(path / "sub" / "b.bin").read() == "x"
+
+
+def test_remove_stale_temp_dirs_clears_only_atomic_dir_leftovers(tmp_path):
+    for name in ("ckpt-1", "ckpt-1.old-11", "ckpt-2.tmp-12", "ckpt-3.old-13", "ckpt-3.tmp-13", "ckpt-4.tmp-x",
+                 "notes.tmp-12abc", "ckpt-5.tmp-"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_text(name)
+    (tmp_path / "log.tmp-14").write_text("a file, not a folder")
+    (tmp_path / ".tmp-latest123").write_text("write_atomic's temp file")
+    remove_stale_temp_dirs(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [".tmp-latest123", "ckpt-1", "ckpt-3", "ckpt-4.tmp-x", "ckpt-5.tmp-",
+                                            "log.tmp-14", "notes.tmp-12abc"]
+    assert (tmp_path / "ckpt-1" / "model.safetensors").read_text() == "ckpt-1"  # the finished save stays
+    # killed between the two renames: the moved-aside folder is the only copy, so it is put back
+    assert (tmp_path / "ckpt-3" / "model.safetensors").read_text() == "ckpt-3.old-13"
