@@ -53,7 +53,8 @@ MAX_BITS = 20000          # numerator/denominator size of exact rationals (~6000
 MAX_FACTORIAL = 1000      # n! and binom(n, k) only for n up to this
 MAX_SYMBOLIC_EXPONENT = 1000  # x^n with |n| above this is not handed to sympy
 MAX_ELEMENTS = 64         # elements of a tuple / set / matrix
-REL_TOL = 1e-4            # numeric comparison when either side is not an exact rational
+REL_TOL = 1e-4            # numeric comparison when either side is a rounded decimal (0.3333 for 1/3, 3.1416 for pi)
+FLOAT_NOISE = 1e-9        # ... and when both sides are exact forms (sqrt 2, pi/2): only float rounding may differ
 
 # -----------------------------------------------------------------------------------------------------------------
 # answer extraction
@@ -65,17 +66,21 @@ _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+
 
 
 def _matching_brace(s: str, i: int) -> int:
-    """Index of the '}' closing the '{' at s[i], or -1 when the braces never balance. Escaped \\{ \\} count too
-    (they must pair up inside a group for the LaTeX to be valid)."""
-    depth = 0
-    for j in range(i, len(s)):
+    """Index of the '}' closing the '{' at s[i], or -1 when the braces never balance. Escaped \\{ \\} are skipped:
+    they are printed braces, not groups, and need not pair up (\\left\\{ ... \\right. opens one and closes none)."""
+    depth, j = 0, i
+    while j < len(s):
         c = s[j]
+        if c == "\\":
+            j += 2  # skip the escaped character; a row break \\ consumes its second backslash, so \\{ is a group
+            continue
         if c == "{":
             depth += 1
         elif c == "}":
             depth -= 1
             if depth == 0:
                 return j
+        j += 1
     return -1
 
 
@@ -550,7 +555,7 @@ class _Parser:
         kind, val = self.take()
         if kind == "num":
             dec = "." in val or "e" in val.lower()
-            f = Fraction(val)  # exact: "0.1" is 1/10
+            f = _literal(val)
             out = self.node("num", f.numerator, f.denominator, dec)
         elif kind == "word" and val in _FUNCS:
             out = self.function(_FUNCS[val])
@@ -622,6 +627,17 @@ class _Parser:
     @staticmethod
     def is_function(t):
         return t[1] in _FUNCS and t[0] in ("word", "cmd")
+
+
+def _literal(val: str) -> Fraction:
+    """A number token as an exact rational ("0.1" is 1/10). Its numerator and denominator have at most
+    digits + |exponent| decimal digits, so that bound is checked before Fraction() builds 10^exponent: "1e10000000"
+    is refused in microseconds instead of taking seconds."""
+    mantissa, _, exponent = val.lower().partition("e")
+    digits = sum(c.isdigit() for c in mantissa)
+    if (digits + abs(int(exponent or 0))) * math.log2(10) > MAX_BITS:
+        raise _ParseError("number too large")
+    return Fraction(val)
 
 
 @lru_cache(maxsize=4096)
@@ -849,19 +865,34 @@ def _num_eval(tree, env: dict | None = None):
     raise _ParseError(f"unknown node {kind}")
 
 
-def _values_close(a, b) -> bool:
+def _has_decimal(tree) -> bool:
+    """Whether a number in the tree was written with a decimal point or exponent (so it may be rounded)."""
+    kind = tree[0]
+    if kind == "num":
+        return tree[3]
+    if kind in ("sym", "const"):
+        return False
+    children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
+    return any(_has_decimal(c) for c in children if c is not None)
+
+
+def _values_close(a, b, rounded: bool) -> bool:
+    """rounded: a decimal was written on either side. Exact rationals compare exactly, except that a decimal may
+    round a non-integer (0.3333 for 1/3). An integer is never matched by a nearby decimal (1000001.5 is not 1000000)
+    nor by a nearby irrational (sqrt(41617) is not 204), and two exact forms never match by approximation
+    (355/113 is not pi): both only get float rounding noise."""
     (x, lx), (y, ly) = a, b
+    integer = (lx == 0 and x.denominator == 1) or (ly == 0 and y.denominator == 1)  # level 0 is a Fraction
     if lx < 2 and ly < 2:
-        # exact rationals compare exactly, except that a decimal may round a non-integer (0.3333 for 1/3);
-        # an integer is never matched by a nearby decimal (1000001.5 is not 1000000)
         if x == y:
             return True
-        if (lx == 0 and ly == 0) or (lx == 0 and x.denominator == 1) or (ly == 0 and y.denominator == 1):
+        if (lx == 0 and ly == 0) or integer:
             return False
     x, y = _as_complex(x), _as_complex(y)
     if math.isinf(x.real) or math.isinf(y.real):
         return x == y
-    return abs(x - y) <= REL_TOL * max(abs(x), abs(y))
+    tol = REL_TOL if rounded and not integer else FLOAT_NOISE
+    return abs(x - y) <= tol * max(abs(x), abs(y))
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -1135,7 +1166,27 @@ def _too_heavy(tree) -> bool:
     return any(_too_heavy(c) for c in children if c is not None)
 
 
-def _equal_trees(a, b, deadline: float, percent: bool) -> bool:
+def _hundredth(v):
+    x, level = v
+    return (x / 100, level) if level < 2 else (_as_complex(x) / 100, 2)
+
+
+def _equal_values(va, vb, rounded: bool, percent: tuple[bool, bool]) -> bool:
+    """percent = (pred had a % sign, gold had one). Convention: "x%" is worth x/100, and the side that carried the
+    sign may also be read as its bare number x (the sign dropped or added): gold "62.5%" accepts 62.5, 62.5% and
+    0.625, and pred "50%" matches gold 0.5 or 50. Only that side is scaled, so 6250 is not "62.5%", 800 is not "8%"
+    and "0.5%" is not 50. This is a subset of the Qwen2.5-Math / DeepSeek-Math grader, which converts x% to x/100
+    and then accepts pred in {g, g/100, g*100} for any two numbers: we do not accept g/100 or g*100 when no % was
+    written (50 vs 0.5 is a wrong probability, not a percent), nor the double scaling 0.00625 for gold "62.5%"."""
+    if _values_close(va, vb, rounded):
+        return True
+    p_pct, g_pct = percent
+    if p_pct == g_pct:  # both or neither written as percents: the same scale on both sides
+        return False
+    return _values_close(_hundredth(va), vb, rounded) if p_pct else _values_close(va, _hundredth(vb), rounded)
+
+
+def _equal_trees(a, b, deadline: float, percent: tuple[bool, bool]) -> bool:
     if a == b:
         return True
     names = sorted(_free_symbols(a) | _free_symbols(b))
@@ -1144,14 +1195,7 @@ def _equal_trees(a, b, deadline: float, percent: bool) -> bool:
             va, vb = _num_eval(a), _num_eval(b)
         except (_TooBig, _Undefined, OverflowError, ZeroDivisionError, ValueError):
             return False
-        if _values_close(va, vb):
-            return True
-        if percent:  # "50%" is 50 or 0.5
-            for x, y in ((va, vb), (vb, va)):
-                scaled = (x[0] / 100, x[1]) if x[1] < 2 else (_as_complex(x[0]) / 100, 2)
-                if _values_close(scaled, y):
-                    return True
-        return False
+        return _equal_values(va, vb, _has_decimal(a) or _has_decimal(b), percent)
     if _probe(a, b, names, _far):
         return False
     if _too_heavy(a) or _too_heavy(b):
@@ -1218,7 +1262,7 @@ def _equation(s: str) -> tuple[str, str] | None:
     return parts[0].strip(), parts[-1].strip()
 
 
-def _equal_scalars(p: str, g: str, deadline: float, percent: bool) -> bool:
+def _equal_scalars(p: str, g: str, deadline: float, percent: tuple[bool, bool]) -> bool:
     if _key(p) == _key(g):
         return True
     pe, ge = _equation(p), _equation(g)
@@ -1237,9 +1281,10 @@ def _equal_scalars(p: str, g: str, deadline: float, percent: bool) -> bool:
         return True
     if not p or not g:
         return False
-    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g) and (
-            " " in p + g or len(p) > 3 or len(g) > 3):
-        return p.lower() == g.lower()  # words ("East", "\\text{even}"), not products of variables
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
+        # two runs of 2+ plain letters are words ("Yes", "East", "\\text{even}"), not products of variables: "yes" is
+        # "Yes", "no" is not "on". (A single letter stays a variable, so x is not X.)
+        return p.lower() == g.lower()
     return _equal_trees(_parse(p), _parse(g), deadline, percent)
 
 
@@ -1295,13 +1340,22 @@ def _equal_ordered(ps, gs, deadline, percent) -> bool:
     return len(ps) == len(gs) and all(_equal_structures(p, g, deadline, percent) for p, g in zip(ps, gs))
 
 
+def _pair_equal(p, g, deadline, percent) -> bool:
+    """One candidate pairing of an unordered comparison: an item that cannot be parsed or evaluated is only unequal
+    to this partner ("k \\ge 2" is no number, yet it matches its own text in another position)."""
+    try:
+        return _equal_structures(p, g, deadline, percent)
+    except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError):
+        return False
+
+
 def _equal_unordered(ps, gs, deadline, percent) -> bool:
     if len(ps) != len(gs):
         return False
     unused = list(range(len(gs)))
     for p in ps:
         for j in unused:
-            if _equal_structures(p, gs[j], deadline, percent):
+            if _pair_equal(p, gs[j], deadline, percent):
                 unused.remove(j)
                 break
         else:
@@ -1309,7 +1363,7 @@ def _equal_unordered(ps, gs, deadline, percent) -> bool:
     return True
 
 
-def _equal_structures(p, g, deadline: float, percent: bool) -> bool:
+def _equal_structures(p, g, deadline: float, percent: tuple[bool, bool]) -> bool:
     kp, kg = p[0], g[0]
     if kp == "scalar" and kg == "scalar":
         return _equal_scalars(p[1], g[1], deadline, percent)
@@ -1326,6 +1380,28 @@ def _equal_structures(p, g, deadline: float, percent: bool) -> bool:
         return v is not None and t[1] == "(" and t[2] == ")" and _equal_ordered(
             v if m is p else t[3], t[3] if m is p else v, deadline, percent)
     return False
+
+
+_DIGIT_LIST_RE = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+")
+
+
+def _digit_list_equal(pred_norm: str, gold: str) -> bool:
+    """A gold written as digit groups with bare commas ("110,880") reads as one number (110880, see _normalize) but
+    in college_math's "find each" questions it is a list of answers (110 and 880). The list reading is accepted too,
+    only when the pred's items are exactly the gold's digit groups as strings (any order, like other lists): a true
+    thousands number then matches just its own groups spaced out ("1, 000" for 1,000), never "1, 0" or "1, 000, 0"."""
+    if not _DIGIT_LIST_RE.fullmatch(gold.strip()):
+        return False
+    groups = gold.strip().split(",")
+    items = _split_top(pred_norm, ",")
+    if len(items) != len(groups):
+        return False
+    values = []
+    for item in items:
+        item = _normalize(item)[0]
+        eq = _equation(item)
+        values.append(eq[1] if eq and _SIMPLE_LHS_RE.fullmatch(eq[0]) else item)  # "x = -125, x = 343"
+    return sorted(values) == sorted(groups)
 
 
 def _as_text(x, what: str) -> str:
@@ -1354,12 +1430,12 @@ def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
         (pn, p_pct), (gn, g_pct) = _normalize(pred), _normalize(gold)
         if not pn or not gn:
             return False
-        if _key(pn) == _key(gn):
+        if _key(pn) == _key(gn) or _digit_list_equal(pn, gold):
             return True
         gold_letter = _choice_letter(gn, gold=True)
         if gold_letter is not None:
             return _choice_letter(pn, gold=False) == gold_letter
-        return _equal_structures(_structure(pn), _structure(gn), deadline, p_pct or g_pct)
+        return _equal_structures(_structure(pn), _structure(gn), deadline, (p_pct, g_pct))
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError, RecursionError, MemoryError):
         return False
     except Exception as e:  # a grader bug must not crash an RL run; say so once
@@ -1401,6 +1477,13 @@ _EXPECTED = {
 }
 
 
+# where each benchmark keeps its gold answer (named in the error for an empty one)
+_ANSWER_FIELDS = {"gsm8k": ("answer",), "math500": ("answer",), "minerva_math": ("solution",),
+                  "olympiadbench": ("final_answer", "answer"), "amc23": ("answer",), "aime24": ("answer",),
+                  "mmlu_stem": ("answer",), "svamp": ("Answer", "answer"), "asdiv": ("answer", "Answer"),
+                  "college_math": ("answer",), "synth": ("answer",)}
+
+
 def default_data_dir(benchmark: str) -> str:
     """synth: data/synth in the repo. Real benchmarks: ../shared/data beside the repo if it exists, else
     data/benchmarks in the repo."""
@@ -1423,7 +1506,8 @@ def _benchmark_path(name: str, data_dir: str | None) -> str:
     return path
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def _read_jsonl_lines(path: str) -> list[tuple[int, dict]]:
+    """(line number, object) per non-blank line, so errors can point at the line."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -1435,15 +1519,19 @@ def _read_jsonl(path: str) -> list[dict]:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((lineno, row))
     return rows
 
 
-def _field(row: dict, names: tuple[str, ...], path: str, i: int):
+def _read_jsonl(path: str) -> list[dict]:
+    return [row for _, row in _read_jsonl_lines(path)]
+
+
+def _field(row: dict, names: tuple[str, ...], path: str, line: int):
     for n in names:
         if row.get(n) is not None:
             return row[n]
-    raise ValueError(f"{path}: row {i} has none of the fields {names} (it has {sorted(row)})")
+    raise ValueError(f"{path}:{line}: has none of the fields {names} (it has {sorted(row)})")
 
 
 def _number_text(x) -> str:
@@ -1468,54 +1556,56 @@ def _gsm8k_gold(solution: str) -> str:
     return solution.split("####")[-1].strip().replace(",", "")
 
 
-def _load_row(name: str, row: dict, path: str, i: int) -> dict:
+def _load_row(name: str, row: dict, path: str, line: int) -> dict:
     """One file row -> {question, answer, ...}: each benchmark names its fields differently."""
     if name == "gsm8k":
-        return {"question": row["question"], "answer": _gsm8k_gold(_field(row, ("answer",), path, i))}
+        return {"question": row["question"], "answer": _gsm8k_gold(_field(row, ("answer",), path, line))}
     if name == "math500":
-        return {"question": _field(row, ("problem", "question"), path, i), "answer": str(row["answer"]).strip(),
-                "id": row.get("unique_id")}
+        return {"question": _field(row, ("problem", "question"), path, line),
+                "answer": str(_field(row, ("answer",), path, line)).strip(), "id": row.get("unique_id")}
     if name == "minerva_math":
-        solution = _field(row, ("solution",), path, i)
+        solution = _field(row, ("solution",), path, line)
         found, gold = _last_boxed(solution)
         if not gold:
-            raise ValueError(f"{path}: row {i}: no complete \\boxed{{}} answer in its solution")
-        return {"question": _field(row, ("problem", "question"), path, i), "answer": gold, "id": row.get("idx")}
+            raise ValueError(f"{path}:{line}: no complete \\boxed{{}} answer in its solution")
+        return {"question": _field(row, ("problem", "question"), path, line), "answer": gold, "id": row.get("idx")}
     if name == "olympiadbench":
-        final = _field(row, ("final_answer", "answer"), path, i)
+        final = _field(row, ("final_answer", "answer"), path, line)
         parts = final if isinstance(final, list) else [final]
         question = row["question"] if not row.get("context") else f"{row['context']}\n{row['question']}"
         return {"question": question, "answer": ", ".join(_strip_dollars(str(p)) for p in parts), "id": row.get("id")}
     if name in ("amc23", "aime24"):
-        return {"question": _field(row, ("problem", "question"), path, i),
-                "answer": _number_text(_field(row, ("answer",), path, i)), "id": row.get("id")}
+        return {"question": _field(row, ("problem", "question"), path, line),
+                "answer": _number_text(_field(row, ("answer",), path, line)), "id": row.get("id")}
     if name == "mmlu_stem":
-        choices = _field(row, ("choices",), path, i)
-        answer = _field(row, ("answer",), path, i)
+        choices = _field(row, ("choices",), path, line)
+        answer = _field(row, ("answer",), path, line)
         if not isinstance(choices, list) or not 2 <= len(choices) <= 10:
-            raise ValueError(f"{path}: row {i}: choices must be a list of 2..10 options")
+            raise ValueError(f"{path}:{line}: choices must be a list of 2..10 options")
+        if isinstance(answer, bool) or (isinstance(answer, int) and not 0 <= answer < len(choices)):
+            raise ValueError(f"{path}:{line}: field 'answer' is {answer!r}, not an index into {len(choices)} choices")
         letter = "ABCDEFGHIJ"[answer] if isinstance(answer, int) else str(answer).strip().strip("()").upper()
         if letter not in "ABCDEFGHIJ"[:len(choices)] or len(letter) != 1:
-            raise ValueError(f"{path}: row {i}: answer {answer!r} does not name one of {len(choices)} choices")
+            raise ValueError(f"{path}:{line}: answer {answer!r} does not name one of {len(choices)} choices")
         lettered = "\n".join(f"({'ABCDEFGHIJ'[k]}) {c}" for k, c in enumerate(choices))
         return {"question": f"{row['question'].strip()}\n{lettered}", "answer": letter, "choices": choices}
     if name == "svamp":
-        body = _field(row, ("Body", "body"), path, i).strip()
+        body = _field(row, ("Body", "body"), path, line).strip()
         body = body if body.endswith(".") else body + "."
-        return {"question": f"{body} {_field(row, ('Question', 'question'), path, i).strip()}",
-                "answer": _number_text(_field(row, ("Answer", "answer"), path, i)), "id": row.get("ID")}
+        return {"question": f"{body} {_field(row, ('Question', 'question'), path, line).strip()}",
+                "answer": _number_text(_field(row, ("Answer", "answer"), path, line)), "id": row.get("ID")}
     if name == "asdiv":
-        body = _field(row, ("body", "Body"), path, i).strip()
-        answer = str(_field(row, ("answer", "Answer"), path, i)).strip()
-        answer = re.sub(r"\s*\([^()]*\)\s*$", "", answer)  # "9 (apples)" -> "9"
-        return {"question": f"{body} {_field(row, ('question', 'Question'), path, i).strip()}", "answer": answer,
+        body = _field(row, ("body", "Body"), path, line).strip()
+        answer = str(_field(row, ("answer", "Answer"), path, line)).strip()
+        answer = re.sub(r"\s*\([^()\d]*\)\s*$", "", answer)  # "9 (apples)" -> "9", but -(1/3) is math: it stays
+        return {"question": f"{body} {_field(row, ('question', 'Question'), path, line).strip()}", "answer": answer,
                 "id": row.get("idx")}
     if name == "college_math":
-        return {"question": row["question"], "answer": _strip_dollars(str(_field(row, ("answer",), path, i))),
+        return {"question": row["question"], "answer": _strip_dollars(str(_field(row, ("answer",), path, line))),
                 "id": f"{row.get('data_source')}/{row.get('question_number')}"}
     if name == "synth":
         return {k: v for k, v in row.items() if k not in ("question", "answer")} | {
-            "question": _field(row, ("question",), path, i), "answer": str(_field(row, ("answer",), path, i))}
+            "question": _field(row, ("question",), path, line), "answer": str(_field(row, ("answer",), path, line))}
     raise ValueError(f"unknown benchmark {name!r}")
 
 
@@ -1524,13 +1614,16 @@ def load_benchmark(name: str, data_dir: str | None = None) -> list[dict]:
     data_dir None: see default_data_dir."""
     path = _benchmark_path(name, data_dir)
     out = []
-    for i, row in enumerate(_read_jsonl(path)):
+    for line, row in _read_jsonl_lines(path):
         try:
-            ex = _load_row(name, row, path, i)
+            ex = _load_row(name, row, path, line)
         except KeyError as e:
-            raise ValueError(f"{path}: row {i} lacks field {e}; expected {_EXPECTED[name]}") from None
+            raise ValueError(f"{path}:{line}: lacks field {e}; expected {_EXPECTED[name]}") from None
         if not isinstance(ex["question"], str) or not ex["question"].strip():
-            raise ValueError(f"{path}: row {i}: empty question")
+            raise ValueError(f"{path}:{line}: empty question")
+        if not ex["answer"].strip():  # an empty gold would grade every answer wrong without a word
+            field = next((f for f in _ANSWER_FIELDS[name] if row.get(f) is not None), _ANSWER_FIELDS[name][0])
+            raise ValueError(f"{path}:{line}: empty gold answer in field {field!r} ({row.get(field)!r})")
         ex["source_id"] = ex.get("id")
         out.append(ex)
     if not out:
