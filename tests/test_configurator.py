@@ -1,6 +1,6 @@
 import pytest
 
-from configurator import configure
+from configurator import UserError, configure
 
 
 def fresh():
@@ -36,3 +36,51 @@ def test_file_with_unknown_key(tmp_path):
     f.write_text("stepz = 3\n")
     with pytest.raises(ValueError, match="unknown key 'stepz'"):
         configure(fresh(), [str(f)], verbose=False)
+
+
+def test_bad_value_names_key_and_type():
+    with pytest.raises(UserError, match=r"value 'abc' for config key 'lr': expects float \(default 0.001\), e.g. --lr=0.001"):
+        configure(fresh(), ["--lr=abc"], verbose=False)
+    with pytest.raises(UserError, match=r"unknown config key 'stepz' \(did you mean 'steps'\?\)"):
+        configure(fresh(), ["--stepz=3"], verbose=False)
+
+
+def test_config_file_errors_are_user_errors(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("steps = = 3\n")
+    with pytest.raises(UserError, match="line 1"):
+        configure(fresh(), [str(f)], verbose=False)
+    with pytest.raises(FileNotFoundError):  # a UserFileError is still a FileNotFoundError for callers
+        configure(fresh(), ["missing.py"], verbose=False)
+
+
+def test_debug_flag_is_not_a_knob():
+    assert configure(fresh(), ["--debug=True", "--steps=3"], verbose=False)["steps"] == 3
+
+
+SCRIPT = '''"""A script.
+
+    python s.py --steps=3      # three steps
+"""
+# the run
+steps = 10  # how many
+lr = 1e-3
+# a comment far away
+
+name = "x"
+MAX = 3
+'''
+
+
+def test_help_reads_comments_and_usage(tmp_path, capsys):
+    src = tmp_path / "s.py"
+    src.write_text(SCRIPT)
+    ns = {"steps": 10, "lr": 1e-3, "name": "x", "tag": None}
+    with pytest.raises(SystemExit) as e:
+        configure(ns, ["--steps=3", "--help"], source=str(src))
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "python s.py --steps=3      # three steps" in out
+    assert "  # the run\n  steps: int = 10  # how many\n  lr:    float = 0.001\n  name:  str = 'x'\n" in out
+    assert "far away" not in out and "tag:   any = None" in out and "MAX" not in out
+    assert ns["steps"] == 10  # --help changes nothing
