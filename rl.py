@@ -41,6 +41,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import eval_math
+import grader
 import model as model_lib
 import sample
 from configurator import configure, knobs
@@ -293,10 +294,10 @@ def make_math_reward(correct: float = 1.0, wrong: float = -1.0, no_answer: float
     R1-style format asks for a box)."""
     def reward(completion, example) -> float:
         text = completion.text
-        pred = eval_math.extract_answer(text) if _BOX_RE.search(text) else None
+        pred = grader.extract_answer(text) if _BOX_RE.search(text) else None
         if pred is None:
             return no_answer
-        return correct if eval_math.math_equal(pred, example["answer"], timeout=timeout) else wrong
+        return correct if grader.math_equal(pred, example["answer"], timeout=timeout) else wrong
     return reward
 
 

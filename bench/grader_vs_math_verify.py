@@ -1,5 +1,5 @@
 """
-Peer check: eval_math.math_equal against Hugging Face's math-verify (test-only dependency) on (prediction, gold)
+Peer check: grader.math_equal against Hugging Face's math-verify (test-only dependency) on (prediction, gold)
 pairs built from the MATH500 gold answers: equivalent rewrites that should grade True and wrong variants that should
 grade False. Each pair's label is known by construction, so both graders are scored against it as well as against
 each other.
@@ -41,6 +41,7 @@ from fractions import Fraction
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eval_math  # noqa: E402
+import grader  # noqa: E402
 
 _INT = re.compile(r"-?\d+")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
@@ -182,7 +183,7 @@ def math_verify_equal(pred: str, gold: str) -> bool:
 
 def compare(pairs: list[dict]) -> dict:
     t = time.perf_counter()
-    ours = [eval_math.math_equal(p["pred"], p["gold"]) for p in pairs]
+    ours = [grader.math_equal(p["pred"], p["gold"]) for p in pairs]
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     theirs = [math_verify_equal(p["pred"], p["gold"]) for p in pairs]
