@@ -46,8 +46,8 @@ import model as model_lib
 import sample
 from configurator import configure, knobs
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from midtrain import (autocast_for, load_optimizer_state, progress_bar, prune_checkpoints, rng_state, set_rng_state,
-                      setup_distributed, trim_metrics, world_size_from_env)
+from runtime import (all_reduce_, autocast_for, load_optimizer_state, progress_bar, prune_checkpoints, rng_state,
+                     set_rng_state, setup_distributed, trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -429,12 +429,6 @@ def per_token(rollouts: list[Rollout], values: list[torch.Tensor], mask: torch.T
 
 def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def all_reduce_(t: torch.Tensor, d, op=None) -> torch.Tensor:
-    if d.ddp:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ way for both: fp32 logits, every position), backward, grad-norm clipping to 1.0,
 matrices only), zero_grad. Both models train from the same weights on the same batch; their first losses must agree.
 Timing: warm-up steps, then `rounds` alternating rounds of `steps` steps per model (so drift in the machine's speed
 hits both alike); the best round counts. FLOPs per token come from model.flops_per_token (6 x matmul weights + the
-attention scores, PaLM's count), the peak from midtrain.peak_flops (bf16 datasheet on known GPUs, else a matmul
+attention scores, PaLM's count), the peak from runtime.peak_flops (bf16 datasheet on known GPUs, else a matmul
 measured here).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import midtrain  # noqa: E402
+import runtime  # noqa: E402
 from configurator import configure  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 
@@ -77,7 +77,7 @@ def main(argv=None):
     from transformers import LlamaForCausalLM
 
     dev = torch.device(c["device"])
-    train_dtype, autocast = midtrain.autocast_for(c["dtype"], dev)
+    train_dtype, autocast = runtime.autocast_for(c["dtype"], dev)
     torch.manual_seed(c["seed"])
     overrides = {"vocab_size": c["vocab_size"]} if not c["preset"].startswith("llama") else {}
     cfg = LlamaConfig.from_preset(c["preset"], **overrides)
@@ -106,7 +106,7 @@ def main(argv=None):
         for _ in range(c["warmup"]):
             train_step(fn, p, opt, x, y, autocast)
 
-    peak, source = midtrain.peak_flops(dev, train_dtype)
+    peak, source = runtime.peak_flops(dev, train_dtype)
     best = {name: float("inf") for name in sides}
     for _ in range(c["rounds"]):
         for name, (fn, p, opt) in sides.items():
