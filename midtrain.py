@@ -42,11 +42,11 @@ import model as model_lib
 import sample
 from configurator import configure, knobs
 from data.files import remove_stale_temp_dirs, write_atomic
-from runtime import (all_reduce_mean, autocast_for, has_checkpoint, latest_checkpoint, load_optimizer_state,
-                     peak_flops, progress_bar, prune_checkpoints, rng_state, set_rng_state, setup_distributed,
-                     trim_metrics, world_size_from_env)
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
+from runtime import (all_reduce_, all_reduce_mean, autocast_for, has_checkpoint, latest_checkpoint,
+                     load_optimizer_state, peak_flops, progress_bar, prune_checkpoints, rng_state, set_rng_state,
+                     setup_distributed, trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -92,7 +92,7 @@ beta2 = 0.95
 grad_clip = 1.0  # 0 = off
 # evaluation, logging, checkpoints
 eval_interval = 125  # steps; 0 = never (validation loss on every eval source, then a greedy sample)
-eval_batches = 2  # micro-batches per source per rank, always the same ones
+eval_batches = 2  # micro-batches per source in all (split over the ranks), always the same ones
 eval_sources = ["web", "web_noisy", "qa_short", "qa_long", "instruct"]  # [] = the running stage's mixture sources
 sample_prompt = "Question: Mia has 9 apples. She gives 4 apples to Noah. How many apples does Mia have now?\nAnswer:"
 sample_tokens = 48  # greedy tokens generated at each eval (sample.generate); 0 = no sample
@@ -312,16 +312,21 @@ def val_sources(c, mixture: dict, log) -> list[str]:
 
 @torch.no_grad()
 def evaluate(model, c, names: list[str], d, autocast) -> dict:
+    """Mean validation loss per source over the first eval_batches micro-batches of its val stream, whatever the
+    number of ranks: rank r's i-th batch is global batch i * world_size + r (val_batches' layout); batches past
+    eval_batches in the last round are run but weigh 0 (every rank runs as many forwards: FSDP gathers in each)."""
     model.eval()
     out = {}
+    rounds = -(-c.eval_batches // d.world_size)
     for name in names:
         total = torch.zeros(2, device=d.device)  # [loss sum, batches]
-        for x, y in val_batches(os.path.join(c.data_root, name), c.seq_len, c.micro_batch, c.eval_batches,
-                                d.rank, d.world_size):
+        for i, (x, y) in enumerate(val_batches(os.path.join(c.data_root, name), c.seq_len, c.micro_batch, rounds,
+                                               d.rank, d.world_size)):
             with autocast():
                 _, loss = model(x.to(d.device), targets=y.to(d.device))
-            total += torch.stack([loss.float(), torch.ones((), device=d.device)])
-        all_reduce_mean(total, d)
+            weight = float(i * d.world_size + d.rank < c.eval_batches)
+            total += torch.stack([loss.float() * weight, torch.tensor(weight, device=d.device)])
+        all_reduce_(total, d)
         out[name] = (total[0] / total[1]).item()
     model.train()
     return out

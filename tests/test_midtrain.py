@@ -171,11 +171,26 @@ def test_resume_with_new_batch_size_and_optimizer_knobs(data, tmp_path):
     assert all(s["step"] == 4 for s in state["optimizer"]["state"].values())  # the moments were continued
 
 
+# ---- the gradient of a step ----------------------------------------------------------------------------------------
+
+def test_accumulated_gradient_is_the_mean_over_the_step(data, tmp_path):
+    """One step of 2 accumulated micro-batches of 2 sequences has the gradient of one micro-batch of 4 (the same
+    sequences: the loader's stream is global). AdamW is scale-invariant, so only the gradient itself shows a
+    missing / grad_accum: the logged pre-clip grad_norm would double."""
+    accum, whole = tmp_path / "accum", tmp_path / "whole"
+    midtrain.main(args(data, accum, "--stop_at_step=1", steps=3))
+    midtrain.main(args(data, whole, "--stop_at_step=1", f"--micro_batch={2 * MICRO}", steps=3))
+    a, b = (next(json.loads(line) for line in open(o / "metrics.jsonl") if '"train"' in line) for o in (accum, whole))
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (a["grad_norm"], b["grad_norm"])
+
+
 # ---- DDP ----------------------------------------------------------------------------------------------------------
 
 def test_two_ranks_match_one_process_with_accumulation(data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    extra = ("--eval_interval=2", "--sample_tokens=4", "--sample_prompt=Question: 3 + 4?")
+    # 3 eval batches per source in all: 3 on one process, 2 + 1 on two ranks (a rank's second is padding)
+    extra = ("--eval_interval=2", "--eval_batches=3", "--sample_tokens=4", "--sample_prompt=Question: 3 + 4?")
     midtrain.main(args(data, one, *extra, steps=4))  # 1 process: 2 micro-steps of 2 sequences
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "midtrain.py",
@@ -190,6 +205,10 @@ def test_two_ranks_match_one_process_with_accumulation(data, tmp_path):
     evals = [json.loads(line) for line in open(two / "metrics.jsonl") if '"eval"' in line]
     assert [e["step"] for e in evals] == [0, 2, 4] and all(set(e["val"]) == {"a", "b"} for e in evals)
     assert all(isinstance(e["sample"], str) for e in evals)
+    # the validation loss is over the same eval_batches whatever the number of ranks
+    evals_one = [json.loads(line) for line in open(one / "metrics.jsonl") if '"eval"' in line]
+    for e1, e2 in zip(evals_one, evals):
+        assert all(abs(e1["val"][k] - e2["val"][k]) < 1e-5 for k in e1["val"]), (e1["val"], e2["val"])
     w1 = model_lib.load_checkpoint(str(one))[0].state_dict()
     w2 = model_lib.load_checkpoint(str(two))[0].state_dict()
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
