@@ -24,6 +24,7 @@ import io
 import json
 import os
 import sys
+import time
 import tokenize
 
 KNOB_TYPES = (int, float, bool, str, list, tuple, dict, type(None))
@@ -231,4 +232,6 @@ def run_cli(main, argv: list[str] | None = None):
             raise
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        else:  # torchrun stops every rank when the first one exits: let rank 0 print the error first
+            time.sleep(2)
         raise SystemExit(USER_ERROR_STATUS) from None

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 
+from configurator import UserError, UserFileError, run_cli
 from data.files import write_atomic
 from grader import extract_answer, last_boxed, majority_answer, math_equal
 
@@ -62,13 +63,13 @@ def default_data_dir(benchmark: str) -> str:
 
 def _benchmark_path(name: str, data_dir: str | None) -> str:
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     data_dir = data_dir or default_data_dir(name)
     rel = "heldout.jsonl" if name == "synth" else os.path.join(name, "test.jsonl")
     path = os.path.join(data_dir, rel)
     if not os.path.isfile(path):
         hint = " (run the synthetic world's generator to write it)" if name == "synth" else ""
-        raise FileNotFoundError(f"benchmark {name!r}: no file at {path}. Put {_EXPECTED[name]} there, or pass "
+        raise UserFileError(f"benchmark {name!r}: no file at {path}. Put {_EXPECTED[name]} there, or pass "
                                 f"data_dir= / --data_dir= pointing at the folder that holds it{hint}")
     return path
 
@@ -83,9 +84,9 @@ def _read_jsonl_lines(path: str) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append((lineno, row))
     return rows
 
@@ -98,13 +99,13 @@ def _field(row: dict, names: tuple[str, ...], path: str, line: int):
     for n in names:
         if row.get(n) is not None:
             return row[n]
-    raise ValueError(f"{path}:{line}: has none of the fields {names} (it has {sorted(row)})")
+    raise UserError(f"{path}:{line}: has none of the fields {names} (it has {sorted(row)})")
 
 
 def _number_text(x) -> str:
     """27.0 -> '27', 2.5 -> '2.5', '025' stays (math_equal reads it as 25)."""
     if isinstance(x, bool):
-        raise ValueError(f"expected a number, got {x!r}")
+        raise UserError(f"expected a number, got {x!r}")
     if isinstance(x, float):
         return str(int(x)) if x.is_integer() else repr(x)
     return str(x).strip()
@@ -119,7 +120,7 @@ def _strip_dollars(s: str) -> str:
 
 def _gsm8k_gold(solution: str) -> str:
     if "####" not in solution:
-        raise ValueError(f"GSM8K solution without '#### answer': {solution[-80:]!r}")
+        raise UserError(f"GSM8K solution without '#### answer': {solution[-80:]!r}")
     return solution.split("####")[-1].strip().replace(",", "")
 
 
@@ -134,7 +135,7 @@ def _load_row(name: str, row: dict, path: str, line: int) -> dict:
         solution = _field(row, ("solution",), path, line)
         found, gold = last_boxed(solution)
         if not gold:
-            raise ValueError(f"{path}:{line}: no complete \\boxed{{}} answer in its solution")
+            raise UserError(f"{path}:{line}: no complete \\boxed{{}} answer in its solution")
         return {"question": _field(row, ("problem", "question"), path, line), "answer": gold, "id": row.get("idx")}
     if name == "olympiadbench":
         final = _field(row, ("final_answer", "answer"), path, line)
@@ -148,12 +149,12 @@ def _load_row(name: str, row: dict, path: str, line: int) -> dict:
         choices = _field(row, ("choices",), path, line)
         answer = _field(row, ("answer",), path, line)
         if not isinstance(choices, list) or not 2 <= len(choices) <= 10:
-            raise ValueError(f"{path}:{line}: choices must be a list of 2..10 options")
+            raise UserError(f"{path}:{line}: choices must be a list of 2..10 options")
         if isinstance(answer, bool) or (isinstance(answer, int) and not 0 <= answer < len(choices)):
-            raise ValueError(f"{path}:{line}: field 'answer' is {answer!r}, not an index into {len(choices)} choices")
+            raise UserError(f"{path}:{line}: field 'answer' is {answer!r}, not an index into {len(choices)} choices")
         letter = "ABCDEFGHIJ"[answer] if isinstance(answer, int) else str(answer).strip().strip("()").upper()
         if letter not in "ABCDEFGHIJ"[:len(choices)] or len(letter) != 1:
-            raise ValueError(f"{path}:{line}: answer {answer!r} does not name one of {len(choices)} choices")
+            raise UserError(f"{path}:{line}: answer {answer!r} does not name one of {len(choices)} choices")
         lettered = "\n".join(f"({'ABCDEFGHIJ'[k]}) {c}" for k, c in enumerate(choices))
         return {"question": f"{row['question'].strip()}\n{lettered}", "answer": letter, "choices": choices}
     if name == "svamp":
@@ -173,7 +174,7 @@ def _load_row(name: str, row: dict, path: str, line: int) -> dict:
     if name == "synth":
         return {k: v for k, v in row.items() if k not in ("question", "answer")} | {
             "question": _field(row, ("question",), path, line), "answer": str(_field(row, ("answer",), path, line))}
-    raise ValueError(f"unknown benchmark {name!r}")
+    raise UserError(f"unknown benchmark {name!r}")
 
 
 def load_benchmark(name: str, data_dir: str | None = None) -> list[dict]:
@@ -185,16 +186,16 @@ def load_benchmark(name: str, data_dir: str | None = None) -> list[dict]:
         try:
             ex = _load_row(name, row, path, line)
         except KeyError as e:
-            raise ValueError(f"{path}:{line}: lacks field {e}; expected {_EXPECTED[name]}") from None
+            raise UserError(f"{path}:{line}: lacks field {e}; expected {_EXPECTED[name]}") from None
         if not isinstance(ex["question"], str) or not ex["question"].strip():
-            raise ValueError(f"{path}:{line}: empty question")
+            raise UserError(f"{path}:{line}: empty question")
         if not ex["answer"].strip():  # an empty gold would grade every answer wrong without a word
             field = next((f for f in _ANSWER_FIELDS[name] if row.get(f) is not None), _ANSWER_FIELDS[name][0])
-            raise ValueError(f"{path}:{line}: empty gold answer in field {field!r} ({row.get(field)!r})")
+            raise UserError(f"{path}:{line}: empty gold answer in field {field!r} ({row.get(field)!r})")
         ex["source_id"] = ex.get("id")
         out.append(ex)
     if not out:
-        raise ValueError(f"{path}: no examples")
+        raise UserError(f"{path}: no examples")
     # the file's own ids when they are unique (college_math's question numbers repeat across books), else the row
     ids = [e["source_id"] for e in out]
     use_own = None not in ids and len(set(map(str, ids))) == len(ids)
@@ -259,7 +260,7 @@ def gsm8k_shots(data_dir: str | None = None) -> list[tuple[str, str]]:
     path = os.path.join(data_dir or default_data_dir("gsm8k"), "gsm8k", "train.jsonl")
     if path not in _shot_cache:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"GSM8K-style few-shot prompts draw their exemplars from the GSM8K train split: "
+            raise UserFileError(f"GSM8K-style few-shot prompts draw their exemplars from the GSM8K train split: "
                                     f"no file at {path}. Put gsm8k/train.jsonl (fields question, answer) there.")
         rows = _read_jsonl(path)
         shots = []
@@ -283,7 +284,7 @@ def few_shot_examples(benchmark: str, data_dir: str | None = None) -> list[tuple
         return list(MMLU_SHOTS)
     if benchmark in ("amc23", "synth"):
         return []
-    raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    raise UserError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
 
 
 def build_prompt(example: dict, benchmark: str, style: str = "fewshot", data_dir: str | None = None) -> str:
@@ -292,10 +293,10 @@ def build_prompt(example: dict, benchmark: str, style: str = "fewshot", data_dir
     instruction; the synthetic set uses its own zero-shot "Question/Answer" format, the one its QA corpus is
     written in). style "r1": R1_TEMPLATE. An example with a "prompt" field (synth) is used as it is."""
     if style not in ("fewshot", "r1"):
-        raise ValueError(f"style must be 'fewshot' or 'r1', got {style!r}")
+        raise UserError(f"style must be 'fewshot' or 'r1', got {style!r}")
     question = example.get("question")
     if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"example has no question: {str(example)[:200]}")
+        raise UserError(f"example has no question: {str(example)[:200]}")
     question = question.strip()
     if style == "r1":
         return R1_TEMPLATE.format(question=question)
@@ -394,15 +395,15 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
     benchmarks = [b.strip() for b in benchmarks]
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if not benchmarks or unknown:
-        raise ValueError(f"unknown or no benchmarks {unknown or benchmarks}; known: {', '.join(BENCHMARKS)}")
+        raise UserError(f"unknown or no benchmarks {unknown or benchmarks}; known: {', '.join(BENCHMARKS)}")
     if style not in ("fewshot", "r1"):
-        raise ValueError(f"style must be 'fewshot' or 'r1', got {style!r}")
+        raise UserError(f"style must be 'fewshot' or 'r1', got {style!r}")
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise UserError(f"n must be a positive int, got {n!r}")
     if temperature < 0 or (n > 1 and temperature == 0):
-        raise ValueError(f"temperature {temperature} with n={n}: n > 1 samples need temperature > 0")
+        raise UserError(f"temperature {temperature} with n={n}: n > 1 samples need temperature > 0")
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0 (0 or None = all), got {limit}")
+        raise UserError(f"limit must be >= 0 (0 or None = all), got {limit}")
     import sample  # the one generation path (sample.py); imported here so the grader has no torch dependency
 
     config = {"benchmarks": benchmarks, "data_dir": data_dir, "style": style, "n": n, "temperature": temperature,
@@ -493,7 +494,10 @@ def main(argv: list[str] | None = None) -> dict:
     dtypes = {"auto": torch.bfloat16 if dev.startswith("cuda") else torch.float32, "bfloat16": torch.bfloat16,
               "float16": torch.float16, "float32": torch.float32}
     if cfg["dtype"] not in dtypes:
-        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {cfg['dtype']!r}")
+        raise UserError(f"dtype must be one of {sorted(dtypes)}, got {cfg['dtype']!r}")
+    if not os.path.exists(cfg["ckpt"]):
+        raise UserFileError(f"ckpt={cfg['ckpt']!r} not found: pass a checkpoint or run folder (`python midtrain.py` "
+                            "writes out/midtrain) or an HF Llama snapshot")
     path = model_lib.resolve_checkpoint(cfg["ckpt"])
     net, tok, _ = model_lib.load_checkpoint(path, dtype=dtypes[cfg["dtype"]], device=dev)
     net.eval()
@@ -507,4 +511,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

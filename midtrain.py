@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 import model as model_lib
 import sample
-from configurator import configure, knobs
+from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
@@ -161,74 +161,74 @@ def stage_plan(c, which: str) -> SimpleNamespace:
 def check_config(c, world_size: int) -> int:
     """Raise ValueError naming the first bad knob; return grad_accum."""
     if c.stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {c.stage!r}")
+        raise UserError(f"stage must be one of {STAGES}, got {c.stage!r}")
     if c.decay_shape not in DECAY_SHAPES:
-        raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {c.decay_shape!r}")
+        raise UserError(f"decay_shape must be one of {DECAY_SHAPES}, got {c.decay_shape!r}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16' (float16 would need loss scaling), "
+        raise UserError(f"dtype must be 'auto', 'float32' or 'bfloat16' (float16 would need loss scaling), "
                          f"got {c.dtype!r}")
     if c.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
+        raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     for name in ("seq_len", "micro_batch", "total_batch_tokens"):
         if getattr(c, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+            raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")
     per_micro = world_size * c.micro_batch * c.seq_len
     if c.total_batch_tokens % per_micro:
-        raise ValueError(f"total_batch_tokens={c.total_batch_tokens} is not divisible by world_size * micro_batch * "
+        raise UserError(f"total_batch_tokens={c.total_batch_tokens} is not divisible by world_size * micro_batch * "
                          f"seq_len = {world_size} * {c.micro_batch} * {c.seq_len} = {per_micro}; pick a multiple "
                          f"(e.g. {max(1, round(c.total_batch_tokens / per_micro)) * per_micro})")
     if not c.lr > 0 or not 0 <= c.min_lr_ratio <= 1:
-        raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={c.lr}, min_lr_ratio={c.min_lr_ratio}")
+        raise UserError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={c.lr}, min_lr_ratio={c.min_lr_ratio}")
     if c.weight_decay < 0 or c.grad_clip < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
-        raise ValueError("need weight_decay >= 0, grad_clip >= 0 and betas in [0, 1)")
+        raise UserError("need weight_decay >= 0, grad_clip >= 0 and betas in [0, 1)")
     for name in ("warmup_tokens", "stable_tokens", "decay_tokens", "decay_warmup_tokens", "eval_interval",
                  "eval_batches", "sample_tokens", "log_interval", "ckpt_interval", "keep_last_n", "stop_at_step"):
         if getattr(c, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
+            raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.decay_warmup_tokens > c.decay_tokens:
-        raise ValueError(f"decay_warmup_tokens={c.decay_warmup_tokens} exceeds decay_tokens={c.decay_tokens}: the "
+        raise UserError(f"decay_warmup_tokens={c.decay_warmup_tokens} exceeds decay_tokens={c.decay_tokens}: the "
                          "decay would end before its LR ramp does")
     if c.eval_interval > 0 and c.eval_batches < 1:
-        raise ValueError(f"eval_batches must be >= 1 when eval_interval > 0 (got eval_batches={c.eval_batches}, "
+        raise UserError(f"eval_batches must be >= 1 when eval_interval > 0 (got eval_batches={c.eval_batches}, "
                          f"eval_interval={c.eval_interval}); eval_interval=0 turns evaluation off")
     stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
     for s in stages:
         plan = stage_plan(c, s)
         if sum(plan.budgets) <= 0:
             knob = "stable_tokens" if s == "stable" else "decay_tokens"
-            raise ValueError(f"the {s} stage has no tokens to train on: set {knob}")
+            raise UserError(f"the {s} stage has no tokens to train on: set {knob}")
         check_mixture(f"{s}_mixture", plan.mixture)
         chained = s == "decay" and c.stage == "both" and not c.decay_init_from
         if not chained:
             check_init_from(f"{'init_from' if s == 'stable' else 'decay_init_from'}", plan.init_from, c.seq_len)
         if not c.resume and has_checkpoint(plan.out_dir):
-            raise ValueError(f"{plan.out_dir} already holds a run (latest: {latest_checkpoint(plan.out_dir)}); "
+            raise UserError(f"{plan.out_dir} already holds a run (latest: {latest_checkpoint(plan.out_dir)}); "
                              f"pass --resume=True to continue it, or delete it / choose another {s}_out_dir")
     if c.stage == "both" and os.path.abspath(c.stable_out_dir) == os.path.abspath(c.decay_out_dir):
-        raise ValueError("stable_out_dir and decay_out_dir must differ: the decay run branches from the stable one")
+        raise UserError("stable_out_dir and decay_out_dir must differ: the decay run branches from the stable one")
     if not isinstance(c.eval_sources, list) or not all(isinstance(s, str) for s in c.eval_sources):
-        raise ValueError(f"eval_sources must be a list of source names, got {c.eval_sources!r}")
+        raise UserError(f"eval_sources must be a list of source names, got {c.eval_sources!r}")
     return c.total_batch_tokens // per_micro
 
 
 def check_mixture(name: str, mixture) -> None:
     if not isinstance(mixture, dict) or not mixture:
-        raise ValueError(f"{name} must be a non-empty dict {{source: weight}}, got {mixture!r}")
+        raise UserError(f"{name} must be a non-empty dict {{source: weight}}, got {mixture!r}")
     bad = {k: w for k, w in mixture.items() if not isinstance(w, (int, float)) or not w >= 0 or w == float("inf")}
     if bad or sum(mixture.values()) <= 0:
-        raise ValueError(f"{name} weights must be finite, >= 0 and not all 0, got {mixture}")
+        raise UserError(f"{name} weights must be finite, >= 0 and not all 0, got {mixture}")
 
 
 def check_init_from(name: str, path: str, seq_len: int) -> None:
     if path.startswith("scratch:"):
         preset = path.removeprefix("scratch:")
         if preset not in model_lib.PRESETS:
-            raise ValueError(f"{name}={path!r}: unknown model preset {preset!r}; one of {sorted(model_lib.PRESETS)}")
+            raise UserError(f"{name}={path!r}: unknown model preset {preset!r}; one of {sorted(model_lib.PRESETS)}")
         max_len = model_lib.PRESETS[preset].get("max_seq_len", model_lib.LlamaConfig.max_seq_len)
         if seq_len > max_len:
-            raise ValueError(f"seq_len={seq_len} exceeds preset {preset!r}'s max_seq_len={max_len}")
+            raise UserError(f"seq_len={seq_len} exceeds preset {preset!r}'s max_seq_len={max_len}")
     elif not os.path.exists(path):
-        raise ValueError(f"{name}={path!r} does not exist (expected 'scratch:<preset>', an HF snapshot folder or "
+        raise UserError(f"{name}={path!r} does not exist (expected 'scratch:<preset>', an HF snapshot folder or "
                          "one of our checkpoints / run folders)")
 
 
@@ -365,11 +365,11 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
                            # the decay branch reads its sources in another order than the stable run did
                            seed=c.seed + (1 if which == "decay" else 0), log=log)
     if loader.vocab_size != tok.vocab_size or tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"data in {c.data_root} was tokenized with a {loader.vocab_size}-token vocabulary, the "
+        raise UserError(f"data in {c.data_root} was tokenized with a {loader.vocab_size}-token vocabulary, the "
                          f"model's tokenizer has {tok.vocab_size} and the model {model.config.vocab_size}: re-run "
                          "data/prepare.py with the model's tokenizer")
     if c.seq_len > model.config.max_seq_len:
-        raise ValueError(f"seq_len={c.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
+        raise UserError(f"seq_len={c.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
     evals = val_sources(c, plan.mixture, log) if c.eval_interval > 0 else []
 
     # --- model, optimizer
@@ -564,4 +564,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

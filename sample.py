@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 import model as model_lib
+from configurator import UserError, UserFileError, run_cli
 
 # -----------------------------------------------------------------------------------------------------------------
 # the result
@@ -173,27 +174,27 @@ def check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, s
         return isinstance(x, int) and not isinstance(x, bool)
 
     if not is_int(n) or n < 1:
-        raise ValueError(f"n (samples per prompt) must be an int >= 1, got {n!r}")
+        raise UserError(f"n (samples per prompt) must be an int >= 1, got {n!r}")
     if not is_int(max_new_tokens) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        raise UserError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if not isinstance(temperature, (int, float)) or not temperature >= 0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+        raise UserError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     if not is_int(top_k) or top_k < 0:
-        raise ValueError(f"top_k must be an int >= 0 (0 = no top-k), got {top_k!r}")
+        raise UserError(f"top_k must be an int >= 0 (0 = no top-k), got {top_k!r}")
     if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (1 = no nucleus truncation), got {top_p!r}")
+        raise UserError(f"top_p must be in (0, 1] (1 = no nucleus truncation), got {top_p!r}")
     if seed is not None and not is_int(seed):
-        raise ValueError(f"seed must be an int or None, got {seed!r}")
+        raise UserError(f"seed must be an int or None, got {seed!r}")
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
-        raise ValueError(f"batch_size must be an int >= 1 or None (all at once), got {batch_size!r}")
+        raise UserError(f"batch_size must be an int >= 1 or None (all at once), got {batch_size!r}")
     if isinstance(stop, str):
         stop = (stop,)  # one stop string given bare
     stop = tuple(stop)
     bad = [s for s in stop if not isinstance(s, str) or not s]
     if bad:
-        raise ValueError(f"stop must be a sequence of non-empty strings, got {bad[0]!r} in it")
+        raise UserError(f"stop must be a sequence of non-empty strings, got {bad[0]!r} in it")
     if model.config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"the model's vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
+        raise UserError(f"the model's vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
                          f"{tokenizer.vocab_size}: this tokenizer does not belong to this model")
     return stop
 
@@ -204,7 +205,7 @@ def encode_prompts(tokenizer, prompts, vocab_size: int) -> list[list[int]]:
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
         raise TypeError(f"prompts must be a list of str or of token-id lists, got {type(prompts).__name__}")
     if not prompts:
-        raise ValueError("prompts is empty: nothing to generate from")
+        raise UserError("prompts is empty: nothing to generate from")
     bos = tokenizer.bos_id is not None
     out = []
     for i, p in enumerate(prompts):
@@ -217,11 +218,11 @@ def encode_prompts(tokenizer, prompts, vocab_size: int) -> list[list[int]]:
         else:
             raise TypeError(f"prompt {i} must be a str or a list of int token ids, got {type(p).__name__}")
         if not ids:
-            raise ValueError(f"prompt {i} is empty (no tokens): give at least one token (a str prompt gets BOS "
+            raise UserError(f"prompt {i} is empty (no tokens): give at least one token (a str prompt gets BOS "
                              "only when the tokenizer has one)")
         bad = [t for t in ids if not 0 <= t < vocab_size]
         if bad:
-            raise ValueError(f"prompt {i} has token id {bad[0]} outside the model's vocabulary [0, {vocab_size})")
+            raise UserError(f"prompt {i} has token id {bad[0]} outside the model's vocabulary [0, {vocab_size})")
         out.append(ids)
     return out
 
@@ -230,10 +231,10 @@ def check_lengths(ids: list[list[int]], max_new_tokens: int, max_seq_len: int):
     lens = [len(p) for p in ids]
     longest = max(range(len(lens)), key=lens.__getitem__)
     if lens[longest] >= max_seq_len:
-        raise ValueError(f"prompt {longest} has {lens[longest]} tokens, which leaves no room in the model's context "
+        raise UserError(f"prompt {longest} has {lens[longest]} tokens, which leaves no room in the model's context "
                          f"of {max_seq_len} tokens")
     if lens[longest] + max_new_tokens > max_seq_len:
-        raise ValueError(f"the longest prompt ({longest}: {lens[longest]} tokens) + max_new_tokens "
+        raise UserError(f"the longest prompt ({longest}: {lens[longest]} tokens) + max_new_tokens "
                          f"({max_new_tokens}) = {lens[longest] + max_new_tokens} exceeds the model's context of "
                          f"{max_seq_len} tokens: lower max_new_tokens to <= {max_seq_len - lens[longest]} or shorten "
                          "the prompt")
@@ -368,7 +369,7 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
     finished (None: never; results are the same either way, it only saves compute)."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)
     if compact_at is not None and not (isinstance(compact_at, (int, float)) and 0 <= compact_at <= 1):
-        raise ValueError(f"compact_at must be a fraction in [0, 1] or None (never compact), got {compact_at!r}")
+        raise UserError(f"compact_at must be a fraction in [0, 1] or None (never compact), got {compact_at!r}")
     ids = encode_prompts(tokenizer, prompts, model.config.vocab_size)
     check_lengths(ids, max_new_tokens, model.config.max_seq_len)
     if seed is None:
@@ -457,8 +458,8 @@ def main(argv: list[str] | None = None) -> list[Completion]:
 
     cfg = configure({k: globals()[k] for k in CLI_KNOBS}, argv)
     if not os.path.exists(cfg["ckpt"]):
-        raise SystemExit(f"checkpoint {cfg['ckpt']!r} not found: run `python midtrain.py` first (it writes "
-                         "out/midtrain), or pass --ckpt=PATH")
+        raise UserFileError(f"ckpt={cfg['ckpt']!r} not found: run `python midtrain.py` first (it writes "
+                            "out/midtrain), or pass --ckpt=PATH")
     text = cfg["prompt"]
     if text.startswith("FILE:"):
         with open(text[len("FILE:"):], encoding="utf-8") as f:
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> list[Completion]:
     dtypes = {"auto": torch.bfloat16 if dev.startswith("cuda") else torch.float32, "bfloat16": torch.bfloat16,
               "float16": torch.float16, "float32": torch.float32}
     if cfg["dtype"] not in dtypes:
-        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {cfg['dtype']!r}")
+        raise UserError(f"dtype must be one of {sorted(dtypes)}, got {cfg['dtype']!r}")
     net, tok, _ = model_lib.load_checkpoint(cfg["ckpt"], dtype=dtypes[cfg["dtype"]], device=dev)
     stream = cfg["num_samples"] == 1  # one sample: print its text as it is generated
     on_token, flush = stream_printer(tok, tok.stop_ids) if stream else (None, None)
@@ -490,4 +491,4 @@ def main(argv: list[str] | None = None) -> list[Completion]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

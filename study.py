@@ -53,7 +53,7 @@ import eval_math
 import midtrain
 import model as model_lib
 import rl
-from configurator import configure, knobs
+from configurator import UserError, configure, knobs, run_cli
 from data.files import write_atomic
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -146,12 +146,12 @@ def needed_stages(plan: dict, arms: list[str]) -> list[str]:
 def check_config(c) -> None:
     """Raise ValueError naming the first bad knob, before any work."""
     if not c.seeds or len(set(c.seeds)) != len(c.seeds) or not all(isinstance(s, int) for s in c.seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {c.seeds!r}")
+        raise UserError(f"seeds must be a non-empty list of distinct ints, got {c.seeds!r}")
     bad = [a for a in c.arms if a not in ARMS]
     if not c.arms or bad or len(set(c.arms)) != len(c.arms):
-        raise ValueError(f"arms must be distinct names from {ARMS}, got {c.arms!r}")
+        raise UserError(f"arms must be distinct names from {ARMS}, got {c.arms!r}")
     if set(c.decay_mixtures) != {"short", "long", "hybrid"}:
-        raise ValueError(f"decay_mixtures needs exactly the keys short, long, hybrid; got {sorted(c.decay_mixtures)}")
+        raise UserError(f"decay_mixtures needs exactly the keys short, long, hybrid; got {sorted(c.decay_mixtures)}")
     for name in ("base_mixture", "stable_mixture", "noisy_stable_mixture", "noisy_decay_mixture"):
         midtrain.check_mixture(name, getattr(c, name))
     for name, mix in c.decay_mixtures.items():
@@ -159,22 +159,22 @@ def check_config(c) -> None:
     for name in ("base_tokens", "stable_tokens", "decay_tokens", "rl_steps", "rl_prompts", "rl_group",
                  "eval_max_new_tokens", "eval_batch_size"):
         if getattr(c, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(c, name)}")
+            raise UserError(f"{name} must be > 0, got {getattr(c, name)}")
     if c.eval_problems < 0 or c.maj_k < 0 or c.maj_k == 1:
-        raise ValueError(f"eval_problems must be >= 0 and maj_k 0 (off) or >= 2; got {c.eval_problems}, {c.maj_k}")
+        raise UserError(f"eval_problems must be >= 0 and maj_k 0 (off) or >= 2; got {c.eval_problems}, {c.maj_k}")
     if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
-        raise ValueError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, "
+        raise UserError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, "
                          f"got {c.model!r}")
     if c.rl_max_response_len >= model_lib.PRESETS[c.model]["max_seq_len"] - 16:
-        raise ValueError(f"rl_max_response_len={c.rl_max_response_len} leaves no room for a prompt in the context of "
+        raise UserError(f"rl_max_response_len={c.rl_max_response_len} leaves no room for a prompt in the context of "
                          f"{c.model!r}")
     if c.base_tokens * 3 // 4 <= c.warmup_tokens or c.stable_tokens <= c.warmup_tokens:
-        raise ValueError(f"base_tokens * 3/4 and stable_tokens must exceed warmup_tokens={c.warmup_tokens}, got "
+        raise UserError(f"base_tokens * 3/4 and stable_tokens must exceed warmup_tokens={c.warmup_tokens}, got "
                          f"{c.base_tokens} and {c.stable_tokens}")
     if not isinstance(c.parallel, int) or c.parallel < 1:
-        raise ValueError(f"parallel must be an int >= 1 (RL runs and evaluations at a time), got {c.parallel!r}")
+        raise UserError(f"parallel must be an int >= 1 (RL runs and evaluations at a time), got {c.parallel!r}")
     if c.rl_group < 2:
-        raise ValueError(f"rl_group must be >= 2 (GRPO compares responses within a group), got {c.rl_group}")
+        raise UserError(f"rl_group must be >= 2 (GRPO compares responses within a group), got {c.rl_group}")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def stage_done(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> f
     argv = stage_argv(c, name, st, seed_dir, seed)
     if done.get("argv", argv) != argv:  # a finished stage is reused only with the knobs it ran with
         changed = sorted(set(argv) ^ set(done["argv"]))
-        raise ValueError(f"stage {name} in {folder} was run with other knobs ({', '.join(changed)}): delete "
+        raise UserError(f"stage {name} in {folder} was run with other knobs ({', '.join(changed)}): delete "
                          "that folder (and the stages after it) or choose another out_dir")
     return done["seconds"]
 
@@ -564,4 +564,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

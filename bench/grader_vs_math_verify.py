@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eval_math  # noqa: E402
 import grader  # noqa: E402
+from configurator import run_cli  # noqa: E402
 
 _INT = re.compile(r"-?\d+")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
@@ -227,4 +228,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

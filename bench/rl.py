@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model as model_lib  # noqa: E402
 import rl  # noqa: E402
+from configurator import UserFileError, run_cli  # noqa: E402
 from data.tokenizer import Tokenizer  # noqa: E402
 
 
@@ -80,8 +81,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ckpt and not os.path.exists(args.ckpt):
-        raise SystemExit(f"checkpoint {args.ckpt!r} not found: run `python midtrain.py`, or pass --ckpt= for a "
-                         "random model")
+        raise UserFileError(f"--ckpt={args.ckpt!r} not found: run `python midtrain.py`, or pass --ckpt= for a "
+                            "random model")
 
     net, tok, what = load_model(args)
     examples = load_examples(args, tok)
@@ -131,4 +132,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

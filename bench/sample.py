@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sample  # noqa: E402
+from configurator import UserError, run_cli  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def main():
                          "where spinning OpenMP threads slow small matmuls down many times over")
     args = ap.parse_args()
     if args.threads < 0:
-        raise SystemExit(f"--threads must be >= 0, got {args.threads}")
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     import transformers
@@ -131,4 +132,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

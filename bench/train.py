@@ -25,7 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import runtime  # noqa: E402
-from configurator import configure  # noqa: E402
+from configurator import UserError, configure, run_cli  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 
 preset = "nano"  # model.PRESETS name
@@ -82,7 +82,7 @@ def main(argv=None):
     overrides = {"vocab_size": c["vocab_size"]} if not c["preset"].startswith("llama") else {}
     cfg = LlamaConfig.from_preset(c["preset"], **overrides)
     if c["seq_len"] > cfg.max_seq_len:
-        raise ValueError(f"seq_len={c['seq_len']} exceeds preset {c['preset']!r}'s max_seq_len={cfg.max_seq_len}")
+        raise UserError(f"seq_len={c['seq_len']} exceeds preset {c['preset']!r}'s max_seq_len={cfg.max_seq_len}")
     ours = Llama(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         ours.save_pretrained(tmp)  # the same weights for both, through the HF format
@@ -129,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

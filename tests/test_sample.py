@@ -455,7 +455,7 @@ def test_bad_inputs(tok, model):
 
 
 def test_cli_streams_and_requires_a_checkpoint(tok, model, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="run `python midtrain.py` first"):
+    with pytest.raises(FileNotFoundError, match="run `python midtrain.py` first"):
         sample.main([f"--ckpt={tmp_path / 'missing'}"])
     ckpt = tmp_path / "run" / "ckpt-1"
     (tmp_path / "run").mkdir()
