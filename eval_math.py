@@ -18,7 +18,7 @@ import time
 
 from configurator import UserError, UserFileError, run_cli
 from data.files import write_atomic
-from grader import extract_answer, last_boxed, majority_answer, math_equal
+from grader import benchmark_mode, extract_answer, last_boxed, majority_answer, math_equal
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -70,7 +70,7 @@ def _benchmark_path(name: str, data_dir: str | None) -> str:
     if not os.path.isfile(path):
         hint = " (run the synthetic world's generator to write it)" if name == "synth" else ""
         raise UserFileError(f"benchmark {name!r}: no file at {path}. Put {_EXPECTED[name]} there, or pass "
-                                f"data_dir= / --data_dir= pointing at the folder that holds it{hint}")
+                            f"data_dir= / --data_dir= pointing at the folder that holds it{hint}")
     return path
 
 
@@ -261,7 +261,7 @@ def gsm8k_shots(data_dir: str | None = None) -> list[tuple[str, str]]:
     if path not in _shot_cache:
         if not os.path.isfile(path):
             raise UserFileError(f"GSM8K-style few-shot prompts draw their exemplars from the GSM8K train split: "
-                                    f"no file at {path}. Put gsm8k/train.jsonl (fields question, answer) there.")
+                                f"no file at {path}. Put gsm8k/train.jsonl (fields question, answer) there.")
         rows = _read_jsonl(path)
         shots = []
         for i in random.Random(GSM8K_SHOT_SEED).sample(range(len(rows)), GSM8K_SHOTS):
@@ -314,8 +314,8 @@ def stop_strings(style: str) -> tuple[str, ...]:
 
 
 def answer_mode(benchmark: str, style: str) -> str:
-    """Word problems in few-shot style fall back to the last number (the GSM8K few-shot convention)."""
-    return "last_number" if style == "fewshot" and benchmark in GSM8K_STYLE else "boxed"
+    """grader's extraction mode for the benchmark (the table in grader.py's docstring)."""
+    return benchmark_mode(benchmark, style)
 
 
 # -----------------------------------------------------------------------------------------------------------------

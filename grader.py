@@ -18,6 +18,21 @@ expensive and stops at the first decision:
      reach it.
 Huge numbers (9^{9^{9^9}}, 2^{1000000}, 10^6!) are refused by size limits before any arithmetic, so they cost
 microseconds and grade False.
+
+Extraction modes (`extract_answer(text, mode)`; each tries its steps in order and stops at the first answer). The
+benchmark -> mode assignment follows the usual few-shot harness conventions (GSM8K-style word problems: the last
+number; MATH-style: the boxed answer or "the answer is"; MMLU: the option letter); `BENCHMARK_MODES` holds it:
+
+| mode        | steps                                                                  | used for                         |
+|-------------|------------------------------------------------------------------------|----------------------------------|
+| boxed       | the final \\boxed{} (boxes joined by "," / "and" / "or" form a list)   | RL reward (rl.make_math_reward)  |
+| answer      | box, unless "the (final) answer is X" follows it; "answer is X",       | math500, minerva_math,           |
+|             | "Answer: X", "Answer $X$" (a sentence "The largest $n$ is 34" gives    | olympiadbench, college_math,     |
+|             | 34); "#### X"; the last math span $...$ / \\(...\\) / \\[...\\]        | aime24, amc23, synth; r1 style   |
+| last_number | as answer without the math span; then the last number not inside a     | gsm8k, svamp, asdiv (few-shot)   |
+|             | word ("AZYUK2A" has none)                                              |                                  |
+| choice      | as answer without the math span; then the last "(B)", "B." or "option  | mmlu_stem                        |
+|             | B"                                                                     |                                  |
 """
 from __future__ import annotations
 
@@ -55,9 +70,36 @@ FLOAT_NOISE = 1e-9        # ... and when both sides are exact forms (sqrt 2, pi/
 # answer extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
-_ANSWER_IS_RE = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?", re.IGNORECASE)
+# "The final answer is X", "Answer: X", and the bare word followed by a math span ("Answer $ 9 $")
+_ANSWER_IS_RE = re.compile(r"(?:final answer|answer)(?:\s*(?:is|:)\s*:?|\s*(?=\$|\\\(|\\\[))", re.IGNORECASE)
 _HASHES_RE = re.compile(r"####\s*([^\n]*)")
-_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+")
+# a number not glued to a preceding letter or subscript: "AZYUK2A" and "x_2" hold no number
+_NUMBER_RE = re.compile(r"(?<![A-Za-z_\d.,])(?:[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+)")
+# inline / display math; escapes (\\$ in "$\\$36$") are part of the content
+# (no span content may hold its own opening delimiter, so a response full of unclosed "\\(" is scanned in linear time)
+_MATH_SPAN_RE = re.compile(r"\$\$((?:\\.|[^\\$])+)\$\$|(?<!\\)\$((?:\\.|[^\\$])+)\$|"
+                           r"\\\(((?:[^\\]|\\[^()])+)\\\)|\\\[((?:[^\\]|\\[^\[\]])+)\\\]")
+# what may stand between two boxes that together answer a "find all" question: "\boxed{1}, \boxed{2}",
+# "$x = \boxed{1}$ or $x = \boxed{2}$"
+_BOX_GAP_RE = re.compile(r"(?:[\s$,;~]|\\[,;: ]|\\q?quad|\\text\{\s*(?:and|or|,)\s*\}|\band\b|\bor\b)*"
+                         r"(?:[A-Za-z](?:_\{?\w+\}?)?\s*=\s*)?[\s$]*")
+_CHOICE_RE = re.compile(r"\(([A-J])\)|(?:^|\n)\s*([A-J])[.)]|\boption\s+([A-J])\b")
+MAX_RESPONSE_CHARS = 100_000  # longer responses are graded on their end (where the answer is)
+MAX_BOXES = 16                # boxes examined from the end of a response (each may scan to its end)
+EXTRACTION_MODES = ("boxed", "answer", "last_number", "choice")
+# per benchmark, for few-shot prompts (see the table in the module docstring); r1-style prompts use "answer"
+# (MMLU: "choice")
+BENCHMARK_MODES = {"gsm8k": "last_number", "svamp": "last_number", "asdiv": "last_number", "mmlu_stem": "choice",
+                   "math500": "answer", "minerva_math": "answer", "olympiadbench": "answer",
+                   "college_math": "answer", "aime24": "answer", "amc23": "answer", "synth": "answer"}
+
+
+def benchmark_mode(benchmark: str, style: str = "fewshot") -> str:
+    """The extraction mode of `benchmark`'s responses to a prompt of `style` ("fewshot" or "r1")."""
+    if benchmark not in BENCHMARK_MODES:
+        raise ValueError(f"no extraction mode for benchmark {benchmark!r}; known: {', '.join(BENCHMARK_MODES)}")
+    mode = BENCHMARK_MODES[benchmark]
+    return "answer" if style == "r1" and mode == "last_number" else mode
 
 
 def _matching_brace(s: str, i: int) -> int:
@@ -79,72 +121,144 @@ def _matching_brace(s: str, i: int) -> int:
     return -1
 
 
-def last_boxed(text: str) -> tuple[bool, str | None]:
-    """(found a box marker, its content or None if the content is unbalanced/empty)."""
-    matches = list(_BOX_RE.finditer(text))
-    if not matches:
-        return False, None
-    m = matches[-1]
+def _box_at(text: str, m) -> tuple[int, str | None]:
+    """The box whose marker is the match m -> (index just after it, its content or None when the content is
+    unbalanced or empty)."""
     i = m.end()
     while i < len(text) and text[i] in " \t":
         i += 1
     if i < len(text) and text[i] == "{":
         j = _matching_brace(text, i)
         if j < 0:
-            return True, None  # cut off mid-answer (e.g. generation hit max tokens)
-        content = text[i + 1:j].strip()
-    elif i > m.end():
+            return len(text), None  # cut off mid-answer (e.g. generation hit max tokens)
+        return j + 1, text[i + 1:j].strip() or None
+    if i > m.end():
         # `\boxed 5`: TeX takes one token; people write a short answer up to the closing `$` or whitespace
-        content = re.match(r"[^\s$]*", text[i:]).group(0).rstrip(".,;")
-    else:
-        return True, None
-    return True, (content or None)
+        content = re.match(r"[^\s$]*", text[i:]).group(0)
+        return i + len(content), content.rstrip(".,;") or None
+    return m.end(), None
 
 
-def _answer_is(text: str) -> str | None:
+def _boxes(text: str) -> tuple[int, int, str | None] | None:
+    """The final boxed answer -> (start, end, content) or None when there is no box. Boxes separated only by
+    commas, "and"/"or" or a variable name ("x = \\boxed{1}$ or $x = \\boxed{2}") form one list answer "1, 2"."""
+    markers = list(_BOX_RE.finditer(text))[-MAX_BOXES:]
+    if not markers:
+        return None
+    end, content = _box_at(text, markers[-1])
+    start, parts = markers[-1].start(), [content]
+    for m in reversed(markers[:-1]):
+        if content is None:
+            break
+        prev_end, prev = _box_at(text, m)
+        gap = text[prev_end:start]
+        if prev is None or prev_end > start or len(gap) > 200 or not _BOX_GAP_RE.fullmatch(gap):
+            break
+        start = m.start()
+        parts.insert(0, prev)
+    return start, end, None if content is None else ", ".join(parts)
+
+
+def last_boxed(text: str) -> tuple[bool, str | None]:
+    """(found a box marker, the final box's content, or None if it is unbalanced/empty). Adjacent boxes of one list
+    answer are joined (see _boxes)."""
+    found = _boxes(text)
+    return (False, None) if found is None else (True, found[2])
+
+
+def _mask_math(s: str) -> str:
+    """s with its math spans blanked out (same length), so prose words can be found outside them."""
+    return _MATH_SPAN_RE.sub(lambda m: "#" * len(m.group(0)), s)
+
+
+def _unwrap_math(s: str) -> str:
+    s = s.strip()
+    m = _MATH_SPAN_RE.fullmatch(s)
+    if m:
+        return next(g for g in m.groups() if g is not None).strip()
+    return s
+
+
+def _sentence_value(s: str) -> str:
+    """"The largest $n$ is 34" -> "34": an answer phrased as a sentence is the part after its last "is" / "are" /
+    "equals" (outside math). Expressions ("x = 5", "(B)", "$3.5$") are returned as they are."""
+    if not re.match(r"[A-Za-z]{2}", s) or s.startswith("\\"):
+        return s
+    verbs = list(re.finditer(r"\s(?:is|are|equals|was)\s", _mask_math(s)))
+    if not verbs:
+        return s
+    tail = s[verbs[-1].end():].strip()
+    # a value follows ("is 34", "is $\\frac12$"), not more prose ("They are equal" stays a worded answer)
+    words = re.findall(r"[A-Za-z]{2,}", _mask_math(tail))
+    return tail if re.search(r"[\d$\\]", tail) and len(words) <= 2 else s
+
+
+def _answer_is(text: str) -> tuple[int, str] | None:
+    """The last "the (final) answer is X" / "Answer: X" / "Answer $X$" -> (where it starts, X) or None."""
     matches = list(_ANSWER_IS_RE.finditer(text))
     if not matches:
         return None
     rest = text[matches[-1].end():].strip().split("\n", 1)[0]
-    # the answer ends at the end of its sentence: a period followed by a space (not a decimal point)
-    rest = re.split(r"\.\s", rest, maxsplit=1)[0].strip()
-    rest = rest.strip("*").strip()  # markdown bold
-    rest = rest.rstrip(".").strip()
-    if rest.startswith("$") and rest.endswith("$"):
-        rest = rest.strip("$").strip()
-    for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
-        if rest.startswith(left) and rest.endswith(right):
-            rest = rest[2:-2].strip()
-    return rest or None
+    # the answer ends at the end of its sentence: a period followed by a space (not a decimal point) outside math
+    stop = re.search(r"\.\s", _mask_math(rest))
+    rest = rest[:stop.start()] if stop else rest
+    rest = rest.strip().strip("*").strip()  # markdown bold
+    rest = _unwrap_math(rest.rstrip(".").strip())
+    rest = _unwrap_math(_sentence_value(rest).rstrip(".").strip())
+    return (matches[-1].start(), rest) if rest else None
 
 
-def extract_answer(text: str, mode: str = "boxed") -> str | None:
-    """The final answer in a model's response, or None.
+def _last_math(text: str) -> str | None:
+    """The content of the last math span ($...$, $$...$$, \\(...\\), \\[...\\]): "Therefore $x \\geq 5$ is the
+    solution." -> "x \\geq 5"."""
+    spans = list(_MATH_SPAN_RE.finditer(text))
+    for m in reversed(spans):
+        content = next(g for g in m.groups() if g is not None).strip().rstrip(".,;").strip()
+        if content:
+            return content
+    return None
 
-    The last \\boxed{...} / \\fbox{...} (nested braces; also `\\boxed 5`) decides when present, even if it is
-    unbalanced (a response cut off inside its box has no answer). Otherwise "The answer is X" / "the final answer
-    is X" (its sentence), otherwise GSM8K's "#### N". mode="last_number" then falls back to the last number in the
-    text (the GSM8K few-shot convention)."""
-    if mode not in ("boxed", "last_number"):
-        raise ValueError(f"extract_answer mode must be 'boxed' or 'last_number', got {mode!r}")
+
+def _last_choice(text: str) -> str | None:
+    letters = [next(g for g in m.groups() if g) for m in _CHOICE_RE.finditer(text)]
+    return letters[-1] if letters else None
+
+
+def extract_answer(text: str, mode: str = "answer") -> str | None:
+    """The final answer in a model's response, or None. The modes (see the table in the module docstring):
+
+    "boxed": the last \\boxed{...} / \\fbox{...} only (nested braces; also `\\boxed 5`; boxes separated by commas or
+        "and"/"or" are one list answer). A response cut off inside its box has no answer.
+    "answer": the box, unless a "the (final) answer is X" phrase comes after it (intermediate boxes, then "The final
+        answer is $10,455$"); with no box that phrase, "Answer: X", "Answer $X$" (a sentence "The largest $n$ is
+        34" gives 34), then GSM8K's "#### N", then the content of the last math span.
+    "last_number": "answer" without the math span, then the last number that is not part of a word.
+    "choice": "answer" without the math span, then the last option letter written "(B)", "B." or "option B"."""
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(f"extract_answer mode must be one of {EXTRACTION_MODES}, got {mode!r}")
     if text is None:
         return None
     if not isinstance(text, str):
         raise TypeError(f"extract_answer expects a str, got {type(text).__name__}")
-    found, boxed = last_boxed(text)
-    if found:
-        return boxed
+    text = text[-MAX_RESPONSE_CHARS:]
+    box = _boxes(text)
+    if mode == "boxed":
+        return None if box is None else box[2]
     said = _answer_is(text)
+    if box is not None:
+        later = said is not None and said[0] > box[1] and re.search(r"[\d$\\]", said[1])
+        return said[1] if later else box[2]
     if said is not None:
-        return said
+        return said[1]
     hashes = _HASHES_RE.findall(text)
     if hashes and hashes[-1].strip():
         return hashes[-1].strip().rstrip(".").strip()
     if mode == "last_number":
         numbers = _NUMBER_RE.findall(text)
-        if numbers:
-            return numbers[-1].replace(",", "").lstrip("+")
-    return None
+        return numbers[-1].replace(",", "").lstrip("+") if numbers else None
+    if mode == "choice":
+        return _last_choice(text)
+    return _last_math(text)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -1318,7 +1432,7 @@ def _structure(s: str, depth: int = 0):
     if len(pm) == 2 and pm[1].strip():  # a \pm b: the two answers a + b and a - b
         a, b = pm[0].strip() or "0", pm[1].strip()
         return ("list", [("scalar", f"{a}+({b})"), ("scalar", f"{a}-({b})")])
-    return ("scalar", s)
+    return ("scalar", _mixed_number(s) if depth else s)  # an item of a list is a whole answer: 2\\frac12 is 2.5
 
 
 def _vector(st):
@@ -1358,7 +1472,20 @@ def _equal_unordered(ps, gs, deadline, percent) -> bool:
     return True
 
 
+def _deduplicated(st, deadline: float):
+    """A set or bare list without repeated elements ({1, 1, 2} is {1, 2}); a bare list left with one element is that
+    element ("15\\frac{39}{40}, \\frac{639}{40}": one answer written two ways, as boxes joined by "or" can be)."""
+    if st[0] not in ("set", "list") or len(st[1]) < 2:
+        return st
+    items = []
+    for x in st[1]:
+        if not any(_pair_equal(x, y, deadline, (False, False)) for y in items):
+            items.append(x)
+    return items[0] if st[0] == "list" and len(items) == 1 else (st[0], items)
+
+
 def _equal_structures(p, g, deadline: float, percent: tuple[bool, bool]) -> bool:
+    p, g = _deduplicated(p, deadline), _deduplicated(g, deadline)
     kp, kg = p[0], g[0]
     if kp == "scalar" and kg == "scalar":
         return _equal_scalars(p[1], g[1], deadline, percent)
