@@ -44,10 +44,10 @@ import eval_math
 import grader
 import model as model_lib
 import sample
-from configurator import configure, knobs
+from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from midtrain import (autocast_for, load_optimizer_state, progress_bar, prune_checkpoints, rng_state, set_rng_state,
-                      setup_distributed, trim_metrics, world_size_from_env)
+from runtime import (all_reduce_, autocast_for, load_optimizer_state, progress_bar, prune_checkpoints, rng_state,
+                     set_rng_state, setup_distributed, trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -125,42 +125,42 @@ LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 def check_config(c, world_size: int) -> list[tuple[int, int]]:
     """Raise ValueError naming the first bad knob; return the response-length schedule."""
     if c.loss_agg not in LOSS_AGGS:
-        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {c.loss_agg!r}")
+        raise UserError(f"loss_agg must be one of {LOSS_AGGS}, got {c.loss_agg!r}")
     if c.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
+        raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
+        raise UserError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
     if c.eval_style not in ("fewshot", "r1"):
-        raise ValueError(f"eval_style must be 'fewshot' or 'r1', got {c.eval_style!r}")
+        raise UserError(f"eval_style must be 'fewshot' or 'r1', got {c.eval_style!r}")
     for name in ("group_size", "prompts_per_step", "max_prompt_len", "ppo_epochs", "mini_batches", "micro_batch",
                  "max_steps"):
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
+            raise UserError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
     for name in ("rollout_batch_size", "max_refill_rounds", "loss_max_len", "lr_warmup_steps", "eval_interval",
                  "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
         if getattr(c, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
+            raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.prompts_per_step % world_size:
-        raise ValueError(f"prompts_per_step={c.prompts_per_step} is not divisible by the {world_size} ranks: each "
+        raise UserError(f"prompts_per_step={c.prompts_per_step} is not divisible by the {world_size} ranks: each "
                          "rank rolls out an equal share")
     if c.group_size < 2:
-        raise ValueError("group_size must be >= 2: advantages are relative to the group")
+        raise UserError("group_size must be >= 2: advantages are relative to the group")
     if not c.temperature > 0:
-        raise ValueError(f"temperature must be > 0 (RL samples), got {c.temperature}")
+        raise UserError(f"temperature must be > 0 (RL samples), got {c.temperature}")
     if not 0 < c.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {c.top_p}")
+        raise UserError(f"top_p must be in (0, 1], got {c.top_p}")
     if not (0 <= c.clip_low < 1 and c.clip_high >= 0):
-        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {c.clip_low}, {c.clip_high}")
+        raise UserError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {c.clip_low}, {c.clip_high}")
     if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
-        raise ValueError("need lr > 0 and weight_decay, grad_clip, kl_coef, entropy_coef >= 0")
+        raise UserError("need lr > 0 and weight_decay, grad_clip, kl_coef, entropy_coef >= 0")
     if not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1) or not c.adv_eps > 0:
-        raise ValueError("need betas in [0, 1) and adv_eps > 0")
+        raise UserError("need betas in [0, 1) and adv_eps > 0")
     if c.template != "r1" and "{question}" not in c.template:
-        raise ValueError(f"template must contain {{question}} (or be 'r1'), got {c.template!r}")
+        raise UserError(f"template must contain {{question}} (or be 'r1'), got {c.template!r}")
     if not isinstance(c.stop, list) or not all(isinstance(s, str) and s for s in c.stop):
-        raise ValueError(f"stop must be a list of non-empty strings, got {c.stop!r}")
+        raise UserError(f"stop must be a list of non-empty strings, got {c.stop!r}")
     if not c.resume and os.path.isfile(os.path.join(c.out_dir, "latest")):
-        raise ValueError(f"{c.out_dir} already holds a run; pass --resume=True to continue it, or delete it / "
+        raise UserError(f"{c.out_dir} already holds a run; pass --resume=True to continue it, or delete it / "
                          "choose another out_dir")
     return length_schedule(c.max_response_len)
 
@@ -170,16 +170,16 @@ def length_schedule(x) -> list[tuple[int, int]]:
     sorted [(from_step, tokens)], starting at step 0."""
     sched = {0: x} if isinstance(x, int) and not isinstance(x, bool) else x
     if not isinstance(sched, dict) or not sched:
-        raise ValueError(f"max_response_len must be an int or a dict {{from_step: tokens}}, got {x!r}")
+        raise UserError(f"max_response_len must be an int or a dict {{from_step: tokens}}, got {x!r}")
     try:
         pairs = sorted((int(k), v) for k, v in sched.items())
     except (TypeError, ValueError):
-        raise ValueError(f"max_response_len keys must be step numbers, got {list(sched)}") from None
+        raise UserError(f"max_response_len keys must be step numbers, got {list(sched)}") from None
     if pairs[0][0] != 0:
-        raise ValueError(f"max_response_len schedule must start at step 0, got {x!r}")
+        raise UserError(f"max_response_len schedule must start at step 0, got {x!r}")
     for k, v in pairs:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"max_response_len at step {k} must be an int >= 1, got {v!r}")
+            raise UserError(f"max_response_len at step {k} must be an int >= 1, got {v!r}")
     return pairs
 
 
@@ -195,7 +195,7 @@ def response_len_at(schedule: list[tuple[int, int]], step: int) -> int:
 def gold_answer(value) -> str:
     """A gold field -> the final answer string. GSM8K's solutions end in '#### 1,234': the part after ####."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"gold answer must be a string or number, got {value!r}")
+        raise UserError(f"gold answer must be a string or number, got {value!r}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
@@ -214,7 +214,7 @@ def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_fi
     if not os.path.isfile(path):
         hint = " (the synthetic set is written by `python midtrain.py` or `python -m data.synth`)" \
             if "synth" in path else ""
-        raise FileNotFoundError(f"prompt_file {path!r} does not exist{hint}")
+        raise UserFileError(f"prompt_file {path!r} does not exist{hint}")
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -223,17 +223,17 @@ def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_fi
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict) or question_field not in row or answer_field not in row:
                 have = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ValueError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
+                raise UserError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
                                  f"(question_field / answer_field knobs), has {have}")
             q = row[question_field]
             if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"{path}:{lineno}: empty or non-string {question_field!r}")
+                raise UserError(f"{path}:{lineno}: empty or non-string {question_field!r}")
             rows.append({"question": q, "answer": gold_answer(row[answer_field])})
     if not rows:
-        raise ValueError(f"{path}: no problems in it")
+        raise UserError(f"{path}: no problems in it")
     bos = tok.bos_id is not None  # the same prompt sample.generate would build from the text (BOS first)
     ids = tok.encode_batch([render_prompt(template, r["question"]) for r in rows], bos=bos)
     kept = [r | {"prompt_ids": p} for r, p in zip(rows, ids) if len(p) <= max_prompt_len]
@@ -241,7 +241,7 @@ def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_fi
     log(f"prompts: {len(kept)} of {len(rows)} from {path}" +
         (f" ({dropped} dropped: longer than max_prompt_len={max_prompt_len} tokens)" if dropped else ""))
     if not kept:
-        raise ValueError(f"no prompt in {path} fits max_prompt_len={max_prompt_len} tokens (the shortest has "
+        raise UserError(f"no prompt in {path} fits max_prompt_len={max_prompt_len} tokens (the shortest has "
                          f"{min(map(len, ids))}): raise max_prompt_len")
     return kept
 
@@ -426,12 +426,6 @@ def per_token(rollouts: list[Rollout], values: list[torch.Tensor], mask: torch.T
 
 def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def all_reduce_(t: torch.Tensor, d, op=None) -> torch.Tensor:
-    if d.ddp:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -659,7 +653,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     if c.resume and resume_from is None:
         log(f"resume: no checkpoint in {c.out_dir}, starting from {c.init_from}")
     if not os.path.exists(c.init_from) and resume_from is None:
-        raise FileNotFoundError(f"init_from={c.init_from!r} does not exist (the built-in default starts from the "
+        raise UserFileError(f"init_from={c.init_from!r} does not exist (the built-in default starts from the "
                                 "mid-trained model: run `python midtrain.py` first, or pass --init_from=PATH)")
     model, tok, state = model_lib.load_checkpoint(resume_from or c.init_from, dtype=torch.float32,
                                                   load_state=resume_from is not None)
@@ -674,7 +668,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     longest = max(len(e["prompt_ids"]) for e in examples)
     most = max(v for _, v in schedule)
     if longest + most > model.config.max_seq_len:
-        raise ValueError(f"the longest kept prompt ({longest} tokens) + max_response_len ({most}) exceeds the "
+        raise UserError(f"the longest kept prompt ({longest} tokens) + max_response_len ({most}) exceeds the "
                          f"model's context of {model.config.max_seq_len}: lower max_prompt_len or max_response_len")
     if reward_fn is None:
         reward_fn = make_math_reward(c.reward_correct, c.reward_wrong, c.reward_no_answer, c.grade_timeout)
@@ -773,4 +767,4 @@ def run(c, d, schedule, reward_fn, log) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
