@@ -96,6 +96,12 @@ clip_low = 0.2  # ratio clipped to [1 - clip_low, 1 + clip_high]; clip_high > cl
 clip_high = 0.2
 kl_coef = 0.0  # > 0: k3 KL to a frozen copy of init_from, added to the loss (the reference is loaded only then)
 entropy_coef = 0.0  # > 0: entropy bonus
+dual_clip = 0.0  # > 1: verl's dual-clip c (3.0): a negative-advantage token's loss is capped at -advantage * c
+max_log_ratio = 20.0  # log(new / old) is clamped to +-this before exp: stale ratios (epochs, mini-batches) stay finite
+# long responses (DAPO; off in the paper presets)
+overlong_buffer = 0  # > 0: soft overlong punishment, a penalty rising linearly over the last this many tokens
+overlong_penalty = 1.0  # the penalty at max_response_len (added to the reward as -overlong_penalty)
+mask_truncated = False  # responses cut at max_response_len are left out of the loss (and of its normalisers)
 # run length, evaluation, logging, checkpoints
 max_steps = 100
 eval_interval = 50  # steps; 0 = never (greedy eval_math.evaluate on eval_benchmarks; also before and at the end)
@@ -151,6 +157,11 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         raise UserError(f"top_p must be in (0, 1], got {c.top_p}")
     if not (0 <= c.clip_low < 1 and c.clip_high >= 0):
         raise UserError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {c.clip_low}, {c.clip_high}")
+    if not (c.dual_clip == 0 or c.dual_clip > 1) or not c.max_log_ratio > 0:
+        raise UserError(f"dual_clip must be 0 (off) or > 1 (verl: 3.0) and max_log_ratio > 0, got {c.dual_clip}, "
+                        f"{c.max_log_ratio}")
+    if c.overlong_buffer < 0 or c.overlong_penalty < 0:
+        raise UserError(f"overlong_buffer and overlong_penalty must be >= 0, got {c.overlong_buffer}, {c.overlong_penalty}")
     if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
         raise UserError("need lr > 0 and weight_decay, grad_clip, kl_coef, entropy_coef >= 0")
     if not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1) or not c.adv_eps > 0:
@@ -311,6 +322,14 @@ def compute_advantages(rewards: torch.Tensor, norm_by_std: bool = True, eps: flo
     return adv.float()
 
 
+def overlong_penalty(n_tokens: int, max_len: int, buffer: int, penalty: float = 1.0) -> float:
+    """DAPO's soft overlong punishment: 0 up to max_len - buffer tokens, then falling linearly to -penalty at
+    max_len (where a response is cut). buffer 0 = off. A buffer longer than max_len starts at 0 tokens."""
+    if buffer <= 0:
+        return 0.0
+    return -penalty * min(max(n_tokens - (max_len - buffer), 0) / buffer, 1.0)
+
+
 def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int, reward_fn: Callable,
             autocast=contextlib.nullcontext) -> list[Rollout]:
     """group_size responses to each example, graded; -> rollouts in order (group g = example g), advantages set."""
@@ -319,7 +338,9 @@ def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int,
                                 max_new_tokens=max_new_tokens, temperature=c.temperature, top_p=c.top_p,
                                 stop=tuple(c.stop), seed=seed, batch_size=c.rollout_batch_size or None)
     out = [Rollout(cp.prompt_tokens, cp.tokens, cp.logprobs, cp.text, cp.finish_reason,
-                   float(reward_fn(cp, examples[cp.prompt_index])), cp.prompt_index) for cp in comps]
+                   float(reward_fn(cp, examples[cp.prompt_index]))
+                   + overlong_penalty(len(cp.tokens), max_new_tokens, c.overlong_buffer, c.overlong_penalty),
+                   cp.prompt_index) for cp in comps]
     rewards = torch.tensor([r.reward for r in out]).view(len(examples), c.group_size)  # [G, n]
     adv = compute_advantages(rewards, c.norm_adv_by_std, c.adv_eps).view(-1).tolist()
     for r, a in zip(out, adv):
@@ -336,19 +357,45 @@ def is_uniform(group: list[Rollout]) -> bool:
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                clip_low: float = 0.2, clip_high: float = 0.2):
+                clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float = 0.0, max_log_ratio: float = 20.0):
     """PPO's clipped surrogate per token. logp, old_logp [B, T]; adv [B] (one advantage per sequence).
     -> (loss [B, T] (0 outside the mask), clipped_high [B, T] bool, clipped_low [B, T] bool, ratio [B, T]).
-    A token is "clipped" when the clipped term wins the max, i.e. its gradient is cut: ratio > 1 + clip_high with a
-    positive advantage, or ratio < 1 - clip_low with a negative one."""
+    A token is "clipped" when its gradient is cut: ratio > 1 + clip_high with a positive advantage, ratio < 1 -
+    clip_low with a negative one, or (dual_clip c > 1) ratio > c with a negative one, whose loss the dual clip caps
+    at -A * c (counted as clipped_high). The log-ratio is clamped to +-max_log_ratio first, so a ratio that ran away
+    over several epochs gives a large but finite loss (with no gradient: it is clipped anyway)."""
     log_ratio = torch.where(mask, logp - old_logp, 0.0)  # 0 on padding: ratio 1, no inf * 0
-    ratio = log_ratio.exp()
+    ratio = log_ratio.clamp(-max_log_ratio, max_log_ratio).exp()
     a = adv[:, None]  # [B, 1] broadcast over tokens
     unclipped = -a * ratio
     clipped = -a * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.where(mask, torch.maximum(unclipped, clipped), 0.0)
-    cut = mask & (clipped > unclipped)
+    loss = torch.maximum(unclipped, clipped)
+    cut = clipped > unclipped
+    if dual_clip > 0:
+        cap = -a * dual_clip  # > 0 where A < 0
+        dual = (a < 0) & (loss > cap)
+        loss = torch.where(dual, cap.expand_as(loss), loss)
+        cut = cut | dual
+    loss = torch.where(mask, loss, 0.0)
+    cut = mask & cut
     return loss, cut & (ratio > 1.0), cut & (ratio < 1.0), ratio
+
+
+def token_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, c,
+               ref_logp: torch.Tensor | None = None, entropy: torch.Tensor | None = None) -> SimpleNamespace:
+    """update_policy's per-token loss [B, T]: the clipped surrogate (knobs clip_low, clip_high, dual_clip,
+    max_log_ratio of c), plus kl_coef x the k3 KL to the reference (when ref_logp is given; minimising it pulls
+    logp toward ref_logp), minus entropy_coef x the entropy (minimising it raises the entropy).
+    -> namespace(loss, clipped_high, clipped_low, ratio, kl (None without ref_logp))."""
+    loss, hi, lo, ratio = policy_loss(logp, old_logp, adv, mask, c.clip_low, c.clip_high, c.dual_clip,
+                                      c.max_log_ratio)
+    kl = None
+    if ref_logp is not None:
+        kl = torch.where(mask, kl_k3(logp, ref_logp), 0.0)
+        loss = loss + c.kl_coef * kl
+    if c.entropy_coef > 0:
+        loss = loss - c.entropy_coef * torch.where(mask, entropy, 0.0)
+    return SimpleNamespace(loss=loss, clipped_high=hi, clipped_low=lo, ratio=ratio, kl=kl)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -445,7 +492,9 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     params = [p for p in model.parameters() if p.requires_grad]
     n_updates = c.ppo_epochs * c.mini_batches
     exact_zero = c.kl_coef == 0 and c.entropy_coef == 0
-    active = [i for i, r in enumerate(rollouts) if r.advantage != 0 or not exact_zero]
+    # mask_truncated: responses cut at the length limit get no gradient and do not count in the normalisers
+    in_loss = {i for i, r in enumerate(rollouts) if not (c.mask_truncated and r.finish_reason == "length")}
+    active = [i for i, r in enumerate(rollouts) if i in in_loss and (r.advantage != 0 or not exact_zero)]
     is_active = set(active)
     seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731  positions run
     by_len = lambda ids: sorted(ids, key=seq_len)  # noqa: E731
@@ -493,7 +542,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     for epoch in range(c.ppo_epochs):
         order = torch.randperm(len(rollouts), generator=g).tolist()
         for part in np.array_split(np.array(order, dtype=np.int64), c.mini_batches):
-            members = part.tolist()
+            members = [i for i in part.tolist() if i in in_loss]
             counts = torch.tensor([sum(len(rollouts[i].tokens) for i in members), len(members),
                                    sum(1 for i in members if i in is_active)], dtype=torch.float64)
             all_reduce_(counts, d)
@@ -514,14 +563,12 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                 else:
                     old_t = per_token(rs, [old[i] for i in micro], mask)
                 adv = torch.tensor([r.advantage for r in rs], device=dev)
-                tok_loss, hi, lo, ratio = policy_loss(logp, old_t, adv, mask, c.clip_low, c.clip_high)
-                if ref_model is not None:
-                    kl = kl_k3(logp, per_token(rs, [ref[i] for i in micro], mask))
-                    tok_loss = tok_loss + c.kl_coef * kl
-                    acc[8] += kl.detach()[mask].sum().item()
-                if c.entropy_coef > 0:
-                    tok_loss = tok_loss - c.entropy_coef * ent
-                loss = aggregate(tok_loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs, max_len=loss_max_len)
+                ref_t = per_token(rs, [ref[i] for i in micro], mask) if ref_model is not None else None
+                tl = token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent)
+                hi, lo, ratio = tl.clipped_high, tl.clipped_low, tl.ratio
+                if tl.kl is not None:
+                    acc[8] += tl.kl.detach()[mask].sum().item()
+                loss = aggregate(tl.loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs, max_len=loss_max_len)
                 loss.backward()
                 loss_sum += loss.item()
                 with torch.no_grad():

@@ -1,0 +1,198 @@
+"""rl.py's loss math where a wrong sign or count still trains: the KL term pulls toward the reference, the entropy
+bonus raises entropy, token-mean divides by every token of the mini-batch (uniform groups included), and the
+knobs for long responses and stale ratios (overlong punishment, truncation masking, dual-clip, log-ratio clamp)."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import ROOT  # noqa: F401  first: it puts the repo root on sys.path
+import rl  # noqa: E402
+from model import Llama, LlamaConfig  # noqa: E402
+
+SOLO = SimpleNamespace(ddp=False, rank=0, world_size=1)
+
+
+def make_rollouts(vocab: int, lens: list[int], advs: list[float], seed: int = 3, truncated=()) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [rl.Rollout(torch.randint(0, vocab, (4,), generator=g).tolist(),
+                       torch.randint(0, vocab, (n,), generator=g).tolist(), torch.zeros(n), "",
+                       "length" if i in truncated else "eos", 0.0, i // 2, a)
+            for i, (n, a) in enumerate(zip(lens, advs))]
+
+
+def knobs(**kw):
+    return SimpleNamespace(**{**rl.DEFAULTS, "ppo_epochs": 1, "mini_batches": 1, "micro_batch": 64, **kw})
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    policy = Llama(LlamaConfig.from_preset("test"))
+    with torch.no_grad():
+        policy.norm.weight.mul_(8.0)  # peaked next-token distributions, far from the reference and from uniform
+    torch.manual_seed(1)
+    ref = Llama(LlamaConfig.from_preset("test")).requires_grad_(False)
+    return policy, ref
+
+
+def fresh(policy):
+    net = Llama(policy.config)
+    net.load_state_dict(policy.state_dict())
+    return net
+
+
+def seq_stats(net, ref, rollouts):
+    """-> (mean k3 KL to ref over the response tokens, mean entropy of the policy there)."""
+    idx, targets = rl.pack(rollouts, "cpu")
+    with torch.no_grad():
+        logp, ent, mask = rl.response_logprobs(net, idx, targets, 1.0, need_entropy=True)
+        ref_logp, _, _ = rl.response_logprobs(ref, idx, targets, 1.0)
+    return rl.kl_k3(logp, ref_logp)[mask].mean().item(), ent[mask].mean().item()
+
+
+def sgd_update(net, ref, rollouts, **kw):
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    return rl.update_policy(net, opt, rollouts, knobs(**kw), SOLO, ref_model=ref, loss_max_len=8)
+
+
+# ---- the regularisers point the right way --------------------------------------------------------------------
+
+
+def test_kl_term_pulls_the_policy_toward_the_reference(nets):
+    """Zero advantages: the only force is the KL term, and one step of it must lower the KL to the reference
+    (a flipped sign pushes away and raises it)."""
+    policy, ref = nets
+    rs = make_rollouts(policy.config.vocab_size, [5, 3, 6, 2], [0.0] * 4)
+    net = fresh(policy)
+    kl0, _ = seq_stats(net, ref, rs)
+    stats = sgd_update(net, ref, rs, kl_coef=1.0)
+    kl1, _ = seq_stats(net, ref, rs)
+    assert stats["ref_kl"] == pytest.approx(kl0, rel=1e-4)  # the logged KL is the one measured before the step
+    assert kl1 < kl0 - 1e-3, (kl0, kl1)
+
+
+def test_entropy_bonus_raises_entropy(nets):
+    policy, ref = nets
+    rs = make_rollouts(policy.config.vocab_size, [5, 3, 6, 2], [0.0] * 4)
+    net = fresh(policy)
+    _, h0 = seq_stats(net, ref, rs)
+    sgd_update(net, None, rs, entropy_coef=1.0)
+    _, h1 = seq_stats(net, ref, rs)
+    assert h1 > h0 + 1e-3, (h0, h1)
+
+
+def test_one_token_toy_gradients():
+    """One token, three-way softmax: the combined per-token loss's gradient moves logits toward the reference
+    (KL) and toward uniform (entropy bonus), whatever the advantage is (0 here)."""
+    z = torch.tensor([2.0, 0.0, -1.0], requires_grad=True)
+    ref_logp = torch.log_softmax(torch.tensor([0.0, 0.0, 0.0]), -1)[0].view(1, 1)
+    logp = torch.log_softmax(z, -1)[0].view(1, 1)
+    ent = -(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum().view(1, 1)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    c = knobs(kl_coef=1.0, entropy_coef=0.0)
+    out = rl.token_loss(logp, logp.detach(), torch.zeros(1), mask, c, ref_logp=ref_logp, entropy=ent)
+    out.loss.sum().backward()
+    assert z.grad[0] > 0  # descent lowers the sampled token's logit: its prob is above the reference's 1/3
+    z.grad = None
+    logp = torch.log_softmax(z, -1)[0].view(1, 1)
+    ent = -(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum().view(1, 1)
+    c = knobs(kl_coef=0.0, entropy_coef=1.0)
+    rl.token_loss(logp, logp.detach(), torch.zeros(1), mask, c, entropy=ent).loss.sum().backward()
+    assert z.grad[0] > 0 and z.grad[2] < 0  # descent flattens the distribution
+
+
+# ---- normalisers -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("agg,expected", [
+    # group 0: advantages +1 (3 tokens) and -0.5 (1 token); group 1 is uniform (advantage 0, 2 + 2 tokens).
+    # At ratio 1 the per-token loss is -advantage: token-mean divides by all 8 tokens, seq-mean by all 4 sequences
+    ("token-mean", -(3 * 1.0 - 0.5) / 8),
+    ("seq-mean-token-mean", -(1.0 - 0.5) / 4),
+    ("seq-mean-token-sum-norm", -(3 * 1.0 - 0.5) / (8 * 4)),
+])
+def test_uniform_groups_count_in_the_denominator(nets, agg, expected):
+    policy, _ = nets
+    rs = make_rollouts(policy.config.vocab_size, [3, 1, 2, 2], [1.0, -0.5, 0.0, 0.0])
+    stats = sgd_update(fresh(policy), None, rs, loss_agg=agg)
+    assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+# ---- long responses and stale ratios -----------------------------------------------------------------------------
+
+
+def test_overlong_penalty_is_linear_over_the_buffer():
+    # max_len 100, buffer 20: free up to 80 tokens, then -1/20 per token, -1 (x penalty) at the cap
+    got = [rl.overlong_penalty(n, 100, 20, 0.5) for n in (10, 80, 81, 90, 100)]
+    assert got == pytest.approx([0.0, 0.0, -0.5 / 20, -0.25, -0.5])
+    assert rl.overlong_penalty(100, 100, 0) == 0.0  # off
+
+
+def test_rollout_rewards_carry_the_overlong_penalty(nets):
+    """Through rollout(): the penalty is added to the grader's reward before the group advantages."""
+    from data.tokenizer import Tokenizer
+    policy, _ = nets
+    tok = Tokenizer.train(["Question: 1 + 1 = 2. Answer: \\boxed{2}"] * 3, vocab_size=280)
+    net = Llama(LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id))
+    ex = [{"prompt_ids": tok.encode("Question:", bos=True), "answer": "2", "question": "q"}]
+    c = knobs(group_size=4, stop=[], overlong_buffer=4, overlong_penalty=0.5)
+    outs = rl.rollout(net, tok, ex, c, seed=0, max_new_tokens=6, reward_fn=lambda comp, e: 1.0)
+    for r in outs:  # a random model rarely stops early: most responses hit the cap
+        assert r.reward == pytest.approx(1.0 + rl.overlong_penalty(len(r.tokens), 6, 4, 0.5))
+    assert any(r.reward == pytest.approx(0.5) for r in outs)
+
+
+def test_mask_truncated_leaves_cut_responses_out_of_the_loss(nets):
+    policy, _ = nets
+    # group 0: a truncated response (+1, 3 tokens) and a finished one (-0.5, 1 token); group 1 finished (0, 2 + 2)
+    rs = make_rollouts(policy.config.vocab_size, [3, 1, 2, 2], [1.0, -0.5, 0.0, 0.0], truncated={0})
+    assert sgd_update(fresh(policy), None, rs)["loss"] == pytest.approx(-(3 - 0.5) / 8, rel=1e-5)
+    # masked: only the finished 5 tokens remain, in the numerator and the denominator
+    assert sgd_update(fresh(policy), None, rs, mask_truncated=True)["loss"] == pytest.approx(0.5 / 5, rel=1e-5)
+    net = fresh(policy)
+    only_cut = make_rollouts(policy.config.vocab_size, [3, 2], [1.0, -1.0], truncated={0, 1})
+    stats = sgd_update(net, None, only_cut, mask_truncated=True)
+    assert stats["optimizer_steps"] == 0  # nothing left to learn from: the weights stay put
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), policy.state_dict().values()))
+
+
+def test_dual_clip_caps_negative_advantage_losses():
+    # A = -1 and ratios 0.5, 2, 5: the PPO max gives 0.8 (clipped low), 2, 5; dual-clip c = 3 caps the last at 3
+    logp = torch.tensor([[0.5, 2.0, 5.0]]).log().requires_grad_(True)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    old = torch.zeros(1, 3)
+    plain, hi0, _, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, 0.2, 0.2)
+    loss, hi, lo, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, 0.2, 0.2, dual_clip=3.0)
+    assert torch.allclose(plain, torch.tensor([[0.8, 2.0, 5.0]]))
+    assert torch.allclose(loss, torch.tensor([[0.8, 2.0, 3.0]]))
+    assert hi.tolist() == [[False, False, True]] and not hi0.any() and lo.tolist() == [[True, False, False]]
+    loss.sum().backward()
+    assert logp.grad.tolist()[0] == pytest.approx([0.0, 2.0, 0.0])  # capped: no gradient, like any clipped token
+    # a positive advantage is never touched by the dual clip
+    pos, _, _, _ = rl.policy_loss(logp, old, torch.tensor([1.0]), mask, 0.2, 0.2, dual_clip=3.0)
+    assert torch.allclose(pos, torch.tensor([[-0.5, -1.2, -1.2]]))
+
+
+def test_log_ratio_clamp_keeps_a_runaway_ratio_finite():
+    """A token whose new log-prob ran 200 nats above the old one (several epochs on a stale batch): exp overflows
+    to inf in float32 without the clamp; with it the loss and every gradient stay finite."""
+    logp = torch.tensor([[0.0, -1.0]], requires_grad=True)
+    old = torch.tensor([[-200.0, -1.0]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    raw, _, _, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, max_log_ratio=1e9)
+    assert math.isinf(raw[0, 0].item())
+    loss, _, _, ratio = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, max_log_ratio=20.0)
+    assert ratio[0, 0].item() == pytest.approx(math.exp(20.0), rel=1e-5)
+    rl.aggregate(loss, mask, "token-mean").backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logp.grad).all()
+
+
+def test_new_knob_errors():
+    for bad, msg in [({"dual_clip": 0.5}, "dual_clip"), ({"max_log_ratio": 0.0}, "max_log_ratio"),
+                     ({"overlong_buffer": -1}, "overlong_buffer")]:
+        with pytest.raises(ValueError, match=msg):
+            rl.check_config(knobs(**bad, out_dir="/nonexistent/rl"), world_size=1)
