@@ -355,6 +355,15 @@ def _mixed_number(s: str) -> str:
     return f"{m.group(1)}({m.group(2)}+\\frac{{{m.group(3)}}}{{{m.group(4)}}})" if m else s
 
 
+def _digit_group_marks(s: str) -> str:
+    """LaTeX digit-group marks: "11,\\! 111", "10\\!,\\!080" and "14 {,} 916" are thousands (one number, also inside
+    a tuple); "{,}" before fewer or more than 3 digits is a decimal comma ("3{,}5" is 3.5)."""
+    s = re.sub(r"(\d)\s*(?:\\!)?\s*,\s*\\!\s*(?=\d{3}(?!\d))", r"\1", s)
+    s = re.sub(r"(\d)\s*\{,\}\s*(?=\d{3}(?!\d))", r"\1", s)
+    s = re.sub(r"(\d)\s*\{,\}\s*(?=\d)", r"\1.", s)
+    return s.replace("{,}", "")
+
+
 def _normalize(s: str) -> tuple[str, bool]:
     """-> (normalised string, had a percent sign)."""
     for k, v in _UNICODE.items():
@@ -369,9 +378,10 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)\s*\.", " ", s)  # invisible delimiters
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])", "", s)
     s = re.sub(r"\\(?:lvert|rvert|vert)(?![A-Za-z])", "|", s)
+    s = _digit_group_marks(s)
     s = re.sub(r"(?<!\\)\\!", "", s)
     s = _SPACING_RE.sub(" ", s)
-    s = s.replace("{,}", "")
+    s = re.sub(r"\\approx(?![A-Za-z])", "=", s)  # "\\pi \\approx 3.14": the value after it is the answer
     s = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\[dt]binom(?![A-Za-z])", r"\\binom", s)
     s = re.sub(r"\\(le|ge)q(?:slant)?(?![A-Za-z])", r"\\\1", s)
@@ -383,8 +393,9 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = _unwrap_text_commands(s)
     s = re.sub(r"\s+(?:and|or)\s+", ", ", s)  # "1 and 2", "x = 1 or x = 2": lists of answers
     s = re.sub(r"\s+", " ", s).strip()
-    if re.search(r"\bpercent$", s):
-        s, percent = s[:-len("percent")].strip(), True
+    m = re.search(r"\s*\b(?:percent|per cent|pct)\.?$", s)  # "28 pct"
+    if m:
+        s, percent = s[:m.start()].strip(), True
     s = _strip_trailing_units(s)
     s = re.sub(r"^(?:[a-zA-Z]|\\[a-z]+)\s*\\in\s+", "", s)   # "x \in [1, 2)" -> "[1, 2)"
     s = re.sub(r"\b(?:infinity|inf)\b", r"\\infty", s)
@@ -395,6 +406,7 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\d)", r"\\frac\1{\2}", s)
     s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
     s = s.strip().rstrip(".;").strip()
+    s = s.replace(";", ",")  # "(1; 2)", "1; 2": semicolons separate elements as commas do
     if s.endswith(",") and "," not in s[:-1]:
         s = s[:-1].strip()
     s = s.lstrip("=").strip()
@@ -433,7 +445,7 @@ def _choice_letter(s: str, gold: bool) -> str | None:
 # -----------------------------------------------------------------------------------------------------------------
 # LaTeX parser: tokens -> a tuple tree. Nodes:
 #   ("num", p, q, decimal)  the rational p/q; decimal=True if written with a decimal point / exponent
-#   ("sym", name)  ("const", "pi" | "E" | "oo")
+#   ("sym", name)  ("const", "pi" | "E" | "oo" | "I")   (I: the imaginary unit, only where the context says so)
 #   ("add", (terms...))  ("mul", (factors...))  ("neg", a)  ("inv", a)  ("pow", a, b)  ("root", a, n)
 #   ("func", name, a)  ("log", a, base)  ("fact", a)  ("abs", a)  ("binom", n, k)  ("floor", a)  ("ceil", a)
 # Sums and products are n-ary and division is multiplication by ("inv", b), so long chains stay shallow trees.
@@ -510,7 +522,7 @@ def _tokenize(s: str) -> list[tuple[str, str]]:
     return tokens
 
 
-_ATOM_CMDS = {"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil"} | set(_FUNCS) | _GREEK
+_ATOM_CMDS = {"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil", "imagunit"} | set(_FUNCS) | _GREEK
 _END = ("end", "")
 
 
@@ -707,6 +719,8 @@ class _Parser:
             return self.node("const", "pi")
         if name == "infty":
             return self.node("const", "oo")
+        if name == "imagunit":  # written by _imaginary_unit for i
+            return self.node("const", "I")
         if name in _FUNCS:
             return self.function(_FUNCS[name])
         if name in _GREEK:
@@ -896,7 +910,7 @@ def _num_eval(tree, env: dict | None = None):
     if kind == "const":
         if tree[1] == "oo":
             return _INF, 2
-        return complex(math.pi if tree[1] == "pi" else math.e), 2
+        return {"pi": complex(math.pi), "E": complex(math.e), "I": 1j}[tree[1]], 2
     if kind == "neg":
         x, level = _num_eval(tree[1], env)
         return -x, level
@@ -1023,7 +1037,7 @@ def _to_sympy(tree, sp):
     if kind == "sym":
         return sp.Symbol(tree[1])
     if kind == "const":
-        return {"pi": sp.pi, "E": sp.E, "oo": sp.oo}[tree[1]]
+        return {"pi": sp.pi, "E": sp.E, "oo": sp.oo, "I": sp.I}[tree[1]]
     if kind == "add":
         return sp.Add(*[_to_sympy(t, sp) for t in tree[1]])
     if kind == "mul":
@@ -1342,7 +1356,11 @@ def _equal_equations(p: tuple[str, str], g: tuple[str, str], deadline: float) ->
     return _sympy_call(("eq", d1, d2), deadline - time.monotonic())
 
 
-_SIMPLE_LHS_RE = re.compile(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?")
+# a name on the left of "=" whose value is the answer: x, x_1, f(x), f(2), AB, \\alpha, |AB|, \\angle ABC, area
+_SIMPLE_LHS_RE = re.compile(r"(?:[A-Za-z]{1,12}|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z0-9]\))?|\|[A-Za-z]{1,3}\||"
+                            r"(?:m\s*)?\\angle\s*[A-Z]{1,3}")
+# ... or a tuple of names: "(p, q) = (3, 2)"
+_NAME_TUPLE_RE = re.compile(r"\(\s*[A-Za-z](?:_\{?\w+\}?)?(?:\s*,\s*[A-Za-z](?:_\{?\w+\}?)?)+\s*\)")
 
 
 def _split_top(s: str, sep: str) -> list[str]:
@@ -1526,6 +1544,120 @@ def _digit_list_equal(pred_norm: str, gold: str) -> bool:
     return sorted(values) == sorted(groups)
 
 
+# -----------------------------------------------------------------------------------------------------------------
+# whole-answer readings tried before the structural comparison: "name = value", inequalities as intervals, the
+# imaginary unit, the decimal comma
+
+def _drop_name(s: str, other: str) -> str:
+    """"(p,q)=(3,2)" -> "(3,2)", "|AB| = 1" -> "1": a whole answer written as a name and its value, when the other
+    side is not an equation itself (an equation is compared as one: "x = 3" is not "y = 3")."""
+    parts = _split_top(s, "=")
+    if len(parts) != 2 or len(_split_top(other, "=")) > 1 or len(_split_top(s, ",")) > 1 or not parts[1].strip():
+        return s
+    lhs = parts[0].strip()
+    return _mixed_number(parts[1].strip()) if _SIMPLE_LHS_RE.fullmatch(lhs) or _NAME_TUPLE_RE.fullmatch(lhs) else s
+
+
+_INEQ_RE = re.compile(r"\\(?:le|ge|lt|gt)(?![A-Za-z])|<=|>=|<|>")
+_INEQ_OPS = {"\\le": "<=", "\\ge": ">=", "\\lt": "<", "\\gt": ">", "<=": "<=", ">=": ">=", "<": "<", ">": ">"}
+_FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
+
+
+def _endpoint(v) -> str:
+    x, level = v
+    if level < 2:
+        return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+    z = _as_complex(x)
+    if abs(z.imag) > 1e-12:
+        raise _Undefined("complex bound")
+    return repr(z.real)
+
+
+def _substitute(tree, name: str, node):
+    """The tree with the symbol `name` replaced by `node` (trees are tuples; add/mul hold a tuple of children)."""
+    if tree[0] == "sym":
+        return node if tree[1] == name else tree
+    out = []
+    for c in tree:
+        if isinstance(c, tuple) and c and isinstance(c[0], str):
+            c = _substitute(c, name, node)
+        elif isinstance(c, tuple):
+            c = tuple(_substitute(x, name, node) for x in c)
+        out.append(c)
+    return tuple(out)
+
+
+def _half_line(lhs: str, op: str, rhs: str) -> tuple[str, bool, object] | None:
+    """lhs op rhs, linear in one variable -> (side "lower" | "upper", closed, bound value (x, level)) of the
+    variable, or None. A plain name (x, f(x), AB) on one side is that variable; otherwise lhs - rhs is evaluated at
+    six points and must be a line k*x + c (so -x > -1 is x < 1, 5 \\ge x is x \\le 5)."""
+    if _SIMPLE_LHS_RE.fullmatch(lhs) and not _SIMPLE_LHS_RE.fullmatch(rhs):
+        lhs = "x"
+    elif _SIMPLE_LHS_RE.fullmatch(rhs) and not _SIMPLE_LHS_RE.fullmatch(lhs):
+        rhs = "x"
+    d = ("add", (_parse(lhs), ("neg", _parse(rhs))))
+    names = _free_symbols(d)
+    if len(names) != 1:
+        return None
+    name = names.pop()
+    at = {Fraction(t, q): _num_eval(_substitute(d, name, ("num", t, q, False)))
+          for t, q in ((-1, 1), (0, 1), (1, 1), (2, 1), (3, 1), (1, 2))}
+    c, k = at[0], (at[1][0] - at[0][0], max(at[1][1], at[0][1]))
+    if k[0] == 0 or any(not _values_close(at[t], (c[0] + k[0] * t, max(c[1], k[1])), False) for t in at):
+        return None
+    root = (-c[0] / k[0], max(c[1], k[1])) if max(c[1], k[1]) < 2 else (-_as_complex(c[0]) / _as_complex(k[0]), 2)
+    if _as_complex(k[0]).real < 0:
+        op = _FLIP[op]
+    return ("upper" if op[0] == "<" else "lower"), op.endswith("="), root
+
+
+def _as_interval(s: str) -> str | None:
+    """An inequality in one variable as the interval it describes ("x \\ge 5" -> "[5, \\infty)", "0<f(x)<1" ->
+    "(0, 1)"), or None for anything else (two variables, not linear, an equation, a list)."""
+    ops = list(_INEQ_RE.finditer(s))
+    if not 1 <= len(ops) <= 2 or "=" in _INEQ_RE.sub("", s) or len(_split_top(s, ",")) > 1:
+        return None
+    sides = [s[a.end() if a else 0:b.start() if b else len(s)].strip()
+             for a, b in zip([None] + ops, ops + [None])]
+    bounds = {"lower": None, "upper": None}
+    try:
+        for i, m in enumerate(ops):
+            half = _half_line(sides[i], _INEQ_OPS[m.group(0)], sides[i + 1])
+            if half is None or bounds[half[0]] is not None:
+                return None
+            bounds[half[0]] = half[1:]
+        lo, hi = bounds["lower"], bounds["upper"]
+        left = "(-\\infty" if lo is None else ("[" if lo[0] else "(") + _endpoint(lo[1])
+        right = "\\infty)" if hi is None else _endpoint(hi[1]) + ("]" if hi[0] else ")")
+    except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError):
+        return None  # compared as written
+    return f"{left}, {right}"
+
+
+_I_RE = re.compile(r"(?<![A-Za-z\\_])(?<!_\{)i(?![A-Za-z])")
+_EULER_RE = re.compile(r"e\s*\^\s*(?:\{[^{}]*(?<![A-Za-z\\_])i(?![A-Za-z])[^{}]*\}|i(?![A-Za-z]))")
+
+
+def _imaginary_unit(pn: str, gn: str) -> tuple[str, str]:
+    """i is the imaginary unit when the context says the answer is complex: the gold uses i (3 + 4i), or the
+    prediction is in Euler form (e^{i\\pi}); otherwise i stays a variable."""
+    if not (_I_RE.search(gn) or _EULER_RE.search(pn)):
+        return pn, gn
+    return _I_RE.sub(r"\\imagunit ", pn), _I_RE.sub(r"\\imagunit ", gn)
+
+
+_DECIMAL_COMMA_RE = re.compile(r"-?\d+,\d+")
+_THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+")
+
+
+def _decimal_comma(pn: str, gn: str) -> str | None:
+    """"1000,99" read as 1000.99, for a gold that is one number: a comma that cannot group thousands (1,234 is one
+    thousand two hundred thirty-four, and "1,3" against the gold list "1,3" is a list)."""
+    if _DECIMAL_COMMA_RE.fullmatch(pn) and not _THOUSANDS_RE.fullmatch(pn) and "," not in gn:
+        return pn.replace(",", ".")
+    return None
+
+
 def _as_text(x, what: str) -> str:
     if isinstance(x, str):
         return x
@@ -1534,6 +1666,17 @@ def _as_text(x, what: str) -> str:
             return str(int(x))
         return str(x)
     raise TypeError(f"math_equal expects {what} as str (or a number), got {type(x).__name__}")
+
+
+def _equal_readings(pn: str, gn: str, deadline: float, percent: tuple[bool, bool]) -> bool:
+    """Normalised pred and gold, compared structurally after the whole-answer readings above."""
+    pn, gn = _drop_name(pn, gn), _drop_name(gn, pn)
+    pn, gn = _as_interval(pn) or pn, _as_interval(gn) or gn
+    pn, gn = _imaginary_unit(pn, gn)
+    if _key(pn) == _key(gn) or _equal_structures(_structure(pn), _structure(gn), deadline, percent):
+        return True
+    comma = _decimal_comma(pn, gn)
+    return comma is not None and _equal_structures(_structure(comma), _structure(gn), deadline, percent)
 
 
 def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
@@ -1557,7 +1700,7 @@ def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
         gold_letter = _choice_letter(gn, gold=True)
         if gold_letter is not None:
             return _choice_letter(pn, gold=False) == gold_letter
-        return _equal_structures(_structure(pn), _structure(gn), deadline, (p_pct, g_pct))
+        return _equal_readings(pn, gn, deadline, (p_pct, g_pct))
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError, RecursionError, MemoryError):
         return False
     except Exception as e:  # a grader bug must not crash an RL run; say so once
