@@ -215,69 +215,130 @@ FEWSHOT_STOP = ("\n\nQuestion:", "Question:")
 R1_STOP = ("\nUser:",)
 ZERO_SHOT_INSTRUCTION = "Solve the problem. Reason step by step and put the final answer in \\boxed{}.\n\n"
 
-# MATH-style exemplars written for this file (not taken from any benchmark), in the few-shot answer format
+# MATH-style (MATH500, Minerva, OlympiadBench, college_math, AIME): the four problems of Minerva's published 4-shot
+# MATH prompt (Lewkowycz et al. 2022), their solutions rewritten in this file's answer format
 MATH_SHOTS = (
-    ("What is the sum of all positive divisors of $18$?",
-     "The positive divisors of $18$ are $1, 2, 3, 6, 9$ and $18$. Their sum is $1+2+3+6+9+18 = 39$."
-     " The answer is \\boxed{39}."),
-    ("Solve for $x$: $\\frac{x+3}{2} = \\frac{2x-1}{3}$.",
-     "Multiplying both sides by $6$ gives $3(x+3) = 2(2x-1)$, that is $3x + 9 = 4x - 2$, so $x = 11$."
-     " The answer is \\boxed{11}."),
-    ("A jar holds $4$ red marbles and $6$ blue marbles. Two marbles are drawn at random without replacement. "
-     "What is the probability that both are red? Express your answer as a common fraction.",
-     "The first marble is red with probability $\\frac{4}{10}$; then $3$ of the remaining $9$ marbles are red, so "
-     "the second is red with probability $\\frac{3}{9}$. Both are red with probability "
-     "$\\frac{4}{10} \\cdot \\frac{3}{9} = \\frac{12}{90} = \\frac{2}{15}$. The answer is \\boxed{\\frac{2}{15}}."),
-    ("Find the vertex of the parabola $y = 2x^2 - 8x + 5$. Enter your answer as an ordered pair.",
-     "Completing the square, $y = 2(x^2 - 4x) + 5 = 2(x-2)^2 - 8 + 5 = 2(x-2)^2 - 3$, so the vertex is at "
-     "$x = 2$, $y = -3$. The answer is \\boxed{(2,-3)}."),
+    ("Find the domain of the expression $\\frac{\\sqrt{x-2}}{\\sqrt{5-x}}$.",
+     "Both square roots need non-negative arguments: $x-2 \\ge 0$ gives $x \\ge 2$ and $5-x \\ge 0$ gives $x \\le 5$. "
+     "The denominator must not vanish, so $5-x > 0$, that is $x < 5$. The domain is $2 \\le x < 5$."
+     " The answer is \\boxed{[2,5)}."),
+    ("If $\\det \\mathbf{A} = 2$ and $\\det \\mathbf{B} = 12,$ then find $\\det (\\mathbf{A} \\mathbf{B}).$",
+     "The determinant of a product is the product of the determinants: "
+     "$\\det (\\mathbf{A} \\mathbf{B}) = (\\det \\mathbf{A})(\\det \\mathbf{B}) = 2 \\cdot 12 = 24$."
+     " The answer is \\boxed{24}."),
+    ("Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how many times "
+     "must Terrell lift them in order to lift the same total weight?",
+     "Lifting two 20-pound weights 12 times moves $2 \\cdot 20 \\cdot 12 = 480$ pounds in total. Lifting two 15-pound "
+     "weights $n$ times moves $2 \\cdot 15 \\cdot n = 30n$ pounds. From $30n = 480$ we get $n = 16$."
+     " The answer is \\boxed{16}."),
+    ("If the system of equations $6x-4y=a$, $6y-9x=b$ has a solution $(x, y)$ where $x$ and $y$ are both nonzero, "
+     "find $\\frac{a}{b},$ assuming $b$ is nonzero.",
+     "Multiplying the first equation by $-\\frac{3}{2}$ gives $6y-9x = -\\frac{3}{2}a$. The left side is $b$, so "
+     "$b = -\\frac{3}{2}a$ and $\\frac{a}{b} = -\\frac{2}{3}$. The answer is \\boxed{-\\frac{2}{3}}."),
 )
-# multiple-choice STEM exemplars written for this file (MMLU's own dev split is not among the data files)
+# MMLU-STEM: four questions of MMLU's few-shot (dev) split, subject abstract_algebra, with their keys; the dev split
+# has no worked answers, so the one-line reasons are written here. (Its fifth question is left out: its key says
+# "False, False" for "|aH| divides |a|", which is true.)
 MMLU_SHOTS = (
-    ("Which of the following is the SI unit of electric charge?\n(A) ampere\n(B) coulomb\n(C) volt\n(D) ohm",
-     "The ampere measures current, the volt potential and the ohm resistance; charge is measured in coulombs."
-     " The answer is \\boxed{B}."),
-    ("What is the derivative of $\\sin(2x)$ with respect to $x$?\n(A) $\\cos(2x)$\n(B) $2\\sin(x)$\n"
-     "(C) $2\\cos(2x)$\n(D) $-2\\cos(2x)$",
-     "By the chain rule the derivative is $\\cos(2x) \\cdot 2 = 2\\cos(2x)$. The answer is \\boxed{C}."),
-    ("Which organelle is the main site of ATP production in eukaryotic cells?\n(A) ribosome\n(B) Golgi apparatus\n"
-     "(C) lysosome\n(D) mitochondrion",
-     "Oxidative phosphorylation, which makes most of the cell's ATP, happens in the mitochondria."
-     " The answer is \\boxed{D}."),
-    ("What is the worst-case running time of binary search on a sorted array of $n$ elements?\n(A) $O(\\log n)$\n"
-     "(B) $O(n)$\n(C) $O(n \\log n)$\n(D) $O(1)$",
-     "Each comparison halves the part of the array that can still hold the target, so about $\\log_2 n$ steps are "
-     "needed. The answer is \\boxed{A}."),
+    ("Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\n(A) 0\n(B) 1\n(C) 2\n(D) 3",
+     "The quotient is a field exactly when $x^2 + c$ is irreducible over $\\mathbb{Z}_3$, that is when $-c$ is not a "
+     "square mod 3. The squares mod 3 are 0 and 1, so $-c \\equiv 2$ and $c = 1$. The answer is \\boxed{B}."),
+    ("Statement 1 | Every element of a group generates a cyclic subgroup of the group. Statement 2 | The symmetric "
+     "group S_10 has 10 elements.\n(A) True, True\n(B) False, False\n(C) True, False\n(D) False, True",
+     "The powers of any element form a cyclic subgroup, so Statement 1 is true. $S_{10}$ has $10! = 3628800$ "
+     "elements, so Statement 2 is false. The answer is \\boxed{C}."),
+    ("Statement 1| Every function from a finite set onto itself must be one to one. Statement 2 | Every subgroup of "
+     "an abelian group is abelian.\n(A) True, True\n(B) False, False\n(C) True, False\n(D) False, True",
+     "A map of a finite set onto itself cannot send two elements to one image, or fewer images than elements would be "
+     "left, so Statement 1 is true. Elements of a subgroup commute because all elements of the group do, so "
+     "Statement 2 is true. The answer is \\boxed{A}."),
+    ("Find the characteristic of the ring 2Z.\n(A) 0\n(B) 3\n(C) 12\n(D) 30",
+     "No positive multiple $n \\cdot 2$ of the element 2 is 0 in $2\\mathbb{Z}$, so the characteristic is 0."
+     " The answer is \\boxed{A}."),
 )
-GSM8K_SHOT_SEED, GSM8K_SHOTS = 0, 8
-_shot_cache: dict = {}
+# GSM8K-style (GSM8K, SVAMP, ASDiv): 8 problems of GSM8K's train split drawn by draw_gsm8k_shots(train.jsonl) (seed
+# 0), stored here so that prompts need no data folder (tests check they are that draw)
+GSM8K_SHOTS = (
+    ('The state of Virginia had 3.79 inches of rain in March, 4.5 inches of rain in April, 3.95 inches of rain in '
+     'May, 3.09 inches of rain in June and 4.67 inches in July.  What is the average rainfall amount, in inches, in '
+     'Virginia?',
+     'It rained for a total of 3.79+4.5+3.95+3.09+4.67 = 20 inches\nThe rain period is from March through July for a '
+     'total of 5 months so the average rainfall is 20/5 = 4 inches of rain per month\nThe answer is \\boxed{4}.'),
+    ("A chocolate box contains 200 bars. Thomas and his 4 friends take 1/4 of the bars and decide to divide them "
+     "equally between them. One of Thomas's friends doesn't like chocolate bars very much and returns 5 of his bars "
+     "to the box. Later, his sister Piper comes home and takes 5 fewer bars than those taken in total by Thomas and "
+     "his friends so she can also share with her friends. What's the total number of bars left in the box?",
+     'Thomas and his friends took 1/4*200 = 50 bars.\nThe total number of bars left in the box was 200-50 = 150 '
+     'bars.\nSince there are five of them sharing, each of them got 50/5 = 10 bars.\nAfter a friend returned 5 bars, '
+     'there were 150 + 5 = 155 bars in the box.\nPiper took five fewer bars, that is 50 - 5 = 45 bars.\nThe total '
+     'remaining bars left in the box is 155 - 45 = 110 bars.\nThe answer is \\boxed{110}.'),
+    ('Gilbert grows herbs in his yard to use in his cooking. At the beginning of the spring, he planted three basil '
+     'bushes, a parsley plant, and two kinds of mint. Halfway through spring, one of the basil plants dropped seeds '
+     'from a flower and made an extra basil plant grow. However, a rabbit came by the garden near the end of spring '
+     'and ate all the mint. How many herb plants did Gilbert have when spring ended?',
+     'Gilbert planted 3 + 1 + 2 = 6 herb plants.\nHe gained a basil plant when one of the basil plants seeded a new '
+     'plant, so he had 6 + 1 = 7 plants.\nThe rabbit ate both mint plants, so Gilbert had 7 - 2 = 5 herb plants when '
+     'spring ended.\nThe answer is \\boxed{5}.'),
+    ('Marta was about to start the school year and needed to buy the necessary textbooks. She managed to buy five on '
+     'sale, for $10 each. She had to order two textbooks online, which cost her a total of $40, and three she bought '
+     'directly from the bookstore for a total of three times the cost of the online ordered books. How much in total '
+     'did Martha spend on textbooks?',
+     'Marta bought five textbooks on sale, for a total of 5 * 10 = $50.\nThree textbooks from the bookstore had a '
+     'cost of 3 * 40 = $120.\nThat means that Marta spent in total 50 + 40 + 120 = $210 on textbooks.\nThe answer is '
+     '\\boxed{210}.'),
+    ("At the burger hut, you can buy a burger for $5, french fries for $3, and a soft drink for $3.  If you order a "
+     "special burger meal, you get all 3 of these food items for $9.50. A kid’s burger is $3, a kid’s french fries "
+     "are $2, and a kid's juice box is $2.  They also have a kids meal of all 3 kids' food items for $5. Mr. Parker "
+     "buys 2 burger meals for his wife and himself.  He also buys 2 burger meals and 2 kid's meals for his 4 "
+     "children.  How much money does Mr. Parker save by buying the 6 meals versus buying the individual food items?",
+     "To buy regular food items individually, they cost $5 + $3 + $3 = $11.\nTo buy kids food items individually, "
+     "they cost $3 + $2 + $2 = $7.\nIf you buy the special burger meal, you save $11 - $9.50 = $1.50.\nIf you buy the "
+     "kid's meal, you save $7 - $5 = $2.\nMr. Parker buys 4 special burger meals, bringing his discount to 4 x $1.50 "
+     "= $6.\nHe buys 2 kid's meals, bringing his discount to 2 x $2 = $4.\nThe total savings for Mr. Parker is $6 + "
+     "$4 = $10.\nThe answer is \\boxed{10}."),
+    ('A roadwork company is paving a newly constructed 16-mile road. They use a mixture of pitch and gravel to make '
+     'the asphalt to pave the road. Each truckloads of asphalt uses two bags of gravel and five times as many bags of '
+     'gravel as it does barrels of pitch to make. It takes three truckloads of asphalt to pave each mile of road. The '
+     'company paved 4 miles of road on one day, then one mile less than double that on the second day. How many '
+     'barrels of pitch will the company need to finish the remaining road on the third day?',
+     'On the second day, the company paved 4 * 2 - 1 = 7 miles.\nThe company has 16 - 7 - 4 = 5 miles of road '
+     'remaining to pave.\nThey will need 3 * 5 = 15 truckloads of asphalt to pave 5 miles of road.\nFor 15 '
+     'truckloads, they will need 15 * 2 = 30 bags of gravel.\nThus, the company will need 30 / 5 = 6 barrels of pitch '
+     'to finish the road on the third day.\nThe answer is \\boxed{6}.'),
+    ('Nancy wanted to make peanut butter cookies for a family gathering, but her cousin is allergic to peanuts. She '
+     'decided to make almond butter cookies instead. A jar of almond butter costs three times the amount that a jar '
+     'of peanut butter does. It takes half a jar to make a batch of cookies. A jar of peanut butter costs $3. How '
+     'many dollars more does it cost per batch to make almond butter cookies instead of peanut butter cookies?',
+     'A jar of almond butter costs 3 * 3 = $9.\nIt takes half a jar to make a batch of cookies, so it costs 9 / 2 = '
+     '$4.50 to use almond butter.\nIt costs 3 / 2 = $1.50 to use peanut butter.\nThus, it costs 4.50 - 1.50 = $3 more '
+     'to make a batch of almond butter cookies than peanut butter cookies.\nThe answer is \\boxed{3}.'),
+    ("Barry goes to a shop to buy a shirt he'd been admiring for quite some time. He tells the attendant that it's "
+     "his birthday so she decides to give him a 15% special discount. The price tag on the shirt says $80. How much "
+     "is he supposed to pay now, considering the special discount?",
+     '15% of $80 = (15/100)*$80 = $12\nThe dollar amount of the discount is $12 so he is supposed to pay just $80-$12 '
+     '= $68\nThe answer is \\boxed{68}.'),
+)
 
 
-def gsm8k_shots(data_dir: str | None = None) -> list[tuple[str, str]]:
-    """8 exemplars drawn (fixed seed) from GSM8K's TRAIN split, answers rewritten to the few-shot format:
-    calculator annotations <<...>> removed, '#### N' -> 'The answer is \\boxed{N}.' (no blank line inside an
-    answer, so the stop string "\\n\\nQuestion:" only ever ends a whole answer)."""
-    path = os.path.join(data_dir or default_data_dir("gsm8k"), "gsm8k", "train.jsonl")
-    if path not in _shot_cache:
-        if not os.path.isfile(path):
-            raise UserFileError(f"GSM8K-style few-shot prompts draw their exemplars from the GSM8K train split: "
-                                f"no file at {path}. Put gsm8k/train.jsonl (fields question, answer) there.")
-        rows = _read_jsonl(path)
-        shots = []
-        for i in random.Random(GSM8K_SHOT_SEED).sample(range(len(rows)), GSM8K_SHOTS):
-            steps, _, final = rows[i]["answer"].rpartition("####")
-            steps = re.sub(r"<<[^>]*>>", "", steps).strip()
-            steps = "\n".join(line.strip() for line in steps.splitlines() if line.strip())  # no blank lines
-            shots.append((rows[i]["question"].strip(),
-                          f"{steps}\nThe answer is \\boxed{{{final.strip().replace(',', '')}}}."))
-        _shot_cache[path] = shots
-    return _shot_cache[path]
+def draw_gsm8k_shots(train_path: str, seed: int = 0, k: int = 8) -> list[tuple[str, str]]:
+    """k exemplars drawn with `seed` from a GSM8K train file, answers rewritten to the few-shot format: calculator
+    annotations <<...>> removed, '#### N' -> 'The answer is \\boxed{N}.' (no blank line inside an answer, so the stop
+    string "\\n\\nQuestion:" only ever ends a whole answer). GSM8K_SHOTS is draw_gsm8k_shots(gsm8k/train.jsonl)."""
+    rows = _read_jsonl(train_path)
+    shots = []
+    for i in random.Random(seed).sample(range(len(rows)), k):
+        steps, _, final = rows[i]["answer"].rpartition("####")
+        steps = re.sub(r"<<[^>]*>>", "", steps).strip()
+        steps = "\n".join(line.strip() for line in steps.splitlines() if line.strip())  # no blank lines
+        shots.append((rows[i]["question"].strip(),
+                      f"{steps}\nThe answer is \\boxed{{{final.strip().replace(',', '')}}}."))
+    return shots
 
 
-def few_shot_examples(benchmark: str, data_dir: str | None = None) -> list[tuple[str, str]]:
+def few_shot_examples(benchmark: str) -> list[tuple[str, str]]:
     """The (question, answer) exemplars of the few-shot prompt of `benchmark` ([] for 0-shot ones)."""
     if benchmark in GSM8K_STYLE:
-        return gsm8k_shots(data_dir)
+        return list(GSM8K_SHOTS)
     if benchmark in MATH_STYLE:
         return list(MATH_SHOTS)
     if benchmark == "mmlu_stem":
@@ -287,11 +348,12 @@ def few_shot_examples(benchmark: str, data_dir: str | None = None) -> list[tuple
     raise UserError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
 
 
-def build_prompt(example: dict, benchmark: str, style: str = "fewshot", data_dir: str | None = None) -> str:
+def build_prompt(example: dict, benchmark: str, style: str = "fewshot") -> str:
     """style "fewshot": base-model chain-of-thought prompt, "Question: ...\\nAnswer:" after the benchmark's
-    exemplars (GSM8K 8-shot from its train split, MATH-style 4-shot, MMLU-STEM 4-shot, AMC 0-shot with a one-line
-    instruction; the synthetic set uses its own zero-shot "Question/Answer" format, the one its QA corpus is
-    written in). style "r1": R1_TEMPLATE. An example with a "prompt" field (synth) is used as it is."""
+    exemplars (GSM8K 8-shot from its train split, Minerva's MATH 4-shot, MMLU-STEM 4-shot from its dev split, AMC
+    0-shot with a one-line instruction; the synthetic set uses its own zero-shot "Question/Answer" format, the one
+    its QA corpus is written in). style "r1": R1_TEMPLATE. An example with a "prompt" field (synth) is used as it
+    is."""
     if style not in ("fewshot", "r1"):
         raise UserError(f"style must be 'fewshot' or 'r1', got {style!r}")
     question = example.get("question")
@@ -302,7 +364,7 @@ def build_prompt(example: dict, benchmark: str, style: str = "fewshot", data_dir
         return R1_TEMPLATE.format(question=question)
     if benchmark == "synth" and isinstance(example.get("prompt"), str):
         return example["prompt"]
-    shots = few_shot_examples(benchmark, data_dir)
+    shots = few_shot_examples(benchmark)
     head = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in shots)
     if benchmark == "amc23":
         head = ZERO_SHOT_INSTRUCTION
@@ -414,7 +476,7 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
         t0 = time.time()
         examples = load_benchmark(bench, _data_dir_for(bench, data_dir))
         examples = examples[:limit] if limit else examples
-        prompts = [build_prompt(ex, bench, style, data_dir=_data_dir_for("gsm8k", data_dir)) for ex in examples]
+        prompts = [build_prompt(ex, bench, style) for ex in examples]
         completions = sample.generate(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
                                       temperature=temperature, top_p=top_p, stop=stop_strings(style), seed=seed,
                                       batch_size=batch_size, progress=progress)

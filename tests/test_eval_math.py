@@ -13,8 +13,8 @@ import pytest
 from conftest import SHARED_DATA
 
 import eval_math
-from eval_math import (BENCHMARKS, MATH_SHOTS, MMLU_SHOTS, R1_TEMPLATE, build_prompt, evaluate, extract_answer,
-                       few_shot_examples, load_benchmark, math_equal, pass_at_k)
+from eval_math import (BENCHMARKS, GSM8K_SHOTS, MATH_SHOTS, MMLU_SHOTS, R1_TEMPLATE, build_prompt, draw_gsm8k_shots,
+                       evaluate, extract_answer, few_shot_examples, load_benchmark, math_equal, pass_at_k)
 
 # the grader's own tests are in test_grader.py
 
@@ -153,7 +153,7 @@ def test_pass_at_k_matches_brute_force():
 @pytest.mark.parametrize("name", [b for b in BENCHMARKS if b != "synth"])
 def test_prompts_hold_no_test_set_text(name):
     examples = load_benchmark(name, SHARED_DATA)
-    shots = few_shot_examples(name, SHARED_DATA)
+    shots = few_shot_examples(name)
     tests = {e["question"].strip() for e in examples}
     for bench in COUNTS:  # an exemplar question must not appear in ANY test set
         tests |= {e["question"].strip() for e in load_benchmark(bench, SHARED_DATA)} if bench in (
@@ -161,7 +161,7 @@ def test_prompts_hold_no_test_set_text(name):
     for q, a in shots:
         assert q not in tests and not any(q in t for t in tests), q[:60]
         assert a.endswith("}.") and extract_answer(a) is not None
-    prompt = build_prompt(examples[0], name, data_dir=SHARED_DATA)
+    prompt = build_prompt(examples[0], name)
     assert prompt.endswith(f"Question: {examples[0]['question'].strip()}\nAnswer:")
     head = prompt[: -len(f"Question: {examples[0]['question'].strip()}\nAnswer:")]
     assert head.count("Question: ") == len(shots) and "\n\n\n" not in head
@@ -175,13 +175,33 @@ def test_prompts_hold_no_test_set_text(name):
         assert all(q in train for q, _ in shots)  # drawn from the train split
 
 
-def test_own_exemplars_are_right():
+@needs_data
+def test_stored_gsm8k_exemplars_are_the_seeded_train_draw():
+    assert list(GSM8K_SHOTS) == draw_gsm8k_shots(os.path.join(SHARED_DATA, "gsm8k", "train.jsonl"))
+
+
+def test_prompts_need_no_data_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing to read: the exemplars live in the repo
+    for name in ("gsm8k", "math500", "mmlu_stem", "amc23"):
+        prompt = build_prompt({"question": "What is 1+1?"}, name)
+        assert prompt.endswith("Question: What is 1+1?\nAnswer:")
+    assert build_prompt({"question": "Q"}, "gsm8k").count("Question: ") == 9
+
+
+def test_exemplar_answers_are_right():
     answers = [extract_answer(a) for _, a in MATH_SHOTS]
-    assert math_equal(answers[0], str(sum(d for d in range(1, 19) if 18 % d == 0)))
-    assert math_equal(answers[1], "11") and Fraction(11 + 3, 2) == Fraction(2 * 11 - 1, 3)
-    assert math_equal(answers[2], str(Fraction(math.comb(4, 2), math.comb(10, 2))))
-    assert math_equal(answers[3], "(2, %d)" % (2 * 2 ** 2 - 8 * 2 + 5))
-    assert [extract_answer(a) for _, a in MMLU_SHOTS] == ["B", "C", "D", "A"]
+    # domain of sqrt(x-2)/sqrt(5-x): both roots real and the denominator nonzero
+    domain = [x / 4 for x in range(-40, 40) if x / 4 - 2 >= 0 and 5 - x / 4 > 0]
+    assert math_equal(answers[0], f"[{min(domain)}, 5)") and max(domain) < 5
+    assert math_equal(answers[1], str(2 * 12))                           # det(AB) = det A det B
+    assert math_equal(answers[2], str(2 * 20 * 12 // (2 * 15)))          # the same total weight
+    x, y = 3, 5                                                          # any nonzero solution: a/b is fixed
+    assert math_equal(answers[3], str(Fraction(6 * x - 4 * y, 6 * y - 9 * x)))
+    # MMLU abstract algebra: c with x^2 + c irreducible over Z_3 (no root), |S_10| = 10!, char(2Z) = 0
+    irreducible = [c for c in range(3) if all((x * x + c) % 3 for x in range(3))]
+    assert irreducible == [1] and math.factorial(10) != 10
+    assert [extract_answer(a) for _, a in MMLU_SHOTS] == ["B", "C", "A", "A"]
+    assert [extract_answer(a) for _, a in GSM8K_SHOTS] == ["4", "110", "5", "210", "10", "6", "3", "68"]
 
 
 def test_r1_template():
@@ -240,7 +260,7 @@ def test_evaluate_with_contract_generate(tmp_path, monkeypatch, capsys):
     assert gsm["count"] == 4 and gsm["accuracy"] == 0.5 and m5["count"] == 3 and m5["accuracy"] == 1.0
     assert gsm["mean_response_tokens"] == 5 and report["average_accuracy"] == 0.75
     assert calls[0]["stop"] == ("\n\nQuestion:", "Question:") and calls[0]["n"] == 1
-    assert calls[0]["prompts"][0].count("Question: Train question") == 8
+    assert calls[0]["prompts"][0].count("Question: ") == 9  # 8 stored exemplars + the question
     assert json.load(open(out / "results.json")) == json.loads(json.dumps(report))
     rows = [json.loads(line) for line in open(out / "samples_gsm8k.jsonl")]
     assert [r["correct"] for r in rows] == [True, False, True, False]
@@ -293,7 +313,7 @@ def test_end_to_end_tiny_model(tmp_path):
     text = "Question: How many apples are there in the basket? Answer: 12 + 30 = 42. The answer is \\boxed{42}."
     tok = Tokenizer.train([text] * 4, vocab_size=280)
     torch.manual_seed(0)
-    net = Llama(LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, max_seq_len=4096))  # 4-shot prompts
+    net = Llama(LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, max_seq_len=8192))  # 8-shot prompts
     save_checkpoint(str(tmp_path / "run" / "ckpt-000001"), net, tokenizer=tok)
     out = tmp_path / "eval"
     report = eval_math.main([f"--ckpt={tmp_path / 'run'}", "--benchmarks=gsm8k,math500", "--limit=2",

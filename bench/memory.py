@@ -1,0 +1,166 @@
+"""
+Peak memory and time of the two vocabulary-sized steps, with the whole logits at once (logits_chunk=0, the previous
+path) vs a chunk of tokens at a time (model.chunked_logprobs), at shapes that keep Llama 3's real vocabulary and long
+sequences but shrink the rest of the model so a CPU runs them:
+
+    python bench/memory.py                                   # 2 layers, d=256, V=128,256; 2 x 1,024 response tokens
+    python bench/memory.py --response_len=4096 --chunk=1024  # the paper's long-CoT lengths (old path: ~9 GB)
+
+  rl:       one rl.update_policy (forward, log-probs + entropy of the response tokens, clipped loss, backward,
+            AdamW step) on `n_seqs` rollouts of prompt_len + response_len tokens, one micro-batch;
+  midtrain: one forward + backward of the mean cross-entropy over n_seqs x (prompt_len + response_len) tokens.
+
+Each measurement runs in a fresh process: the model and optimizer state are built first, then the kernel's peak-RSS
+counter is reset (/proc/self/clear_refs) and the step runs; "peak" is the step's high-water mark over the resident
+memory it started from (what the step itself needs), "process" the whole process's high-water mark.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import model as model_lib  # noqa: E402
+import rl  # noqa: E402
+from configurator import configure  # noqa: E402
+
+vocab_size = 128256  # Llama 3's
+dim = 256
+n_layers = 2
+n_seqs = 2  # sequences in the micro-batch
+prompt_len = 64
+response_len = 1024  # tokens per sequence that go through the vocabulary (the RL targets)
+chunk = 1024  # tokens per chunk of the new path (the scripts' logits_chunk default)
+cases = "rl,midtrain"
+threads = 0  # torch threads per measurement; 0 = torch's default
+measure = ""  # internal: "<case>:<chunk>" runs that one measurement in this process and prints it as JSON
+
+
+def rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status (this benchmark reads Linux's memory counters)")
+
+
+def reset_peak() -> int:
+    """Reset the process's peak-RSS counter to its current RSS (Linux >= 4.0); returns that RSS in kB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss_kb("VmRSS")
+
+
+def build(c) -> model_lib.Llama:
+    cfg = model_lib.LlamaConfig.from_preset("test", vocab_size=c["vocab_size"], dim=c["dim"], n_layers=c["n_layers"],
+                                            n_heads=4, n_kv_heads=2, ffn_dim=3 * c["dim"],
+                                            max_seq_len=c["prompt_len"] + c["response_len"])
+    torch.manual_seed(0)
+    return model_lib.Llama(cfg).train()
+
+
+def rl_step(c, net, chunk_size: int):
+    """-> a function running one RL update on random rollouts (half the advantages +1, half -1)."""
+    g = torch.Generator().manual_seed(1)
+    V = c["vocab_size"]
+    rollouts = [rl.Rollout(torch.randint(0, V, (c["prompt_len"],), generator=g).tolist(),
+                           torch.randint(0, V, (c["response_len"],), generator=g).tolist(),
+                           torch.zeros(c["response_len"]), "", "length", 0.0, i, 1.0 if i % 2 else -1.0)
+                for i in range(c["n_seqs"])]
+    knobs = SimpleNamespace(**{**rl.DEFAULTS, "micro_batch": c["n_seqs"], "logits_chunk": chunk_size})
+    solo = SimpleNamespace(ddp=False, rank=0, world_size=1)
+    opt = net.configure_optimizer(knobs.lr, knobs.weight_decay, (knobs.beta1, knobs.beta2))
+    for p in net.parameters():  # a zero-gradient step makes AdamW's moments (weight decay is 0: nothing moves), so
+        p.grad = torch.zeros_like(p)  # the measured step is like every step of a run but its first
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return lambda: rl.update_policy(net, opt, rollouts, knobs, solo, loss_max_len=c["response_len"])
+
+
+def midtrain_step(c, net, chunk_size: int):
+    g = torch.Generator().manual_seed(1)
+    shape = (c["n_seqs"], c["prompt_len"] + c["response_len"])
+    x, y = (torch.randint(0, c["vocab_size"], shape, generator=g) for _ in range(2))
+
+    def step():
+        _, loss = net(x, targets=y, chunk_size=chunk_size)
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+    return step
+
+
+def measure_one(c) -> dict:
+    case, chunk_size = c["measure"].split(":")
+    net = build(c)
+    step = {"rl": rl_step, "midtrain": midtrain_step}[case](c, net, int(chunk_size))
+    base = reset_peak()
+    t0 = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - t0
+    return {"case": case, "chunk": int(chunk_size), "peak_mb": (rss_kb("VmHWM") - base) / 1024,
+            "process_mb": rss_kb("VmHWM") / 1024, "seconds": seconds}
+
+
+def start_measurement(case: str, chunk_size: int, c) -> subprocess.Popen:
+    """One measurement in a fresh process (so neither path inherits the other's heap); finish() collects it."""
+    argv = [sys.executable, os.path.abspath(__file__), f"--measure={case}:{chunk_size}"]
+    argv += [f"--{k}={c[k]}" for k in ("vocab_size", "dim", "n_layers", "n_seqs", "prompt_len", "response_len",
+                                       "threads")]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"measurement {proc.args[2]} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_measurement(case: str, chunk_size: int, c) -> dict:
+    return finish(start_measurement(case, chunk_size, c))
+
+
+def compare(c) -> list[dict]:
+    """-> for each case: old (logits_chunk=0) and new (logits_chunk=chunk) measurements."""
+    rows = []
+    for case in c["cases"].split(","):
+        if case not in ("rl", "midtrain"):
+            raise ValueError(f"cases: unknown case {case!r}; expected a comma-separated subset of rl,midtrain")
+        rows.append({"case": case, "old": run_measurement(case, 0, c), "new": run_measurement(case, c["chunk"], c)})
+    return rows
+
+
+def main(argv=None):
+    c = configure(globals(), argv)
+    if c["threads"]:
+        torch.set_num_threads(c["threads"])
+    if c["measure"]:
+        print(json.dumps(measure_one(c)))
+        return None
+    if not (isinstance(c["chunk"], int) and c["chunk"] > 0):
+        raise ValueError(f"chunk must be a positive int (tokens per chunk of the new path), got {c['chunk']!r}")
+    tokens = c["n_seqs"] * c["response_len"]
+    print(f"{c['n_layers']} layers, d={c['dim']}, vocab {c['vocab_size']:,}; {c['n_seqs']} sequences x "
+          f"({c['prompt_len']} prompt + {c['response_len']} response) tokens; new path: {c['chunk']} tokens a chunk; "
+          f"fp32 logits of {tokens:,} tokens = {tokens * c['vocab_size'] * 4 / 2**20:,.0f} MiB")
+    print(f"{'case':<10} {'path':<18} {'peak MiB':>9} {'process MiB':>12} {'seconds':>8}")
+    rows = compare(c)
+    for r in rows:
+        for path, label in (("old", "all logits"), ("new", f"chunks of {c['chunk']}")):
+            m = r[path]
+            print(f"{r['case']:<10} {label:<18} {m['peak_mb']:9,.0f} {m['process_mb']:12,.0f} {m['seconds']:8.2f}")
+        print(f"{r['case']:<10} {'old / new':<18} {r['old']['peak_mb'] / r['new']['peak_mb']:8.1f}x "
+              f"{r['old']['process_mb'] / r['new']['process_mb']:11.1f}x "
+              f"{r['old']['seconds'] / r['new']['seconds']:7.2f}x")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
