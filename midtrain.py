@@ -84,6 +84,7 @@ decay_warmup_tokens = 0
 # batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
 micro_batch = 16
 total_batch_tokens = 4096  # 16 x 256: one micro-batch per step on one process
+logits_chunk = 1024  # tokens per lm_head + cross-entropy chunk (memory ~ chunk x vocab); 0 = all logits at once
 # optimizer: AdamW, weight decay on matrices only (model.configure_optimizer)
 lr = 3e-3
 weight_decay = 0.1
@@ -182,7 +183,8 @@ def check_config(c, world_size: int) -> int:
     if c.weight_decay < 0 or c.grad_clip < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
         raise UserError("need weight_decay >= 0, grad_clip >= 0 and betas in [0, 1)")
     for name in ("warmup_tokens", "stable_tokens", "decay_tokens", "decay_warmup_tokens", "eval_interval",
-                 "eval_batches", "sample_tokens", "log_interval", "ckpt_interval", "keep_last_n", "stop_at_step"):
+                 "eval_batches", "sample_tokens", "log_interval", "ckpt_interval", "keep_last_n", "stop_at_step",
+                 "logits_chunk"):
         if getattr(c, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.decay_warmup_tokens > c.decay_tokens:
@@ -323,7 +325,7 @@ def evaluate(model, c, names: list[str], d, autocast) -> dict:
         for i, (x, y) in enumerate(val_batches(os.path.join(c.data_root, name), c.seq_len, c.micro_batch, rounds,
                                                d.rank, d.world_size)):
             with autocast():
-                _, loss = model(x.to(d.device), targets=y.to(d.device))
+                _, loss = model(x.to(d.device), targets=y.to(d.device), chunk_size=c.logits_chunk)
             weight = float(i * d.world_size + d.rank < c.eval_batches)
             total += torch.stack([loss.float() * weight, torch.tensor(weight, device=d.device)])
         all_reduce_(total, d)
@@ -466,7 +468,7 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
             sync = model.no_sync() if d.ddp and micro < grad_accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast():
-                    _, loss = model(x, targets=y)
+                    _, loss = model(x, targets=y, chunk_size=c.logits_chunk)
                 (loss / grad_accum).backward()
             loss_sum += loss.detach().float()
         loss_mean = all_reduce_mean(loss_sum / grad_accum, d).item()

@@ -355,6 +355,102 @@ class Block(nn.Module):
 
 
 # -----------------------------------------------------------------------------------------------------------------
+# log-probs of given targets, a chunk of tokens at a time
+
+
+def autocast_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on t's device run in right now: autocast's (bf16) inside an autocast region, else t's."""
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
+
+
+def _scaled_logits(h, w, temperature: float):
+    """h [c, dim], w [V, dim] (both already in the matmul dtype) -> logits / temperature [c, V] in fp32."""
+    z = (h @ w.T).float()  # a new tensor either way, so the in-place division below touches nothing shared
+    return z.div_(temperature)
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    """Per-token log p(target) and entropy under softmax(h @ w.T / temperature), holding at most [chunk, V] logits:
+    the backward recomputes each chunk's logits instead of keeping them (an 8K-token sequence's logits at V = 128K
+    are 4 GB in fp32, more than the rest of a 3B model's activations). The matmuls run in `dtype` (bf16 under
+    autocast), the softmax in fp32, as in the unchunked path."""
+
+    @staticmethod
+    def forward(ctx, h, w, targets, temperature: float, chunk: int, dtype: torch.dtype, need_entropy: bool):
+        # h [N, dim], w [V, dim], targets [N] -> logp [N], entropy [N] (zeros without need_entropy), both fp32
+        ctx.set_materialize_grads(False)  # an unused output (the entropy, often) gets None, not a zeros tensor
+        N, wd = h.shape[0], w.to(dtype)
+        logz, mean_z, logp = (torch.zeros(N, dtype=torch.float32, device=h.device) for _ in range(3))
+        for s in range(0, N, chunk):
+            z = _scaled_logits(h[s:s + chunk].to(dtype), wd, temperature)  # [c, V]
+            logz[s:s + chunk] = torch.logsumexp(z, dim=-1)
+            logp[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None])[:, 0] - logz[s:s + chunk]
+            if need_entropy:
+                mean_z[s:s + chunk] = (torch.softmax(z, dim=-1) * z).sum(-1)  # E_p[z]
+        ctx.save_for_backward(h, w, targets, logz, mean_z)
+        ctx.temperature, ctx.chunk, ctx.dtype = temperature, chunk, dtype
+        if not need_entropy:
+            ent = torch.zeros_like(logp)
+            ctx.mark_non_differentiable(ent)
+            return logp, ent
+        return logp, logz - mean_z  # H = log Z - E_p[z]
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        h, w, targets, logz, mean_z = ctx.saved_tensors
+        if g_logp is None and g_ent is None:
+            return (None,) * 7
+        wd, chunk = w.to(ctx.dtype), ctx.chunk
+        dh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if ctx.needs_input_grad[1] else None
+        for s in range(0, h.shape[0], chunk):
+            hc = h[s:s + chunk].to(ctx.dtype)
+            z = _scaled_logits(hc, wd, ctx.temperature)  # [c, V]
+            p = (z - logz[s:s + chunk, None]).exp_()
+            # dlogp/dz = onehot(target) - p and dH/dz = -p * (z - E_p[z]), so
+            # dz = p * (-g_ent * (z - E_p[z]) - g_logp), plus g_logp at the target (in place: one more [c, V] only)
+            if g_ent is None:
+                del z
+                dz = p.mul_(-g_logp[s:s + chunk, None])
+            else:
+                dz = z.sub_(mean_z[s:s + chunk, None]).mul_(-g_ent[s:s + chunk, None])
+                if g_logp is not None:
+                    dz.sub_(g_logp[s:s + chunk, None])
+                dz.mul_(p)
+                del p
+            if g_logp is not None:
+                dz.scatter_add_(-1, targets[s:s + chunk, None], g_logp[s:s + chunk, None])
+            dz = dz.div_(ctx.temperature).to(ctx.dtype)  # d loss / d logits, [c, V]
+            if dh is not None:
+                dh[s:s + chunk] = dz @ wd
+            if dw is not None:
+                dw.add_(dz.T @ hc)
+        return dh, None if dw is None else dw.to(w.dtype), None, None, None, None, None
+
+
+def chunked_logprobs(h, weight, targets, temperature: float = 1.0, chunk: int = 1024, need_entropy: bool = False):
+    """h [N, dim] final hidden states, weight [V, dim] the output matrix (pass weight[:vocab_size] to leave padded
+    rows out), targets [N] in [0, V) -> (logp [N], entropy [N]) in fp32, differentiable in h and weight; `chunk`
+    tokens at a time through the vocabulary. The entropy is zeros without need_entropy."""
+    if not (isinstance(chunk, int) and chunk > 0):
+        raise ValueError(f"chunk must be a positive int (tokens per lm_head chunk), got {chunk!r}")
+    return _ChunkedLogprobs.apply(h, weight, targets, float(temperature), chunk, autocast_dtype(weight), need_entropy)
+
+
+def full_logprobs(logits, targets, temperature: float = 1.0, need_entropy: bool = False, entropy_grad: bool = False):
+    """The unchunked reference: logits [N, V] (all held at once, plus an fp32 copy) -> (logp [N], entropy [N] or
+    None) in fp32; the entropy carries a gradient only with entropy_grad."""
+    z = logits.float() / temperature  # [N, V]
+    logp = z.gather(-1, targets[:, None])[:, 0] - torch.logsumexp(z, dim=-1)
+    if not need_entropy:
+        return logp, None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        zz = z if entropy_grad else z.detach()
+        return logp, torch.logsumexp(zz, dim=-1) - (torch.softmax(zz, dim=-1) * zz).sum(-1)  # H = log Z - E_p[z]
+
+
+# -----------------------------------------------------------------------------------------------------------------
 # the model
 
 
@@ -387,12 +483,22 @@ class Llama(nn.Module):
             nn.init.normal_(self.lm_head.weight, 0.0, 0.02)
         nn.init.ones_(self.norm.weight)
 
-    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool = False):
+    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool = False, *,
+                chunk_size: int = 0, logprobs: bool = False, temperature: float = 1.0, vocab_size: int | None = None,
+                need_entropy: bool = False, entropy_grad: bool = False):
         """idx [B, T] -> logits [B, T, V] (or (logits, loss) with targets). last_only: logits of the last position
-        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul)."""
+        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul).
+        chunk_size > 0 with targets: the loss goes through the vocabulary chunk_size tokens at a time and
+        (None, loss) is returned; no [B, T, V] logits exist, in forward or backward.
+        logprobs=True (needs targets) -> (logp [B, T], entropy [B, T] or None) in fp32, 0 where targets == -100, under
+        softmax(logits[..., :vocab_size] / temperature); the entropy with need_entropy, carrying a gradient only
+        with entropy_grad; chunked by chunk_size (0: all logits at once). Computed here, in forward, because DDP's
+        gradient hooks and FSDP's unsharding of lm_head.weight only run through the wrapper's __call__."""
         B, T = idx.shape
         if last_only and targets is not None:
             raise ValueError("last_only=True computes the last position's logits only; the loss needs all of them")
+        if logprobs and targets is None:
+            raise ValueError("logprobs=True gives the log-probs of `targets`: pass targets [B, T] (-100 = skip)")
         if cache is not None and pos is None:
             pos = cache.positions(T)
         if pos is None:
@@ -410,11 +516,41 @@ class Llama(nn.Module):
                 x = block(x, cos, sin, cache)
         if last_only:
             x = x[:, -1:]  # [B, 1, dim]
-        logits = self.lm_head(self.norm(x))
+        h = self.norm(x)  # [B, T, dim]
+        if logprobs:
+            return self.target_logprobs(h, targets, temperature, vocab_size, need_entropy, entropy_grad, chunk_size)
+        if targets is not None and chunk_size > 0:
+            return None, self.chunked_loss(h, targets, chunk_size)
+        logits = self.lm_head(h)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def target_logprobs(self, h, targets, temperature, vocab_size, need_entropy, entropy_grad, chunk_size):
+        """forward(logprobs=True) from the final hidden states h [B, T, dim]: only the target positions go through
+        the vocabulary (prompt and padding positions are dropped first)."""
+        mask = targets != -100
+        tgt = targets[mask]  # [N], row-major
+        if chunk_size > 0:
+            w = self.lm_head.weight  # sliced only when rows are cut: a slice's backward writes a [V, dim] copy
+            w = w[:vocab_size] if vocab_size is not None and vocab_size < w.shape[0] else w
+            logp, ent = chunked_logprobs(h[mask], w, tgt, temperature, chunk_size, need_entropy)
+            ent = (ent if entropy_grad else ent.detach()) if need_entropy else None
+        else:  # all [B, T, V] logits at once: the previous path, kept as the reference
+            logits = self.lm_head(h)[mask][:, :vocab_size]  # [N, V]
+            logp, ent = full_logprobs(logits, tgt, temperature, need_entropy, entropy_grad)
+        on_mask = lambda v: torch.zeros(mask.shape, dtype=torch.float32, device=h.device).masked_scatter(mask, v)  # noqa: E731
+        return on_mask(logp), None if ent is None else on_mask(ent)
+
+    def chunked_loss(self, h, targets, chunk_size: int):
+        """Mean cross-entropy over targets != -100 from h [B, T, dim], chunk_size tokens at a time. Ignored positions
+        go through too (with target 0 and weight 0): no data-dependent shapes, so torch.compile keeps one graph."""
+        flat = targets.reshape(-1)
+        valid = flat != -100  # [B * T]
+        logp, _ = chunked_logprobs(h.reshape(-1, h.size(-1)), self.lm_head.weight, torch.where(valid, flat, 0),
+                                   1.0, chunk_size)
+        return -(logp * valid).sum() / valid.sum()
 
     def decode_layers(self, x, cos, sin, cache: KVCache):
         """The blocks and the final norm for one token per row, all through the kernels (no autograd): every

@@ -86,6 +86,7 @@ loss_max_len = 0  # the constant of "seq-mean-token-sum-norm"; 0 = the step's ma
 ppo_epochs = 1  # passes over each step's rollouts
 mini_batches = 1  # optimizer steps per pass (each rank splits its rollouts into this many parts)
 micro_batch = 32  # sequences per forward/backward
+logits_chunk = 1024  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
 lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
 lr_warmup_steps = 0  # linear warmup over RL steps, then constant
 weight_decay = 0.0
@@ -143,6 +144,7 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise UserError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
     for name in ("rollout_batch_size", "max_refill_rounds", "loss_max_len", "lr_warmup_steps", "eval_interval",
+                 "logits_chunk",
                  "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
         if getattr(c, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
@@ -444,26 +446,17 @@ def pack(rollouts: list[Rollout], device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def response_logprobs(model, idx, targets, temperature: float, need_entropy: bool = False, autocast=None,
-                      entropy_grad: bool = False, vocab_size: int | None = None):
+                      entropy_grad: bool = False, vocab_size: int | None = None, chunk_size: int = logits_chunk):
     """-> (logp [B, L] fp32, entropy [B, L] or None, mask [B, L]). Only the response positions go through the
-    vocabulary-sized softmax (prompt and padding positions are dropped first), at the sampling temperature.
-    The entropy carries a gradient only with entropy_grad (the bonus); otherwise it is for logging.
-    vocab_size: the tokenizer's; logit rows past it (a padded embedding) are left out of the softmax, as the
-    sampler leaves them out, so both normalise over the same ids."""
+    vocabulary-sized softmax (prompt and padding positions are dropped first), at the sampling temperature,
+    chunk_size tokens at a time (0: all at once). The entropy carries a gradient only with entropy_grad (the
+    bonus); otherwise it is for logging. vocab_size: the tokenizer's; logit rows past it (a padded embedding) are
+    left out of the softmax, as the sampler leaves them out, so both normalise over the same ids.
+    All of it runs inside model's forward, so a DDP/FSDP wrapper's hooks see the lm_head weight."""
     with (autocast or contextlib.nullcontext)():
-        logits = model(idx)  # [B, L, V]
-    mask = targets != -100
-    z = logits[mask][:, :vocab_size].float() / temperature  # [N, V], N response tokens in row-major order
-    logz = torch.logsumexp(z, dim=-1)  # [N]
-    tok_logp = z.gather(-1, targets[mask][:, None])[:, 0] - logz
-    logp = torch.zeros(mask.shape, dtype=torch.float32, device=idx.device).masked_scatter(mask, tok_logp)
-    entropy = None
-    if need_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            zz = z if entropy_grad else z.detach()
-            tok_ent = torch.logsumexp(zz, dim=-1) - (torch.softmax(zz, dim=-1) * zz).sum(-1)  # H = log Z - E_p[z]
-        entropy = torch.zeros(mask.shape, dtype=torch.float32, device=idx.device).masked_scatter(mask, tok_ent)
-    return logp, entropy, mask
+        logp, entropy = model(idx, targets=targets, logprobs=True, temperature=temperature, vocab_size=vocab_size,
+                              need_entropy=need_entropy, entropy_grad=entropy_grad, chunk_size=chunk_size)
+    return logp, entropy, targets != -100
 
 
 def per_token(rollouts: list[Rollout], values: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -525,12 +518,12 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                 fwd_tokens += sum(map(seq_len, micro)) * ((n_updates > 1) + (ref_model is not None))
                 if n_updates > 1:
                     logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, True, autocast,
-                                                        vocab_size=vocab_size)
+                                                        vocab_size=vocab_size, chunk_size=c.logits_chunk)
                     old.update(zip(micro, logp[mask].cpu().split(lens)))
                     log_mismatch_entropy(micro, logp, ent, mask)
                 if ref_model is not None:
                     logp, _, mask = response_logprobs(ref_model, idx, targets, c.temperature, False, autocast,
-                                                        vocab_size=vocab_size)
+                                                        vocab_size=vocab_size, chunk_size=c.logits_chunk)
                     ref.update(zip(micro, logp[mask].cpu().split(lens)))
     t_recompute = time.perf_counter() - t0
     # With one optimizer step per rollout batch (on-policy), the old log-probs are the same numbers the update's
@@ -556,7 +549,8 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                 fwd_tokens += sum(map(seq_len, micro))
                 want_ent = c.entropy_coef > 0 or n_updates == 1  # for the bonus, or to log it (no grad then)
                 logp, ent, mask = response_logprobs(model, idx, targets, c.temperature, want_ent, autocast,
-                                                    entropy_grad=c.entropy_coef > 0, vocab_size=vocab_size)
+                                                    entropy_grad=c.entropy_coef > 0, vocab_size=vocab_size,
+                                                    chunk_size=c.logits_chunk)
                 if n_updates == 1:
                     old_t = logp.detach()
                     log_mismatch_entropy(micro, logp, ent.detach(), mask)
