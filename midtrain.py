@@ -26,7 +26,6 @@ takes this run's knobs: changed lr, betas or weight decay apply to the loaded Ad
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -44,9 +43,10 @@ from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
-from runtime import (all_reduce_, all_reduce_mean, autocast_for, has_checkpoint, latest_checkpoint,
-                     load_optimizer_state, peak_flops, progress_bar, prune_checkpoints, rng_state, set_rng_state,
-                     setup_distributed, trim_metrics, world_size_from_env)
+from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, full_model, grad_sync,
+                     has_checkpoint, latest_checkpoint, load_optimizer_state, peak_flops, progress_bar, rng_state,
+                     save_checkpoint, set_rng_state, setup_distributed, trim_metrics, world_size_from_env,
+                     wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -105,6 +105,10 @@ stop_at_step = 0  # > 0: end the run at this step with a checkpoint, as if kille
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
 compile = False  # torch.compile the model
+# "ddp": every GPU holds the weights, gradients and AdamW moments (16 bytes a parameter); "fsdp": FSDP2 shards all
+# three over the GPUs (16 / world_size bytes a parameter, + one block's full weights at a time); same updates
+parallel = "ddp"
+fsdp_cpu_offload = False  # fsdp: shards, gradients and the AdamW step in host memory (slower; fits larger models)
 grad_checkpointing = False  # recompute each block in backward: less activation memory, ~30% more compute
 seed = 1337
 
@@ -170,6 +174,8 @@ def check_config(c, world_size: int) -> int:
                          f"got {c.dtype!r}")
     if c.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
+    if c.parallel not in PARALLEL:
+        raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
     for name in ("seq_len", "micro_batch", "total_batch_tokens"):
         if getattr(c, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")
@@ -377,18 +383,13 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     # --- model, optimizer
     model.to(d.device)
     model.gradient_checkpointing = c.grad_checkpointing
-    raw_model = model
+    n_params, flops_per_token = model.num_params(), model.flops_per_token(c.seq_len)
+    train_dtype, autocast = autocast_for(c.dtype, d.device)
+    # raw_model: the Llama the optimizer holds (sharded in place under fsdp); model: what forward/backward run on
+    model, raw_model = wrap_for_training(model, c.parallel, d, train_dtype, c.fsdp_cpu_offload, c.compile)
     optimizer = raw_model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
     if state is not None and "optimizer" in state:
-        load_optimizer_state(optimizer, state["optimizer"])
-    if c.compile:
-        model = torch.compile(model)
-    if d.ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-                    gradient_as_bucket_view=True)
-    _, autocast = autocast_for(c.dtype, d.device)
+        load_optimizer_state(optimizer, state["optimizer"], raw_model)
 
     # --- where we are
     step, tokens = 0, 0
@@ -408,22 +409,17 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     # steps of the new size (n_steps is where this run's step count will end)
     budget = sum(plan.budgets)
     n_steps = step + math.ceil(max(0, budget - tokens) / c.total_batch_tokens)
-    flops_per_token = raw_model.flops_per_token(c.seq_len)
     run_config = {**vars(c), "run": {"stage": which, "out_dir": out_dir, "init_from": start, "world_size": d.world_size,
                                      "grad_accum": grad_accum, "steps": n_steps, "mixture": plan.mixture}}
-    log(f"[{which}] {raw_model.num_params() / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
-        f"({d.world_size} x {c.micro_batch} x {c.seq_len} x {grad_accum} accum), mixture {plan.mixture}, "
+    log(f"[{which}] {n_params / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
+        f"({d.world_size} x {c.micro_batch} x {c.seq_len} x {grad_accum} accum, {c.parallel}), mixture {plan.mixture}, "
         f"from {start} -> {out_dir}")
 
     def save(step_now, tokens_now):
-        if d.master:
-            st = {"optimizer": optimizer.state_dict(), "step": step_now, "tokens": tokens_now,
-                  "loader": loader.state_dict(), "rng": rng_state(), "stage": which}
-            path = os.path.join(out_dir, f"ckpt-{step_now:06d}")
-            model_lib.save_checkpoint(path, raw_model, tok, run_config, st)
-            prune_checkpoints(out_dir, c.keep_last_n)
-        if d.ddp:
-            dist.barrier()  # nobody races ahead of a checkpoint in progress
+        st = {"step": step_now, "tokens": tokens_now, "loader": loader.state_dict(), "rng": rng_state(),
+              "stage": which}
+        save_checkpoint(os.path.join(out_dir, f"ckpt-{step_now:06d}"), raw_model, optimizer, tok, run_config, st, d,
+                        c.keep_last_n)
 
     def write_metrics(rec):
         if d.master:
@@ -433,7 +429,11 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     def run_eval(step_now, tokens_now):
         t0 = time.time()
         val = evaluate(raw_model, c, evals, d, autocast)
-        text = greedy_sample(raw_model, tok, c, autocast) if d.master and c.sample_tokens > 0 else None
+        text = None
+        if c.sample_tokens > 0:  # under fsdp every rank joins the gather of the weights, rank 0 samples
+            sampler = full_model(raw_model, torch.float32, keep=d.master)
+            text = greedy_sample(sampler, tok, c, autocast) if d.master else None
+            del sampler
         write_metrics({"kind": "eval", "step": step_now, "tokens": tokens_now, "val": val, "sample": text,
                        "seconds": round(time.time() - t0, 2)})
         log(f"[{which}] step {step_now:>5}/{n_steps} | val " + " ".join(f"{k} {v:.3f}" for k, v in val.items()))
@@ -465,14 +465,13 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
             x, y = loader.next_batch()  # [micro_batch, seq_len] each
             x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
             # gradients are all-reduced only on the last micro-step; the others accumulate locally
-            sync = model.no_sync() if d.ddp and micro < grad_accum - 1 else contextlib.nullcontext()
-            with sync:
+            with grad_sync(model, raw_model, sync=micro == grad_accum - 1):
                 with autocast():
                     _, loss = model(x, targets=y, chunk_size=c.logits_chunk)
                 (loss / grad_accum).backward()
             loss_sum += loss.detach().float()
         loss_mean = all_reduce_mean(loss_sum / grad_accum, d).item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf")).item()
+        grad_norm = clip_grad_norm(raw_model.parameters(), c.grad_clip)
         if not (math.isfinite(loss_mean) and math.isfinite(grad_norm)):
             bar.close()
             stop_non_finite(which, step + 1, loss_mean, grad_norm, out_dir, d)

@@ -636,12 +636,9 @@ class Llama(nn.Module):
     def hf_state_dict(self) -> dict:
         sd = {}
         for k, t in unwrap_model(self).state_dict().items():
-            k = k.removeprefix("_orig_mod.")  # a torch.compile'd module adds this prefix
-            if k == "lm_head.weight":
-                if not self.config.tie_embeddings:
-                    sd[k] = t
-            else:
-                sd["model." + k] = t
+            name = hf_name(k, self.config.tie_embeddings)
+            if name is not None:
+                sd[name] = t
         return {k: v.detach().contiguous() for k, v in sd.items()}
 
     def save_pretrained(self, path: str, dtype: torch.dtype | None = None):
@@ -689,17 +686,70 @@ def load_safetensors_folder(path: str, dtype=None, device="cpu") -> dict:
     return state
 
 
-def write_hf_files(model: Llama, folder: str, dtype: torch.dtype | None = None):
-    from safetensors.torch import save_file
+def hf_name(key: str, tied: bool) -> str | None:
+    """Our state_dict key -> its HF name (None: the tied lm_head, which HF folders leave out)."""
+    key = key.removeprefix("_orig_mod.")  # a torch.compile'd module adds this prefix
+    if key == "lm_head.weight":
+        return None if tied else key
+    return "model." + key
 
+
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+                      torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def write_safetensors(path: str, specs: list[tuple[str, tuple, torch.dtype]], tensors, metadata: dict | None = None):
+    """A .safetensors file written one tensor at a time: specs (name, shape, dtype) in file order give the header
+    up front, then tensors (an iterable of as many tensors, in that order) are written as they come, so a caller
+    that gathers each from shards holds one at a time (the library's save_file wants them all in memory)."""
+    header, offset = {}, 0
+    for name, shape, dtype in specs:
+        n = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    if metadata:
+        header["__metadata__"] = metadata
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as the library writes it
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        count = 0
+        for (name, shape, dtype), t in zip(specs, tensors):
+            if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+                raise ValueError(f"tensor {name!r} is {tuple(t.shape)} {t.dtype}, the header says {shape} {dtype}")
+            f.write(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)  # raw little-endian
+            count += 1
+        if count != len(specs):
+            raise ValueError(f"{path}: got {count} tensors for {len(specs)} header entries")
+
+
+def write_hf_files(model: Llama, folder: str, dtype: torch.dtype | None = None, tensors=None):
+    """config.json + model.safetensors in HF names. tensors: an iterable of (hf name, full tensor) in hf_names'
+    order instead of the model's own (runtime gathers FSDP shards this way, one tensor at a time)."""
     model = unwrap_model(model)
-    sd = model.hf_state_dict()
-    if dtype is not None:
-        sd = {k: v.to(dtype) for k, v in sd.items()}
-    dt = next(iter(sd.values())).dtype
-    save_file({k: v.cpu() for k, v in sd.items()}, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    if tensors is None:
+        tensors = model.hf_state_dict().items()
+    names = hf_names(model)
+    # shapes from the (possibly sharded) parameters: a DTensor's shape is the full one
+    sd = model.state_dict()
+    specs = [(name, tuple(sd[k].shape), dtype or sd[k].dtype) for k, name in names]
+
+    def in_order():
+        for (_, want), (name, t) in zip(names, tensors):
+            if name != want:
+                raise ValueError(f"tensor {name!r} came where {want!r} belongs")
+            yield t.to(dtype) if dtype is not None else t
+
+    write_safetensors(os.path.join(folder, "model.safetensors"), specs, in_order(), {"format": "pt"})
     with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(model.config.to_hf_dict(dt), f, indent=2)
+        json.dump(model.config.to_hf_dict(specs[0][2]), f, indent=2)
+
+
+def hf_names(model: Llama) -> list[tuple[str, str]]:
+    """[(state_dict key, HF name)] of the tensors an HF folder holds, in state_dict order."""
+    tied = model.config.tie_embeddings
+    return [(k, n) for k in unwrap_model(model).state_dict() if (n := hf_name(k, tied)) is not None]
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -707,9 +757,10 @@ def write_hf_files(model: Llama, folder: str, dtype: torch.dtype | None = None):
 
 
 def save_checkpoint(path, model, tokenizer=None, run_config: dict | None = None, state: dict | None = None,
-                    dtype: torch.dtype | None = None):
+                    dtype: torch.dtype | None = None, tensors=None):
+    """One checkpoint folder, atomically, then `latest` naming it. tensors: see write_hf_files."""
     with atomic_dir(path) as tmp:
-        write_hf_files(model, tmp, dtype)
+        write_hf_files(model, tmp, dtype, tensors)
         if tokenizer is not None:
             tokenizer.save(tmp)
         if run_config is not None:
@@ -750,6 +801,7 @@ def load_checkpoint(path: str, dtype=None, device="cpu", load_state: bool = Fals
     state = None
     state_path = os.path.join(path, "state.pt")
     if load_state and os.path.isfile(state_path):
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        # memory-mapped: each rank of a sharded run reads only its slices of the (full) optimizer moments
+        state = torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)
     return model, tokenizer, state
 

@@ -46,8 +46,9 @@ import model as model_lib
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from runtime import (all_reduce_, autocast_for, load_optimizer_state, progress_bar, prune_checkpoints, rng_state,
-                     set_rng_state, setup_distributed, trim_metrics, world_size_from_env)
+from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, full_model,
+                     is_sharded, load_optimizer_state, progress_bar, rng_state, save_checkpoint, set_rng_state,
+                     setup_distributed, shard_model, sum_gradients, trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -119,6 +120,11 @@ keep_last_n = 2  # 0 = keep all
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
 grad_checkpointing = False
+# "ddp": every GPU holds the policy, its gradients and AdamW moments (16 bytes a parameter, + the reference's 4 with
+# kl_coef); "fsdp": FSDP2 shards them over the GPUs; rollouts then decode from a full copy of the weights in the
+# training dtype (bf16 on GPU: 2 bytes a parameter), gathered once per step and freed before the update
+parallel = "ddp"
+fsdp_cpu_offload = False  # fsdp: shards, gradients and the AdamW step in host memory
 seed = 1337
 
 DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
@@ -151,6 +157,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
     if c.prompts_per_step % world_size:
         raise UserError(f"prompts_per_step={c.prompts_per_step} is not divisible by the {world_size} ranks: each "
                          "rank rolls out an equal share")
+    if c.parallel not in PARALLEL:
+        raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
     if c.group_size < 2:
         raise UserError("group_size must be >= 2: advantages are relative to the group")
     if not c.temperature > 0:
@@ -484,6 +492,9 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     n_updates = c.ppo_epochs * c.mini_batches
+    # FSDP: every forward all-gathers, so ranks pad their micro-batch lists to the same length with dummy passes,
+    # and gradients are summed in backward (runtime.sum_gradients) instead of by the all-reduce below
+    sharded = is_sharded(model)
     exact_zero = c.kl_coef == 0 and c.entropy_coef == 0
     # mask_truncated: responses cut at the length limit get no gradient and do not count in the normalisers
     in_loss = {i for i, r in enumerate(rollouts) if not (c.mask_truncated and r.finish_reason == "length")}
@@ -512,7 +523,12 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     ref: dict[int, torch.Tensor] = {}
     if n_updates > 1 or ref_model is not None:
         with torch.no_grad():
-            for micro in chunks(by_len(active), c.micro_batch):
+            for micro in even_out(chunks(by_len(active), c.micro_batch), d, sharded):
+                if micro is None:
+                    for m in (model if n_updates > 1 else None, ref_model):
+                        if m is not None:
+                            dummy_pass(m, backward=False)
+                    continue
                 idx, targets = pack([rollouts[i] for i in micro], dev)
                 lens = [len(rollouts[i].tokens) for i in micro]
                 fwd_tokens += sum(map(seq_len, micro)) * ((n_updates > 1) + (ref_model is not None))
@@ -543,7 +559,13 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             if n_active == 0:
                 continue  # every rank's sequences here have zero gradient: no step (Adam would still move)
             mine = by_len([i for i in members if i in is_active])
-            for micro in chunks(mine, c.micro_batch):
+            micros = even_out(chunks(mine, c.micro_batch), d, sharded)
+            for k, micro in enumerate(micros):
+                if sharded:
+                    model.set_requires_gradient_sync(k == len(micros) - 1)  # reduce-scatter once, at the end
+                if micro is None:
+                    dummy_pass(model, backward=True)
+                    continue
                 rs = [rollouts[i] for i in micro]
                 idx, targets = pack(rs, dev)
                 fwd_tokens += sum(map(seq_len, micro))
@@ -571,11 +593,11 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                     acc[1] += lo.sum().item()
                     acc[2] += mask.sum().item()
                     acc[3] += (r - 1 - r.log()).sum().item()  # k3 estimate of KL(old || new)
-            for p in params:
+            for p in params if not sharded else []:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)  # this rank had nothing here: it still joins the sum
                 all_reduce_(p.grad, d)
-            gn = torch.nn.utils.clip_grad_norm_(params, c.grad_clip or float("inf")).item()
+            gn = clip_grad_norm(params, c.grad_clip)
             if not math.isfinite(gn):
                 raise FloatingPointError(f"gradient norm is {gn}: lower lr (the update was not applied)")
             optimizer.step()
@@ -688,7 +710,7 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
 
 
 def run(c, d, schedule, reward_fn, log) -> dict:
-    _, autocast = autocast_for(c.dtype, d.device)
+    train_dtype, autocast = autocast_for(c.dtype, d.device)
     latest = os.path.join(c.out_dir, "latest")
     resume_from = model_lib.resolve_checkpoint(c.out_dir) if c.resume and os.path.isfile(latest) else None
     if c.resume and resume_from is None:
@@ -704,6 +726,12 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     if c.kl_coef > 0:  # a frozen copy of the starting weights (of the original init_from, also when resuming)
         ref_model = model_lib.load_checkpoint(c.init_from, dtype=torch.float32)[0].to(d.device).eval()
         ref_model.requires_grad_(False)
+    n_params = model.num_params()
+    if c.parallel == "fsdp" and d.ddp:  # in place; the optimizer is built on the shards below
+        shard_model(model, d.device, train_dtype, c.fsdp_cpu_offload)
+        sum_gradients(model)  # the losses are normalised by global counts: ranks' gradients add up
+        if ref_model is not None:
+            shard_model(ref_model, d.device, train_dtype, c.fsdp_cpu_offload)
     examples = load_prompts(c.prompt_file, tok, c.template, c.max_prompt_len, c.question_field, c.answer_field,
                             log=log)
     longest = max(len(e["prompt_ids"]) for e in examples)
@@ -718,7 +746,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     step, sampler = 0, {"epoch": 0, "pos": 0}
     metrics_path = os.path.join(c.out_dir, "metrics.jsonl")
     if resume_from is not None:
-        load_optimizer_state(optimizer, state["optimizer"])  # with this run's betas and weight decay
+        load_optimizer_state(optimizer, state["optimizer"], model)  # with this run's betas and weight decay
         step, sampler = state["step"], dict(state["sampler"])
         set_rng_state(state["rng"])
         log(f"resumed from {resume_from} at step {step}")
@@ -731,8 +759,8 @@ def run(c, d, schedule, reward_fn, log) -> dict:
         trim_metrics(metrics_path, step)
     run_config = {**vars(c), "run": {"init_from": c.init_from, "world_size": d.world_size,
                                      "resumed_from": resume_from, "prompts": len(examples)}}
-    log(f"{model.num_params() / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x "
-        f"{c.group_size} responses | {d.world_size} rank(s) on {d.device} | {c.init_from} -> {c.out_dir}")
+    log(f"{n_params / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x {c.group_size} "
+        f"responses | {d.world_size} rank(s) ({c.parallel}) on {d.device} | {c.init_from} -> {c.out_dir}")
 
     def write_metrics(rec):
         if d.master:
@@ -740,19 +768,16 @@ def run(c, d, schedule, reward_fn, log) -> dict:
                 f.write(json.dumps(rec) + "\n")
 
     def save(step_now):
-        if d.master:
-            st = {"optimizer": optimizer.state_dict(), "step": step_now, "sampler": dict(sampler), "rng": rng_state(),
-                  "init_from": c.init_from}
-            model_lib.save_checkpoint(os.path.join(c.out_dir, f"ckpt-{step_now:06d}"), model, tok, run_config, st)
-            prune_checkpoints(c.out_dir, c.keep_last_n)
-        if d.ddp:
-            dist.barrier()
+        st = {"step": step_now, "sampler": dict(sampler), "rng": rng_state(), "init_from": c.init_from}
+        save_checkpoint(os.path.join(c.out_dir, f"ckpt-{step_now:06d}"), model, optimizer, tok, run_config, st, d,
+                        c.keep_last_n)
 
     def evaluate(step_now):
         res = None
+        policy = full_model(model, train_dtype, keep=d.master)  # fsdp: gathered by all, kept by rank 0
         if d.master:
             t0 = time.time()
-            res = run_eval(model, tok, c, step_now, autocast)
+            res = run_eval(policy, tok, c, step_now, autocast)
             write_metrics({"kind": "eval", "step": step_now, "accuracy": res, "seconds": round(time.time() - t0, 1)})
             log(f"step {step_now:>4} | greedy eval " + " ".join(f"{k} {100 * v:.1f}%" for k, v in res.items()))
         if d.ddp:
@@ -771,7 +796,9 @@ def run(c, d, schedule, reward_fn, log) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         # 1-3: rollouts and rewards (each rank its own prompts)
-        batch, rs = collect_rollouts(model, tok, examples, c, d, step, sampler, max_new, reward_fn, autocast)
+        policy = full_model(model, train_dtype)  # fsdp: the full weights once per step, freed before the update
+        batch, rs = collect_rollouts(policy, tok, examples, c, d, step, sampler, max_new, reward_fn, autocast)
+        del policy
         t_rollout = time.perf_counter() - t0
         # 4-5: the update
         model.train()

@@ -204,3 +204,188 @@ def trim_metrics(path: str, last_step: int) -> None:
     with open(path) as f:
         rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
     write_atomic(path, "".join(rows))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# data parallelism: "ddp" (every rank holds the full model, gradients all-reduced) or "fsdp" (FSDP2: parameters,
+# gradients and AdamW moments sharded over the ranks; each block's weights all-gathered just for its forward and
+# backward). One process is the same under both: nothing to wrap.
+
+PARALLEL = ("ddp", "fsdp")
+
+
+def shard_model(model, dev: torch.device, train_dtype: torch.dtype, cpu_offload: bool = False) -> None:
+    """fully_shard each block, then the root (embedding, final norm, lm_head), in place. The tied lm_head is the
+    embedding's Parameter, so it lives once, in the root's group, and its two gradients add up there.
+    On GPU with bf16: MixedPrecisionPolicy computes in bf16 from fp32 master shards, gradients reduced in fp32.
+    cpu_offload: shards, gradients and the AdamW step live in host memory (the optimizer then runs on the CPU)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    bf16 = dev.type == "cuda" and train_dtype == torch.bfloat16  # gloo on CPU keeps fp32 (autocast does bf16)
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+    kw = {"mp_policy": mp, "offload_policy": CPUOffloadPolicy() if cpu_offload else OffloadPolicy()}
+    for block in model.layers:
+        fully_shard(block, **kw)
+    fully_shard(model, **kw)
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def wrap_for_training(model, parallel: str, d, train_dtype: torch.dtype, cpu_offload: bool = False,
+                      compile: bool = False):
+    """Model on d.device, fp32 -> (module to run forward/backward on, the model to build the optimizer from and
+    save: the same object under FSDP, sharded in place). Build the optimizer after this: FSDP swaps parameters."""
+    if parallel == "fsdp" and d.ddp:
+        if compile:  # per block and in place (names unchanged), so FSDP's hooks stay outside the graphs
+            for block in model.layers:
+                block.compile()
+        shard_model(model, d.device, train_dtype, cpu_offload)
+        return model, model
+    run = torch.compile(model) if compile else model
+    if parallel == "ddp" and d.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run = DDP(run, device_ids=[d.local_rank] if d.device.type == "cuda" else None, gradient_as_bucket_view=True)
+    return run, model
+
+
+@contextlib.contextmanager
+def grad_sync(run, model, sync: bool):
+    """Accumulate gradients locally unless sync (the last micro-step): DDP's no_sync, FSDP's reduce-scatter off."""
+    if is_sharded(model):
+        model.set_requires_gradient_sync(sync)
+        yield
+    elif not sync and hasattr(run, "no_sync"):
+        with run.no_sync():
+            yield
+    else:
+        yield
+
+
+def sum_gradients(model) -> None:
+    """FSDP averages gradients over ranks; a stage whose losses are already normalised by global counts (rl.py)
+    needs their sum, as its hand-written DDP all-reduce makes."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no PREMUL_SUM)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Clip to max_norm (0 = off) -> the total norm before clipping (over all shards under FSDP)."""
+    norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm or float("inf"))
+    return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
+
+
+def even_out(items: list, d, sharded: bool) -> list:
+    """Pad a rank's list of micro-batches with None up to the longest over the ranks: under FSDP every forward
+    all-gathers, so every rank must run as many (a None is a dummy forward, see dummy_pass)."""
+    if not (sharded and d.ddp):
+        return items
+    n = all_reduce_(torch.tensor([len(items)]), d, dist.ReduceOp.MAX).item()
+    return items + [None] * (int(n) - len(items))
+
+
+def dummy_pass(model, backward: bool) -> None:
+    """One token through the model, zero gradient: joins the ranks' all-gathers / reduce-scatters."""
+    dev = next(model.parameters()).device
+    out = model(torch.zeros(1, 1, dtype=torch.long, device=dev))
+    if backward:
+        (out.float().sum() * 0.0).backward()
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# full weights out of shards: for checkpoints (rank 0 writes) and for sampling (an inference copy)
+
+
+def gathered_weights(model, keep: bool = True):
+    """-> iterator of (HF name, full tensor) in model.hf_names order. Under FSDP every rank must drain it (each
+    tensor is one all-gather); keep=False drops each right away (ranks that do not write). Unsharded: the model's
+    own tensors."""
+    sd = model.state_dict()
+    for key, name in model_lib.hf_names(model):
+        t = sd[key].detach()
+        if hasattr(t, "full_tensor"):
+            t = t.full_tensor()
+        yield name, (t if keep else None)
+
+
+def full_model(model, dtype: torch.dtype, keep: bool = True):
+    """The model for sampling. Unsharded: the model itself. FSDP: a plain Llama in `dtype` gathered from the
+    shards, one tensor at a time (collective: every rank calls; keep=False on ranks that do not sample returns
+    None). Free it (del) before the update: it is a full copy."""
+    if not is_sharded(model):
+        return model
+    state = {}
+    dev = next(model.parameters()).device
+    for name, t in gathered_weights(model, keep):
+        if keep:
+            state[name] = t.to(dtype)
+    if not keep:
+        return None
+    with torch.device("meta"):
+        copy = model_lib.Llama(model.config)
+    copy.load_hf_state_dict(state)
+    copy.inv_freq = model_lib.rope_inv_freq(model.config).to(dev)
+    return copy.eval()
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# training checkpoints: the HF folder (model.save_checkpoint) + state.pt; the optimizer state is saved gathered,
+# keyed by parameter name (torch.distributed.checkpoint's full optimizer state dict), so one file format serves
+# every parallel mode and world size
+
+
+def optimizer_state(model, optimizer, d) -> dict | None:
+    """AdamW state keyed by parameter name, full tensors on the CPU; None before the first step (nothing to keep).
+    Collective under FSDP (rank 0 gets it, the others an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    sharded = is_sharded(model)
+    if not optimizer.state:  # the same on every rank: steps are taken together
+        return None
+    if not (sharded or d.master):
+        return {}
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(optimizer, saved: dict | None, model=None) -> None:
+    """Continue saved AdamW moments under this run's knobs. Loading also brings back the saved groups' betas and
+    weight decay, which would silently win over changed knobs (lr is set every step anyway); the groups keep
+    configure_optimizer's layout, so the decay stays on the group that has it (matrices).
+    saved: keyed by parameter name (any parallel mode; model needed) or, from older checkpoints, by index."""
+    if saved is None:
+        return
+    knobs_now = [{"betas": g["betas"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+    if all(isinstance(k, int) for k in saved["state"]):
+        if model is not None and is_sharded(model):
+            raise ValueError("this checkpoint's optimizer state is keyed by index (written before parallel=fsdp "
+                             "existed): resume it once with parallel=ddp, whose next checkpoint FSDP can read")
+        optimizer.load_state_dict(saved)
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, saved, options=StateDictOptions(full_state_dict=True))
+    for group, hyper in zip(optimizer.param_groups, knobs_now):
+        group.update(hyper)
+
+
+def save_checkpoint(path: str, model, optimizer, tok, run_config: dict, state: dict, d, keep_last_n: int) -> None:
+    """Every rank calls it. Rank 0 writes path (HF folder + tokenizer + run_config + state.pt with the optimizer
+    state), moves `latest` to it and prunes; under FSDP the others join each tensor's gather. model: the one the
+    optimizer was built on (unwrapped; sharded in place under FSDP)."""
+    state = {**state, "optimizer": optimizer_state(model, optimizer, d)}
+    tensors = gathered_weights(model, keep=d.master)
+    if d.master:
+        model_lib.save_checkpoint(path, model, tok, run_config, state, tensors=tensors)
+        prune_checkpoints(os.path.dirname(os.path.abspath(path)), keep_last_n)
+    elif is_sharded(model):
+        for _ in tensors:
+            pass
+    barrier(d)  # nobody races ahead of a checkpoint in progress

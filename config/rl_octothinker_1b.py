@@ -9,9 +9,9 @@
 # Prompts: a jsonl of math training problems with final answers, one {"question", "answer"} per line (rename with
 # question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
 # Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_1b.py
-# Memory (80 GB GPUs): fp32 master weights + AdamW + grads are ~20 GB for 1B; the sampler's fp32 KV cache is ~0.6 GB
-# per 8.6k-token sequence, hence 32 rows decoded together; training runs two sequences per micro-batch with
-# gradient checkpointing.
+# Memory (per GPU, see parallel below): fp32 master weights + AdamW + grads are ~20 GB for 1B under ddp;
+# the sampler's fp32 KV cache is ~0.6 GB per 8.6k-token sequence (half in bf16), hence 32 rows decoded together;
+# training runs two sequences per micro-batch with gradient checkpointing.
 init_from = "out/octothinker_1b_decay_long"
 out_dir = "out/rl_octothinker_1b"
 prompt_file = "data/rl/math_train.jsonl"
@@ -58,3 +58,8 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 grad_checkpointing = True
+# Parallel, per-GPU memory of the 1.24B policy on 8 GPUs: ddp = 19.8 GB (fp32 weights, grads, AdamW moments)
+# + 18 GB fp32 KV cache (32 rows x 8.6k tokens) + ~2 GB activations = ~40 GB, too much for 40-48 GB cards;
+# fsdp = 2.5 GB of shards + a 2.5 GB bf16 rollout copy with its 9 GB bf16 KV cache (freed before the update)
+# = ~14 GB during rollouts
+parallel = "fsdp"

@@ -9,9 +9,9 @@
 # Prompts: a jsonl of math training problems with final answers, one {"question", "answer"} per line (rename with
 # question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
 # Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_3b.py
-# Memory (80 GB GPUs): fp32 master weights + AdamW + grads are ~51 GB for 3B; the sampler's fp32 KV cache is ~2 GB
-# per 8.6k-token sequence, hence 8 rows decoded together; training runs one sequence per micro-batch with
-# gradient checkpointing.
+# Memory (per GPU, see parallel below): fp32 master weights + AdamW + grads are ~51 GB for 3B under ddp;
+# the sampler's fp32 KV cache is ~2 GB per 8.6k-token sequence (half in bf16), hence 8 rows decoded together;
+# training runs one sequence per micro-batch with gradient checkpointing.
 init_from = "out/octothinker_3b_decay_long"
 out_dir = "out/rl_octothinker_3b"
 prompt_file = "data/rl/math_train.jsonl"
@@ -58,3 +58,8 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 grad_checkpointing = True
+# Parallel, per-GPU memory of the 3.21B policy on 8 GPUs: ddp = 51.4 GB (fp32 weights, grads, AdamW moments)
+# + 15.8 GB fp32 KV cache (8 rows x 8.6k tokens) + activations = ~70 GB, 80 GB cards only; fsdp = 6.4 GB of
+# shards + a 6.4 GB bf16 rollout copy of the weights with its 7.9 GB bf16 KV cache (both freed before the update)
+# = ~21 GB during rollouts, ~11 GB during the update: fits 40-48 GB cards
+parallel = "fsdp"

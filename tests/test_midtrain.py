@@ -197,7 +197,7 @@ def test_two_ranks_match_one_process_with_accumulation(data, tmp_path):
            *args(data, two, *extra, steps=4)]  # 2 ranks: 1 micro-step of 2 sequences each
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(2 x 2 x 32 x 1 accum)" in proc.stderr + proc.stdout
+    assert "(2 x 2 x 32 x 1 accum, ddp)" in proc.stderr + proc.stdout
     a, b = losses(one), losses(two)
     assert list(a) == list(b) == [1, 2, 3, 4]
     for step in a:

@@ -53,3 +53,30 @@ def test_distributed_backend_carries_cpu_tensors_next_to_nccl(monkeypatch):
     backend, kw = calls[-1]
     assert "cuda:nccl" in backend.split(",") and "cpu:gloo" in backend.split(",") and str(d.device) == "cuda:3"
     assert kw["timeout"].total_seconds() >= 3600  # rank 0's lone eval / checkpoint write outlasts NCCL's 10 min
+
+
+def imported_modules(path: str) -> set[str]:
+    import ast
+
+    tree = ast.parse(open(path).read())
+    names = set()
+    for node in ast.walk(tree):  # function-level imports count too
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_training_stages_do_not_import_each_other():
+    """The stages share code through runtime (and model / data / sample / grader), never through each other, and
+    runtime sits below them all."""
+    import os
+
+    from conftest import ROOT
+
+    stages = {"midtrain", "rl", "eval_math", "study"}
+    mods = {name: imported_modules(os.path.join(ROOT, f"{name}.py")) for name in ("midtrain", "rl", "runtime")}
+    assert "runtime" in mods["midtrain"] and "runtime" in mods["rl"]
+    assert not mods["midtrain"] & stages and "midtrain" not in mods["rl"] and "study" not in mods["rl"]
+    assert not mods["runtime"] & (stages | {"sample"})
