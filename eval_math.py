@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import time
 
@@ -348,12 +349,12 @@ def few_shot_examples(benchmark: str) -> list[tuple[str, str]]:
     raise UserError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
 
 
-def build_prompt(example: dict, benchmark: str, style: str = "fewshot") -> str:
+def build_prompt(example: dict, benchmark: str, style: str = "fewshot", n_shots: int | None = None) -> str:
     """style "fewshot": base-model chain-of-thought prompt, "Question: ...\\nAnswer:" after the benchmark's
     exemplars (GSM8K 8-shot from its train split, Minerva's MATH 4-shot, MMLU-STEM 4-shot from its dev split, AMC
     0-shot with a one-line instruction; the synthetic set uses its own zero-shot "Question/Answer" format, the one
     its QA corpus is written in). style "r1": R1_TEMPLATE. An example with a "prompt" field (synth) is used as it
-    is."""
+    is. n_shots: only the first n_shots exemplars (None = all; evaluate drops the ones the context cannot hold)."""
     if style not in ("fewshot", "r1"):
         raise UserError(f"style must be 'fewshot' or 'r1', got {style!r}")
     question = example.get("question")
@@ -364,7 +365,7 @@ def build_prompt(example: dict, benchmark: str, style: str = "fewshot") -> str:
         return R1_TEMPLATE.format(question=question)
     if benchmark == "synth" and isinstance(example.get("prompt"), str):
         return example["prompt"]
-    shots = few_shot_examples(benchmark)
+    shots = few_shot_examples(benchmark)[:n_shots]
     head = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in shots)
     if benchmark == "amc23":
         head = ZERO_SHOT_INSTRUCTION
@@ -442,16 +443,61 @@ def _data_dir_for(bench: str, data_dir: str | None) -> str | None:
     return data_dir
 
 
+# few-shot exemplars are dropped (the last first) until the longest prompt leaves this share of the model's context
+# (or max_new_tokens, when that is less) to answer in
+ANSWER_ROOM_SHARE = 0.25
+
+
+def fit_prompts(examples: list[dict], bench: str, style: str, tokenizer, context: int | None,
+                max_new_tokens: int) -> tuple[list[str], int | None, int]:
+    """Prompts the model's context can hold -> (prompts, few-shot exemplars used or None, max_new_tokens).
+    Exemplars that leave too little room to answer are dropped, and max_new_tokens is capped to what the longest
+    prompt leaves; each change is printed in one line. context None (a model without a config): as built."""
+    total = len(few_shot_examples(bench)) if style == "fewshot" else 0
+    if context is None or tokenizer is None:
+        return [build_prompt(e, bench, style) for e in examples], (total if total else None), max_new_tokens
+    bos = tokenizer.bos_id is not None
+
+    def lengths(k, among):
+        return [len(tokenizer.encode(build_prompt(e, bench, style, n_shots=k), bos=bos)) for e in among]
+
+    room = min(max_new_tokens, max(1, int(context * ANSWER_ROOM_SHARE)))
+    zero = lengths(0, examples)
+    worst = [examples[max(range(len(examples)), key=zero.__getitem__)]]  # the longest question is the longest prompt
+    k = total
+    while k > 0 and lengths(k, worst)[0] + room > context:
+        k -= 1
+    while True:  # exact lengths at k (BPE merges across the exemplar boundary could add a token)
+        prompts = [build_prompt(e, bench, style, n_shots=k) for e in examples]
+        longest = max(len(tokenizer.encode(p, bos=bos)) for p in prompts)
+        if k == 0 or longest + room <= context:
+            break
+        k -= 1
+    if longest >= context:
+        raise UserError(f"{bench}: the longest prompt ({style}{', 0-shot' if total else ''}) is {longest} tokens, the "
+                        f"model's whole context of {context}: nothing is left to answer in; use a model with a "
+                        "longer context (or a subset of shorter problems)")
+    if k < total:
+        print(f"{bench}: {total}-shot prompts leave less than {room} of the model's {context} context tokens to "
+              f"answer in: using {k} of {total} shots (longest prompt {longest} tokens); --style=r1 is the "
+              "zero-shot R1 template")
+    if longest + max_new_tokens > context:
+        print(f"{bench}: max_new_tokens capped {max_new_tokens} -> {context - longest}: the longest prompt is "
+              f"{longest} tokens of the model's {context}-token context")
+    return prompts, (k if total else None), min(max_new_tokens, context - longest)
+
+
 def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = None, style: str = "fewshot",
              n: int = 1, temperature: float = 0.0, max_new_tokens: int = 512, limit: int | None = None,
              batch_size: int = 16, out_dir: str | None = None, progress: bool = True, top_p: float = 1.0,
-             seed: int = 0, grade_timeout: float = 2.0) -> dict:
+             seed: int = 0, grade_timeout: float = 2.0, meta: dict | None = None) -> dict:
     """Generate with sample.generate and grade each benchmark; one model, several benchmarks.
 
     Greedy by default; n > 1 samples per problem (temperature > 0) add pass@k and maj@n. Writes
     out_dir/results.json (this return value) and out_dir/samples_<bench>.jsonl (prompt, completion, extracted, gold,
-    correct) when out_dir is given. -> {"benchmarks": {name: {accuracy, count, ..., seconds}}, "average_accuracy",
-    "config"}"""
+    correct) when out_dir is given. Prompts and max_new_tokens are fitted to the model's context (fit_prompts; the
+    shots and max_new_tokens used are in each benchmark's entry). -> {**meta, "benchmarks": {name: {accuracy, count,
+    ..., seconds, shots, max_new_tokens}}, "average_accuracy", "config"}"""
     if isinstance(benchmarks, str):
         benchmarks = [b for b in benchmarks.split(",") if b.strip()]
     benchmarks = [b.strip() for b in benchmarks]
@@ -476,8 +522,9 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
         t0 = time.time()
         examples = load_benchmark(bench, _data_dir_for(bench, data_dir))
         examples = examples[:limit] if limit else examples
-        prompts = [build_prompt(ex, bench, style) for ex in examples]
-        completions = sample.generate(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
+        context = getattr(getattr(model, "config", None), "max_seq_len", None)
+        prompts, shots, bench_new_tokens = fit_prompts(examples, bench, style, tokenizer, context, max_new_tokens)
+        completions = sample.generate(model, tokenizer, prompts, n=n, max_new_tokens=bench_new_tokens,
                                       temperature=temperature, top_p=top_p, stop=stop_strings(style), seed=seed,
                                       batch_size=batch_size, progress=progress)
         if len(completions) != len(prompts) * n:
@@ -494,11 +541,12 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
                             "response_tokens": len(c.tokens), "finish_reason": c.finish_reason})
         summary = score_samples(records, n)
         summary["seconds"] = time.time() - t0
+        summary["shots"], summary["max_new_tokens"] = shots, bench_new_tokens
         results[bench] = summary
         if out_dir:
             write_atomic(os.path.join(out_dir, f"samples_{bench}.jsonl"),
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    report = {"benchmarks": results,
+    report = {**(meta or {}), "benchmarks": results,
               "average_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
               "config": config}
     if out_dir:
@@ -517,10 +565,10 @@ style = "fewshot"              # fewshot | r1
 n = 1                          # samples per problem (n > 1 needs temperature > 0)
 temperature = 0.0
 top_p = 1.0
-max_new_tokens = 512
+max_new_tokens = 512           # capped per benchmark to what the model's context leaves after its longest prompt
 limit = 0                      # first `limit` problems of each benchmark; 0 = all
 batch_size = 16
-out_dir = ""                   # "" = out/eval/<checkpoint name>-<style>
+out_dir = ""                   # "" = out/eval/<run>/<ckpt-N>/<style>-<benchmarks>-<limitN | all>
 device = "auto"                # auto = cuda if available, else cpu
 dtype = "auto"                 # auto = bfloat16 on cuda, float32 on cpu
 seed = 0
@@ -543,6 +591,52 @@ def _join_spaced_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def output_folder(ckpt_path: str, cfg: dict) -> tuple[str, int | None]:
+    """-> (out/eval/<run>/<ckpt-N>/<style>-<benchmarks>-<limit>, the checkpoint's step or None). The run is the run
+    folder's path under out/ (study runs are nested) or, for any other model folder, its name."""
+    folder = os.path.abspath(ckpt_path)
+    m = re.fullmatch(r"ckpt-(\d+)", os.path.basename(folder))
+    run_dir = os.path.dirname(folder) if m else folder
+    outs = os.path.abspath("out")
+    run = os.path.relpath(run_dir, outs) if run_dir.startswith(outs + os.sep) else os.path.basename(run_dir)
+    what = f"{cfg['style']}-{'+'.join(b.strip() for b in cfg['benchmarks'].split(','))}-" + (
+        f"limit{cfg['limit']}" if cfg["limit"] else "all")
+    parts = [run, os.path.basename(folder)] if m else [run]
+    return os.path.join("out", "eval", *parts, what), (int(m.group(1)) if m else None)
+
+
+def check_not_overwriting(out: str, meta: dict) -> None:
+    """A results.json of another checkpoint or other knobs is never replaced silently (batch size and progress
+    bars do not change results)."""
+    path = os.path.join(out, "results.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    ignore = ("batch_size", "progress", "out_dir", "ckpt")
+
+    def key(m):
+        return {"checkpoint": m.get("checkpoint"), **{k: v for k, v in m.get("knobs", {}).items() if k not in ignore}}
+    mine, theirs = key(meta), key(old)
+    changed = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+    if changed:
+        raise UserError(f"{out} holds results of other knobs ({', '.join(changed)}): pass --out_dir=<another "
+                        f"folder>, or delete {out} to replace them")
+
+
+def git_commit() -> str | None:
+    """The code's commit ("-dirty" when tracked files differ from it), None outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "-C", _HERE, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if sha.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", _HERE, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> dict:
     from configurator import configure
 
@@ -561,13 +655,17 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserFileError(f"ckpt={cfg['ckpt']!r} not found: pass a checkpoint or run folder (`python midtrain.py` "
                             "writes out/midtrain) or an HF Llama snapshot")
     path = model_lib.resolve_checkpoint(cfg["ckpt"])
+    out, step = output_folder(path, cfg)
+    out = cfg["out_dir"] or out
+    meta = {"checkpoint": os.path.abspath(path), "step": step, "knobs": cfg, "git_commit": git_commit()}
+    check_not_overwriting(out, meta)  # before the model loads: a clash costs nothing
     net, tok, _ = model_lib.load_checkpoint(path, dtype=dtypes[cfg["dtype"]], device=dev)
     net.eval()
-    out = cfg["out_dir"] or os.path.join("out", "eval", f"{os.path.basename(os.path.normpath(path))}-{cfg['style']}")
     report = evaluate(net, tok, cfg["benchmarks"].split(","), data_dir=cfg["data_dir"] or None, style=cfg["style"],
                       n=cfg["n"], temperature=cfg["temperature"], top_p=cfg["top_p"],
                       max_new_tokens=cfg["max_new_tokens"], limit=cfg["limit"] or None,
-                      batch_size=cfg["batch_size"], out_dir=out, progress=cfg["progress"], seed=cfg["seed"])
+                      batch_size=cfg["batch_size"], out_dir=out, progress=cfg["progress"], seed=cfg["seed"],
+                      meta=meta)
     print(f"wrote {os.path.join(out, 'results.json')}")
     return report
 

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import model as model_lib
+import plot
 import sample
 from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
@@ -101,6 +102,9 @@ log_interval = 50  # print a line every this many steps (the progress bar always
 ckpt_interval = 250  # steps; a checkpoint is also written at the end and at stop_at_step
 keep_last_n = 2  # checkpoints kept per run (older ones are deleted); 0 = keep all
 stop_at_step = 0  # > 0: end the run at this step with a checkpoint, as if killed (schedule unchanged; resume later)
+wandb_log = False  # also send the metrics.jsonl records to Weights & Biases (pip install wandb); never required
+wandb_project = "nanoocto"
+wandb_run_name = ""  # "" = the out dir's name
 # system
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
@@ -171,7 +175,7 @@ def check_config(c, world_size: int) -> int:
         raise UserError(f"decay_shape must be one of {DECAY_SHAPES}, got {c.decay_shape!r}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
         raise UserError(f"dtype must be 'auto', 'float32' or 'bfloat16' (float16 would need loss scaling), "
-                         f"got {c.dtype!r}")
+                        f"got {c.dtype!r}")
     if c.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.parallel not in PARALLEL:
@@ -182,8 +186,8 @@ def check_config(c, world_size: int) -> int:
     per_micro = world_size * c.micro_batch * c.seq_len
     if c.total_batch_tokens % per_micro:
         raise UserError(f"total_batch_tokens={c.total_batch_tokens} is not divisible by world_size * micro_batch * "
-                         f"seq_len = {world_size} * {c.micro_batch} * {c.seq_len} = {per_micro}; pick a multiple "
-                         f"(e.g. {max(1, round(c.total_batch_tokens / per_micro)) * per_micro})")
+                        f"seq_len = {world_size} * {c.micro_batch} * {c.seq_len} = {per_micro}; pick a multiple "
+                        f"(e.g. {max(1, round(c.total_batch_tokens / per_micro)) * per_micro})")
     if not c.lr > 0 or not 0 <= c.min_lr_ratio <= 1:
         raise UserError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={c.lr}, min_lr_ratio={c.min_lr_ratio}")
     if c.weight_decay < 0 or c.grad_clip < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
@@ -195,10 +199,10 @@ def check_config(c, world_size: int) -> int:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.decay_warmup_tokens > c.decay_tokens:
         raise UserError(f"decay_warmup_tokens={c.decay_warmup_tokens} exceeds decay_tokens={c.decay_tokens}: the "
-                         "decay would end before its LR ramp does")
+                        "decay would end before its LR ramp does")
     if c.eval_interval > 0 and c.eval_batches < 1:
         raise UserError(f"eval_batches must be >= 1 when eval_interval > 0 (got eval_batches={c.eval_batches}, "
-                         f"eval_interval={c.eval_interval}); eval_interval=0 turns evaluation off")
+                        f"eval_interval={c.eval_interval}); eval_interval=0 turns evaluation off")
     stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
     for s in stages:
         plan = stage_plan(c, s)
@@ -211,7 +215,7 @@ def check_config(c, world_size: int) -> int:
             check_init_from(f"{'init_from' if s == 'stable' else 'decay_init_from'}", plan.init_from, c.seq_len)
         if not c.resume and has_checkpoint(plan.out_dir):
             raise UserError(f"{plan.out_dir} already holds a run (latest: {latest_checkpoint(plan.out_dir)}); "
-                             f"pass --resume=True to continue it, or delete it / choose another {s}_out_dir")
+                            f"pass --resume=True to continue it, or delete it / choose another {s}_out_dir")
     if c.stage == "both" and os.path.abspath(c.stable_out_dir) == os.path.abspath(c.decay_out_dir):
         raise UserError("stable_out_dir and decay_out_dir must differ: the decay run branches from the stable one")
     if not isinstance(c.eval_sources, list) or not all(isinstance(s, str) for s in c.eval_sources):
@@ -237,7 +241,7 @@ def check_init_from(name: str, path: str, seq_len: int) -> None:
             raise UserError(f"seq_len={seq_len} exceeds preset {preset!r}'s max_seq_len={max_len}")
     elif not os.path.exists(path):
         raise UserError(f"{name}={path!r} does not exist (expected 'scratch:<preset>', an HF snapshot folder or "
-                         "one of our checkpoints / run folders)")
+                        "one of our checkpoints / run folders)")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -374,8 +378,8 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
                            seed=c.seed + (1 if which == "decay" else 0), log=log)
     if loader.vocab_size != tok.vocab_size or tok.vocab_size > model.config.vocab_size:
         raise UserError(f"data in {c.data_root} was tokenized with a {loader.vocab_size}-token vocabulary, the "
-                         f"model's tokenizer has {tok.vocab_size} and the model {model.config.vocab_size}: re-run "
-                         "data/prepare.py with the model's tokenizer")
+                        f"model's tokenizer has {tok.vocab_size} and the model {model.config.vocab_size}: re-run "
+                        "data/prepare.py with the model's tokenizer")
     if c.seq_len > model.config.max_seq_len:
         raise UserError(f"seq_len={c.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
     evals = val_sources(c, plan.mixture, log) if c.eval_interval > 0 else []
@@ -421,10 +425,13 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
         save_checkpoint(os.path.join(out_dir, f"ckpt-{step_now:06d}"), raw_model, optimizer, tok, run_config, st, d,
                         c.keep_last_n)
 
+    wandb_run = plot.wandb_init(c, out_dir) if d.master else None  # None unless wandb_log=True
+
     def write_metrics(rec):
         if d.master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            plot.wandb_record(wandb_run, rec)
 
     def run_eval(step_now, tokens_now):
         t0 = time.time()

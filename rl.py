@@ -43,6 +43,7 @@ from tqdm import tqdm
 import eval_math
 import grader
 import model as model_lib
+import plot
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
@@ -116,6 +117,9 @@ eval_data_dir = ""  # "" = eval_math's default folders
 log_interval = 5  # print a line every this many steps (the progress bar always shows the latest)
 ckpt_interval = 50  # steps; a checkpoint is also written at the end
 keep_last_n = 2  # 0 = keep all
+wandb_log = False  # also send the metrics.jsonl records to Weights & Biases (pip install wandb); never required
+wandb_project = "nanoocto"
+wandb_run_name = ""  # "" = the out dir's name
 # system
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
@@ -156,7 +160,7 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.prompts_per_step % world_size:
         raise UserError(f"prompts_per_step={c.prompts_per_step} is not divisible by the {world_size} ranks: each "
-                         "rank rolls out an equal share")
+                        "rank rolls out an equal share")
     if c.parallel not in PARALLEL:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
     if c.group_size < 2:
@@ -182,7 +186,7 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         raise UserError(f"stop must be a list of non-empty strings, got {c.stop!r}")
     if not c.resume and os.path.isfile(os.path.join(c.out_dir, "latest")):
         raise UserError(f"{c.out_dir} already holds a run; pass --resume=True to continue it, or delete it / "
-                         "choose another out_dir")
+                        "choose another out_dir")
     return length_schedule(c.max_response_len)
 
 
@@ -248,7 +252,7 @@ def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_fi
             if not isinstance(row, dict) or question_field not in row or answer_field not in row:
                 have = sorted(row) if isinstance(row, dict) else type(row).__name__
                 raise UserError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
-                                 f"(question_field / answer_field knobs), has {have}")
+                                f"(question_field / answer_field knobs), has {have}")
             q = row[question_field]
             if not isinstance(q, str) or not q.strip():
                 raise UserError(f"{path}:{lineno}: empty or non-string {question_field!r}")
@@ -263,7 +267,7 @@ def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_fi
         (f" ({dropped} dropped: longer than max_prompt_len={max_prompt_len} tokens)" if dropped else ""))
     if not kept:
         raise UserError(f"no prompt in {path} fits max_prompt_len={max_prompt_len} tokens (the shortest has "
-                         f"{min(map(len, ids))}): raise max_prompt_len")
+                        f"{min(map(len, ids))}): raise max_prompt_len")
     return kept
 
 
@@ -717,7 +721,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
         log(f"resume: no checkpoint in {c.out_dir}, starting from {c.init_from}")
     if not os.path.exists(c.init_from) and resume_from is None:
         raise UserFileError(f"init_from={c.init_from!r} does not exist (the built-in default starts from the "
-                                "mid-trained model: run `python midtrain.py` first, or pass --init_from=PATH)")
+                            "mid-trained model: run `python midtrain.py` first, or pass --init_from=PATH)")
     model, tok, state = model_lib.load_checkpoint(resume_from or c.init_from, dtype=torch.float32,
                                                   load_state=resume_from is not None)
     model.to(d.device)
@@ -738,7 +742,7 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     most = max(v for _, v in schedule)
     if longest + most > model.config.max_seq_len:
         raise UserError(f"the longest kept prompt ({longest} tokens) + max_response_len ({most}) exceeds the "
-                         f"model's context of {model.config.max_seq_len}: lower max_prompt_len or max_response_len")
+                        f"model's context of {model.config.max_seq_len}: lower max_prompt_len or max_response_len")
     if reward_fn is None:
         reward_fn = make_math_reward(c.reward_correct, c.reward_wrong, c.reward_no_answer, c.grade_timeout)
     optimizer = model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
@@ -762,10 +766,13 @@ def run(c, d, schedule, reward_fn, log) -> dict:
     log(f"{n_params / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x {c.group_size} "
         f"responses | {d.world_size} rank(s) ({c.parallel}) on {d.device} | {c.init_from} -> {c.out_dir}")
 
+    wandb_run = plot.wandb_init(c, c.out_dir) if d.master else None  # None unless wandb_log=True
+
     def write_metrics(rec):
         if d.master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            plot.wandb_record(wandb_run, rec)
 
     def save(step_now):
         st = {"step": step_now, "sampler": dict(sampler), "rng": rng_state(), "init_from": c.init_from}

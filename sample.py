@@ -195,7 +195,7 @@ def check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, s
         raise UserError(f"stop must be a sequence of non-empty strings, got {bad[0]!r} in it")
     if model.config.vocab_size < tokenizer.vocab_size:
         raise UserError(f"the model's vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
-                         f"{tokenizer.vocab_size}: this tokenizer does not belong to this model")
+                        f"{tokenizer.vocab_size}: this tokenizer does not belong to this model")
     return stop
 
 
@@ -219,7 +219,7 @@ def encode_prompts(tokenizer, prompts, vocab_size: int) -> list[list[int]]:
             raise TypeError(f"prompt {i} must be a str or a list of int token ids, got {type(p).__name__}")
         if not ids:
             raise UserError(f"prompt {i} is empty (no tokens): give at least one token (a str prompt gets BOS "
-                             "only when the tokenizer has one)")
+                            "only when the tokenizer has one)")
         bad = [t for t in ids if not 0 <= t < vocab_size]
         if bad:
             raise UserError(f"prompt {i} has token id {bad[0]} outside the model's vocabulary [0, {vocab_size})")
@@ -232,12 +232,12 @@ def check_lengths(ids: list[list[int]], max_new_tokens: int, max_seq_len: int):
     longest = max(range(len(lens)), key=lens.__getitem__)
     if lens[longest] >= max_seq_len:
         raise UserError(f"prompt {longest} has {lens[longest]} tokens, which leaves no room in the model's context "
-                         f"of {max_seq_len} tokens")
+                        f"of {max_seq_len} tokens")
     if lens[longest] + max_new_tokens > max_seq_len:
         raise UserError(f"the longest prompt ({longest}: {lens[longest]} tokens) + max_new_tokens "
-                         f"({max_new_tokens}) = {lens[longest] + max_new_tokens} exceeds the model's context of "
-                         f"{max_seq_len} tokens: lower max_new_tokens to <= {max_seq_len - lens[longest]} or shorten "
-                         "the prompt")
+                        f"({max_new_tokens}) = {lens[longest] + max_new_tokens} exceeds the model's context of "
+                        f"{max_seq_len} tokens: lower max_new_tokens to <= {max_seq_len - lens[longest]} or shorten "
+                        "the prompt")
 
 
 def plan_chunks(lengths: list[int], n: int, batch_size: int | None) -> list[list[tuple[int, int, int]]]:

@@ -164,13 +164,13 @@ def check_config(c) -> None:
         raise UserError(f"eval_problems must be >= 0 and maj_k 0 (off) or >= 2; got {c.eval_problems}, {c.maj_k}")
     if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
         raise UserError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, "
-                         f"got {c.model!r}")
+                        f"got {c.model!r}")
     if c.rl_max_response_len >= model_lib.PRESETS[c.model]["max_seq_len"] - 16:
         raise UserError(f"rl_max_response_len={c.rl_max_response_len} leaves no room for a prompt in the context of "
-                         f"{c.model!r}")
+                        f"{c.model!r}")
     if c.base_tokens * 3 // 4 <= c.warmup_tokens or c.stable_tokens <= c.warmup_tokens:
         raise UserError(f"base_tokens * 3/4 and stable_tokens must exceed warmup_tokens={c.warmup_tokens}, got "
-                         f"{c.base_tokens} and {c.stable_tokens}")
+                        f"{c.base_tokens} and {c.stable_tokens}")
     if not isinstance(c.parallel, int) or c.parallel < 1:
         raise UserError(f"parallel must be an int >= 1 (RL runs and evaluations at a time), got {c.parallel!r}")
     if c.rl_group < 2:
@@ -229,7 +229,7 @@ def stage_done(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> f
     if done.get("argv", argv) != argv:  # a finished stage is reused only with the knobs it ran with
         changed = sorted(set(argv) ^ set(done["argv"]))
         raise UserError(f"stage {name} in {folder} was run with other knobs ({', '.join(changed)}): delete "
-                         "that folder (and the stages after it) or choose another out_dir")
+                        "that folder (and the stages after it) or choose another out_dir")
     return done["seconds"]
 
 

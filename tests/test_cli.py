@@ -2,6 +2,7 @@
 (real subprocesses, since the exit status and stderr are the behaviour)."""
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from conftest import ROOT
 
 HELP_KNOB = {"midtrain.py": ("lr", "float = 0.003"), "rl.py": ("max_response_len", "dict = {0: 192}  # tokens"),
              "sample.py": ("temperature", "float = 0.8  # 0 = greedy"), "eval_math.py": ("limit", "int = 0  # first"),
-             "study.py": ("seeds", "list = [1337]  # one full study per seed"), "bench/train.py": ("seed", "int = ")}
+             "study.py": ("seeds", "list = [1337]  # one full study per seed"), "bench/train.py": ("seed", "int = "),
+             "plot.py": ("smooth", "int = 1  # trailing moving average")}
 
 
 def load_script(rel):
@@ -120,3 +122,132 @@ def test_torchrun_prints_the_error_once():
     assert len(errors) == 1 and "parallel must be" in errors[0], r.stderr
     # torchrun's own report follows (its traceback and status 1 cannot be changed from a worker); rank 0 exited 2
     assert r.returncode != 0 and "rank      : 0 (local_rank: 0)\n  exitcode  : 2" in r.stderr, r.stderr
+
+
+# ---- eval_math.py as a user runs it: defaults that fit the model, outputs that never overwrite each other ---------
+
+@pytest.fixture(scope="module")
+def eval_world(tmp_path_factory):
+    """A random 'test'-preset model (context 256) saved as step 3 of a run, and a data folder with a synthetic
+    held-out set and a GSM8K test file (its 8-shot prompt cannot fit that context)."""
+    import torch
+
+    import model as model_lib
+    from data.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("eval_cli")
+    questions = [f"Tom has {a} apples and buys {b} more. How many apples does Tom have now?"
+                 for a, b in ((3, 4), (5, 1), (2, 2), (7, 1))]
+    tok = Tokenizer.train(questions + ["Question: Answer: The answer is \\boxed{7}."], 300)
+    torch.manual_seed(0)
+    net = model_lib.Llama(model_lib.LlamaConfig.from_preset("test", vocab_size=tok.vocab_size, max_seq_len=256))
+    model_lib.save_checkpoint(str(root / "out" / "toy" / "ckpt-000003"), net, tokenizer=tok)
+    (root / "out" / "toy" / "latest").write_text("ckpt-000003\n")
+    data = root / "bench"
+    (data / "gsm8k").mkdir(parents=True)
+    rows = [{"question": q, "answer": f"{q.split()[2]} + ...\n#### {int(q.split()[2]) + int(q.split()[6])}"}
+            for q in questions]
+    (data / "gsm8k" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "heldout.jsonl").write_text("".join(json.dumps({"question": q, "answer": "7"}) + "\n" for q in questions))
+    return root, tok
+
+
+def eval_main(root, *argv):
+    import eval_math
+    return eval_math.main(["--ckpt=out/toy", f"--data_dir={root / 'bench'}", "--batch_size=4", "--progress=False",
+                           *argv])
+
+
+def test_eval_caps_max_new_tokens_and_records_what_it_measured(eval_world, monkeypatch, capsys):
+    root, _ = eval_world
+    monkeypatch.chdir(root)
+    report = eval_main(root, "--benchmarks=synth", "--limit=2")  # default max_new_tokens=512 > the context of 256
+    out = capsys.readouterr().out
+    caps = [ln for ln in out.splitlines() if "max_new_tokens" in ln and "capped" in ln]
+    assert len(caps) == 1 and "512" in caps[0], out
+    folder = root / "out" / "eval" / "toy" / "ckpt-000003" / "fewshot-synth-limit2"
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["checkpoint"] == os.path.join(str(root), "out", "toy", "ckpt-000003") and saved["step"] == 3
+    assert saved["knobs"]["limit"] == 2 and saved["knobs"]["max_new_tokens"] == 512
+    assert saved["git_commit"] and saved == report
+    used = saved["benchmarks"]["synth"]["max_new_tokens"]
+    assert 0 < used < 512 and all(r["response_tokens"] <= used for r in map(json.loads, open(
+        folder / "samples_synth.jsonl")))
+    # another limit is another folder; the first result stays
+    eval_main(root, "--benchmarks=synth", "--limit=1")
+    assert (root / "out" / "eval" / "toy" / "ckpt-000003" / "fewshot-synth-limit1" / "results.json").is_file()
+    assert json.loads((folder / "results.json").read_text()) == saved
+    # the same folder with other knobs: an error naming them, nothing overwritten
+    with pytest.raises(configurator.UserError, match="other knobs.*temperature"):
+        eval_main(root, "--benchmarks=synth", "--limit=2", "--temperature=0.5")
+    assert json.loads((folder / "results.json").read_text()) == saved
+
+
+def test_eval_drops_few_shot_exemplars_that_do_not_fit(eval_world, monkeypatch, capsys):
+    import eval_math
+
+    root, tok = eval_world
+    monkeypatch.chdir(root)
+    report = eval_main(root, "--benchmarks=gsm8k", "--max_new_tokens=64")
+    out = capsys.readouterr().out
+    shots = report["benchmarks"]["gsm8k"]["shots"]
+    assert 0 <= shots < len(eval_math.GSM8K_SHOTS)
+    assert any(f"{shots} of {len(eval_math.GSM8K_SHOTS)}" in ln and "--style=r1" in ln for ln in out.splitlines())
+    examples = eval_math.load_benchmark("gsm8k", str(root / "bench"))
+
+    def longest(k):
+        bos = tok.bos_id is not None
+        return max(len(tok.encode(eval_math.build_prompt(e, "gsm8k", n_shots=k), bos=bos)) for e in examples)
+    assert longest(shots) + 64 <= 256 < longest(shots + 1) + 64  # the most exemplars that leave room to answer
+    rows = [json.loads(line) for line in open(root / "out" / "eval" / "toy" / "ckpt-000003" / "fewshot-gsm8k-all"
+                                              / "samples_gsm8k.jsonl")]
+    assert all(r["prompt"].count("Question:") == shots + 1 for r in rows)
+
+
+# ---- plot.py and the optional W&B logger ---------------------------------------------------------------------------
+
+def test_plot_draws_every_panel_a_run_has(tmp_path):
+    import plot
+    rows = [{"kind": "train", "step": s, "tokens": 128 * s, "loss": 3.0 / s, "lr": 1e-3} for s in range(1, 6)]
+    rows += [{"kind": "eval", "step": 5, "tokens": 640, "val": {"web": 2.0, "qa": 1.5}, "sample": "x"}]
+    rl_rows = [{"kind": "train", "step": s, "reward": -1 + s / 5, "response_len": 20 + s, "accuracy": s / 10}
+               for s in range(1, 4)] + [{"kind": "eval", "step": 3, "accuracy": {"synth": 0.2}}]
+    for name, rs in (("mid", rows), ("rl", rl_rows)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs) + '{"kind": "tr')
+    runs = {n: plot.read_metrics(str(tmp_path / n)) for n in ("mid", "rl")}
+    assert len(runs["mid"]) == 6  # the partial last line of a run in progress is left out
+    panels = plot.collect_panels(runs, "step", window=2)
+    assert list(panels) == ["training loss", "learning rate", "validation loss", "reward (sampled)",
+                            "response length (sampled)", "accuracy"]
+    assert panels["training loss"]["lines"]["mid"][1][:2] == [3.0, (3.0 + 1.5) / 2]  # smoothed
+    assert set(panels["accuracy"]["lines"]) == {"rl sampled", "rl greedy eval synth"}
+    assert set(panels["validation loss"]["lines"]) == {"mid web", "mid qa"}
+    pytest.importorskip("matplotlib")
+    path = plot.main([f"--run={tmp_path / 'mid'},{tmp_path / 'rl'}", f"--out={tmp_path / 'c.png'}"])
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--run=no/such/run"], ["run='no/such/run'", "metrics"]),
+    (["--x=time"], ["x must be"]),
+])
+def test_plot_user_errors(argv, words, capsys):
+    import plot
+    with pytest.raises(SystemExit) as e:
+        configurator.run_cli(lambda: plot.main(argv), argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_plot_and_wandb_missing_packages_are_one_line_errors(tmp_path, monkeypatch):
+    import plot
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 1.0}\n')
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(configurator.UserError, match="pip install matplotlib"):
+        plot.main([f"--run={tmp_path}"])
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    c = type("C", (), {"wandb_log": True})()
+    with pytest.raises(configurator.UserError, match="pip install wandb.*--wandb_log=False"):
+        plot.wandb_init(c, "out/x")
+    assert plot.wandb_init(type("C", (), {"wandb_log": False})(), "out/x") is None
