@@ -20,12 +20,14 @@ import midtrain  # noqa: E402
 import model as model_lib  # noqa: E402
 from test_midtrain import data, decay_args  # noqa: E402,F401  (data: the module-scoped shard fixture)
 
-STEPS, CKPT, KILL_AT = 40, 4, 9  # the killed run dies after step KILL_AT, so it resumes from ckpt-000008
+STEPS, CKPT, KILL_AT = 24, 4, 9  # the killed run dies after step KILL_AT, so it resumes from ckpt-000008
 EVAL = ("--eval_interval=8", "--eval_batches=3", "--sample_tokens=4", "--sample_prompt=Question: 3 + 4?")
 
 
 def mt_args(data, out, *extra):
-    return decay_args(data, out, *EVAL, f"--ckpt_interval={CKPT}", "--keep_last_n=0", *extra, steps=STEPS)
+    # gradient checkpointing on: under FSDP each block's recompute gathers its weights again
+    return decay_args(data, out, *EVAL, f"--ckpt_interval={CKPT}", "--keep_last_n=0", "--grad_checkpointing=True",
+                      *extra, steps=STEPS)
 
 
 def torchrun(argv: list[str], **kw) -> subprocess.Popen:
@@ -144,11 +146,12 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
 def test_rl_fsdp_two_ranks(tmp_path):
     """One launch of 2 gloo workers: update_policy on sharded weights == 1 process holding all the rollouts (the
     same check as the DDP one in test_rl.py); rl.main with parallel=fsdp == parallel=ddp on 2 ranks (same rollouts,
-    the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint == uninterrupted."""
+    the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint == uninterrupted;
+    a DDP run's step-2 checkpoint resumed under FSDP == the DDP run."""
     import test_rl
 
     make_tiny(tmp_path)
-    ports = [test_rl.free_port() for _ in range(5)]
+    ports = [test_rl.free_port() for _ in range(7)]
     procs = [subprocess.Popen([sys.executable, __file__, "--fsdp-worker", str(r), str(tmp_path), *map(str, ports)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}) for r in range(2)]
@@ -178,6 +181,9 @@ def test_rl_fsdp_two_ranks(tmp_path):
     assert clean(test_rl.train_rows(resumed)) == clean(r_fsdp)
     w = weights(fsdp)
     assert all(torch.equal(w[k], v) for k, v in weights(resumed).items())
+    cross = str(tmp_path / "cross")
+    assert [(x["reward"], x["step"]) for x in test_rl.train_rows(cross)] == [(x["reward"], x["step"]) for x in r_ddp]
+    assert max_diff(weights(cross), weights(ddp)) < 1e-5
 
 
 def make_tiny(root) -> SimpleNamespace:
@@ -225,7 +231,8 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
     # 2. rl.main end to end (each call sets up and tears down its own process group)
     tiny = SimpleNamespace(base=os.path.join(root, "base"), prompts=os.path.join(root, "prompts.jsonl"))
     runs = [("ddp", 4, ()), ("fsdp", 4, ("--parallel=fsdp",)), ("resumed", 2, ("--parallel=fsdp",)),
-            ("resumed", 4, ("--parallel=fsdp", "--resume=True"))]
+            ("resumed", 4, ("--parallel=fsdp", "--resume=True")), ("cross", 2, ()),
+            ("cross", 4, ("--parallel=fsdp", "--resume=True"))]
     for port, (name, steps, extra) in zip(ports[1:], runs):
         os.environ["MASTER_PORT"] = str(port)
         rl.main(test_rl.toy_args(tiny, os.path.join(root, name), steps, "--kl_coef=0.05", *extra),
