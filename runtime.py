@@ -223,7 +223,9 @@ def shard_model(model, dev: torch.device, train_dtype: torch.dtype, cpu_offload:
 
     bf16 = dev.type == "cuda" and train_dtype == torch.bfloat16  # gloo on CPU keeps fp32 (autocast does bf16)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-    kw = {"mp_policy": mp, "offload_policy": CPUOffloadPolicy() if cpu_offload else OffloadPolicy()}
+    # pinned host memory makes the copies to the GPU asynchronous; there is no GPU to pin for on a CPU run
+    offload = CPUOffloadPolicy(pin_memory=dev.type == "cuda") if cpu_offload else OffloadPolicy()
+    kw = {"mp_policy": mp, "offload_policy": offload}
     for block in model.layers:
         fully_shard(block, **kw)
     fully_shard(model, **kw)

@@ -147,7 +147,8 @@ def test_rl_fsdp_two_ranks(tmp_path):
     """One launch of 2 gloo workers: update_policy on sharded weights == 1 process holding all the rollouts (the
     same check as the DDP one in test_rl.py); rl.main with parallel=fsdp == parallel=ddp on 2 ranks (same rollouts,
     the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint == uninterrupted;
-    a DDP run's step-2 checkpoint resumed under FSDP == the DDP run."""
+    a DDP run's step-2 checkpoint resumed under FSDP (with CPU offload, here a no-op but its code path) == the DDP
+    run."""
     import test_rl
 
     make_tiny(tmp_path)
@@ -232,7 +233,7 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
     tiny = SimpleNamespace(base=os.path.join(root, "base"), prompts=os.path.join(root, "prompts.jsonl"))
     runs = [("ddp", 4, ()), ("fsdp", 4, ("--parallel=fsdp",)), ("resumed", 2, ("--parallel=fsdp",)),
             ("resumed", 4, ("--parallel=fsdp", "--resume=True")), ("cross", 2, ()),
-            ("cross", 4, ("--parallel=fsdp", "--resume=True"))]
+            ("cross", 4, ("--parallel=fsdp", "--fsdp_cpu_offload=True", "--resume=True"))]
     for port, (name, steps, extra) in zip(ports[1:], runs):
         os.environ["MASTER_PORT"] = str(port)
         rl.main(test_rl.toy_args(tiny, os.path.join(root, name), steps, "--kl_coef=0.05", *extra),
