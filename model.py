@@ -367,7 +367,35 @@ def autocast_dtype(t: torch.Tensor) -> torch.dtype:
 def _scaled_logits(h, w, temperature: float):
     """h [c, dim], w [V, dim] (both already in the matmul dtype) -> logits / temperature [c, V] in fp32."""
     z = (h @ w.T).float()  # a new tensor either way, so the in-place division below touches nothing shared
-    return z.div_(temperature)
+    return z if temperature == 1.0 else z.div_(temperature)
+
+
+def _logit_grad(z, logz, targets, g_logp, g_ent=None, mean_z=None):
+    """d loss / d z [c, V] from the upstream gradients of log p(target) and of the entropy, g_logp and g_ent [c]
+    (either may be None), built in z's buffer (z is consumed). dlogp/dz = onehot(target) - p and
+    dH/dz = -p * (z - E_p[z]), so dz = p * (-g_ent * (z - E_p[z]) - g_logp), plus g_logp at the target."""
+    if g_ent is None:
+        dz = z.sub_(logz[:, None]).exp_().mul_(-g_logp[:, None])
+    else:
+        p = (z - logz[:, None]).exp_()
+        dz = z.sub_(mean_z[:, None]).mul_(-g_ent[:, None])
+        if g_logp is not None:
+            dz.sub_(g_logp[:, None])
+        dz.mul_(p)
+    if g_logp is not None:
+        dz.scatter_add_(-1, targets[:, None], g_logp[:, None])
+    return dz
+
+
+def _accumulate(dz, hc, wd, dh_out, dw):
+    """The lm_head matmul's backward for one chunk: dz [c, V] (matmul dtype) -> dh_out [c, dim] and dw [V, dim] +=."""
+    if dh_out is not None:
+        dh_out.copy_(dz @ wd)
+    if dw is not None:
+        if dw.dtype == dz.dtype:
+            dw.addmm_(dz.T, hc)
+        else:
+            dw.add_(dz.T @ hc)
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -401,41 +429,69 @@ class _ChunkedLogprobs(torch.autograd.Function):
         h, w, targets, logz, mean_z = ctx.saved_tensors
         if g_logp is None and g_ent is None:
             return (None,) * 7
-        wd, chunk = w.to(ctx.dtype), ctx.chunk
+        wd, chunk, dt = w.to(ctx.dtype), ctx.chunk, ctx.dtype
         dh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
         dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if ctx.needs_input_grad[1] else None
         for s in range(0, h.shape[0], chunk):
-            hc = h[s:s + chunk].to(ctx.dtype)
-            z = _scaled_logits(hc, wd, ctx.temperature)  # [c, V]
-            p = (z - logz[s:s + chunk, None]).exp_()
-            # dlogp/dz = onehot(target) - p and dH/dz = -p * (z - E_p[z]), so
-            # dz = p * (-g_ent * (z - E_p[z]) - g_logp), plus g_logp at the target (in place: one more [c, V] only)
-            if g_ent is None:
-                del z
-                dz = p.mul_(-g_logp[s:s + chunk, None])
-            else:
-                dz = z.sub_(mean_z[s:s + chunk, None]).mul_(-g_ent[s:s + chunk, None])
-                if g_logp is not None:
-                    dz.sub_(g_logp[s:s + chunk, None])
-                dz.mul_(p)
-                del p
-            if g_logp is not None:
-                dz.scatter_add_(-1, targets[s:s + chunk, None], g_logp[s:s + chunk, None])
-            dz = dz.div_(ctx.temperature).to(ctx.dtype)  # d loss / d logits, [c, V]
-            if dh is not None:
-                dh[s:s + chunk] = dz @ wd
-            if dw is not None:
-                dw.add_(dz.T @ hc)
+            c = slice(s, s + chunk)
+            hc = h[c].to(dt)
+            dz = _logit_grad(_scaled_logits(hc, wd, ctx.temperature), logz[c], targets[c],
+                             None if g_logp is None else g_logp[c], None if g_ent is None else g_ent[c], mean_z[c])
+            dz = (dz if ctx.temperature == 1.0 else dz.div_(ctx.temperature)).to(dt)  # d loss / d logits [c, V]
+            _accumulate(dz, hc, wd, None if dh is None else dh[c], dw)
         return dh, None if dw is None else dw.to(w.dtype), None, None, None, None, None
 
 
-def chunked_logprobs(h, weight, targets, temperature: float = 1.0, chunk: int = 1024, need_entropy: bool = False):
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy over the positions where `valid`, a chunk of tokens at a time. A scalar loss's gradient
+    is known in forward up to the one factor backward brings, so it is computed there, while each chunk's logits
+    exist: the same three matmuls as the unchunked path (no recompute), and [V, dim] + [N, dim] kept for backward."""
+
+    @staticmethod
+    def forward(ctx, h, w, targets, valid, chunk: int, dtype: torch.dtype, with_grad: bool):
+        N, wd = h.shape[0], w.to(dtype)
+        g = -valid.float() / valid.sum()  # d loss / d logp [N]
+        dh = torch.empty_like(h) if with_grad else None
+        dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if with_grad else None
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        for s in range(0, N, chunk):
+            c = slice(s, s + chunk)
+            hc = h[c].to(dtype)
+            z = _scaled_logits(hc, wd, 1.0)  # [c, V]
+            logz = torch.logsumexp(z, dim=-1)
+            loss += (g[c] * (z.gather(-1, targets[c, None])[:, 0] - logz)).sum()
+            if with_grad:
+                _accumulate(_logit_grad(z, logz, targets[c], g[c]).to(dtype), hc, wd, dh[c], dw)
+        ctx.save_for_backward(dh, None if dw is None else dw.to(w.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, g_loss):
+        dh, dw = ctx.saved_tensors
+        return dh * g_loss, dw * g_loss, None, None, None, None, None
+
+
+def check_chunk(chunk) -> None:
+    if not (isinstance(chunk, int) and chunk > 0):
+        raise ValueError(f"chunk must be a positive int (tokens per lm_head chunk), got {chunk!r}")
+
+
+def chunked_logprobs(h, weight, targets, temperature: float = 1.0, chunk: int = 256, need_entropy: bool = False):
     """h [N, dim] final hidden states, weight [V, dim] the output matrix (pass weight[:vocab_size] to leave padded
     rows out), targets [N] in [0, V) -> (logp [N], entropy [N]) in fp32, differentiable in h and weight; `chunk`
     tokens at a time through the vocabulary. The entropy is zeros without need_entropy."""
-    if not (isinstance(chunk, int) and chunk > 0):
-        raise ValueError(f"chunk must be a positive int (tokens per lm_head chunk), got {chunk!r}")
+    check_chunk(chunk)
     return _ChunkedLogprobs.apply(h, weight, targets, float(temperature), chunk, autocast_dtype(weight), need_entropy)
+
+
+def chunked_cross_entropy(h, weight, targets, chunk: int = 256):
+    """h [N, dim], weight [V, dim], targets [N] (-100 = ignored) -> mean cross-entropy over the others (fp32, as
+    F.cross_entropy over the logits), `chunk` tokens at a time."""
+    check_chunk(chunk)
+    valid = targets != -100
+    with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return _ChunkedCrossEntropy.apply(h, weight, torch.where(valid, targets, 0), valid, chunk, autocast_dtype(weight),
+                                      with_grad)
 
 
 def full_logprobs(logits, targets, temperature: float = 1.0, need_entropy: bool = False, entropy_grad: bool = False):
@@ -545,12 +601,8 @@ class Llama(nn.Module):
 
     def chunked_loss(self, h, targets, chunk_size: int):
         """Mean cross-entropy over targets != -100 from h [B, T, dim], chunk_size tokens at a time. Ignored positions
-        go through too (with target 0 and weight 0): no data-dependent shapes, so torch.compile keeps one graph."""
-        flat = targets.reshape(-1)
-        valid = flat != -100  # [B * T]
-        logp, _ = chunked_logprobs(h.reshape(-1, h.size(-1)), self.lm_head.weight, torch.where(valid, flat, 0),
-                                   1.0, chunk_size)
-        return -(logp * valid).sum() / valid.sum()
+        go through too (with weight 0): no data-dependent shapes, so torch.compile keeps one graph."""
+        return chunked_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), chunk_size)
 
     def decode_layers(self, x, cos, sin, cache: KVCache):
         """The blocks and the final norm for one token per row, all through the kernels (no autograd): every

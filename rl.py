@@ -88,7 +88,7 @@ loss_max_len = 0  # the constant of "seq-mean-token-sum-norm"; 0 = the step's ma
 ppo_epochs = 1  # passes over each step's rollouts
 mini_batches = 1  # optimizer steps per pass (each rank splits its rollouts into this many parts)
 micro_batch = 32  # sequences per forward/backward
-logits_chunk = 1024  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
+logits_chunk = 256  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
 lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
 lr_warmup_steps = 0  # linear warmup over RL steps, then constant
 weight_decay = 0.0

@@ -3,8 +3,8 @@ Peak memory and time of the two vocabulary-sized steps, with the whole logits at
 path) vs a chunk of tokens at a time (model.chunked_logprobs), at shapes that keep Llama 3's real vocabulary and long
 sequences but shrink the rest of the model so a CPU runs them:
 
-    python bench/memory.py                                   # 2 layers, d=256, V=128,256; 2 x 1,024 response tokens
-    python bench/memory.py --response_len=4096 --chunk=1024  # the paper's long-CoT lengths (old path: ~9 GB)
+    python bench/memory.py                       # 2 layers, d=256, V=128,256; 2 x 1,024 response tokens
+    python bench/memory.py --response_len=4096   # longer responses: the old path's memory grows with them, not the new
 
   rl:       one rl.update_policy (forward, log-probs + entropy of the response tokens, clipped loss, backward,
             AdamW step) on `n_seqs` rollouts of prompt_len + response_len tokens, one micro-batch;
@@ -37,7 +37,7 @@ n_layers = 2
 n_seqs = 2  # sequences in the micro-batch
 prompt_len = 64
 response_len = 1024  # tokens per sequence that go through the vocabulary (the RL targets)
-chunk = 1024  # tokens per chunk of the new path (the scripts' logits_chunk default)
+chunk = rl.DEFAULTS["logits_chunk"]  # tokens per chunk of the new path (the scripts' default)
 cases = "rl,midtrain"
 threads = 0  # torch threads per measurement; 0 = torch's default
 measure = ""  # internal: "<case>:<chunk>" runs that one measurement in this process and prints it as JSON

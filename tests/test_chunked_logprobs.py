@@ -95,18 +95,21 @@ def test_entropy_for_logging_only_and_entropy_only_losses(net, batch):
 
 def test_chunked_loss_matches_cross_entropy(net, batch):
     """midtrain's loss: (None, loss) with chunk_size, the same mean cross-entropy over targets != -100 and the same
-    gradients as F.cross_entropy over the whole logits."""
+    gradients as F.cross_entropy over the whole logits (its gradient is made in forward and scaled in backward: a
+    scaled loss, as in gradient accumulation, must scale it), and the same loss under no_grad (evaluation)."""
     idx, targets = batch
     full, chunked = [], []
     for chunk, out in ((0, full), (4, chunked)):
         net.zero_grad(set_to_none=True)
         logits, loss = net(idx, targets=targets, chunk_size=chunk)
-        loss.backward()
+        (loss * 0.37).backward()
         out += [logits, loss.detach(), [p.grad.clone() for p in net.parameters()]]
     assert full[0].shape == (3, 21, 256) and chunked[0] is None
     assert abs(full[1] - chunked[1]) < 1e-5
     for a, b in zip(full[2], chunked[2]):
         assert (a - b).abs().max() <= 1e-5 * max(1.0, a.abs().max().item())
+    with torch.no_grad():
+        assert abs(net(idx, targets=targets, chunk_size=5)[1] - full[1]) < 1e-5
 
 
 def test_autocast_matmul_in_bf16_softmax_in_fp32(net, batch):
@@ -122,6 +125,12 @@ def test_autocast_matmul_in_bf16_softmax_in_fp32(net, batch):
     assert chunked.dtype == torch.float32
     assert (full - fp32).abs().max() > 1e-3 and (chunked - fp32).abs().max() > 1e-3
     assert (chunked - full).abs().max() < 0.1 * (full - fp32).abs().max()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the loss path, the same way
+        losses = [net(idx, targets=targets, chunk_size=chunk)[1] for chunk in (0, 5)]
+    with torch.no_grad():
+        loss32 = net(idx, targets=targets)[1]
+    assert losses[1].dtype == torch.float32
+    assert (losses[1] - losses[0]).abs() < 0.1 * (losses[0] - loss32).abs() and (losses[0] - loss32).abs() > 1e-4
 
 
 def test_rl_update_same_step_with_any_logits_chunk(net):
