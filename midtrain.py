@@ -85,7 +85,7 @@ decay_warmup_tokens = 0
 # batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
 micro_batch = 16
 total_batch_tokens = 4096  # 16 x 256: one micro-batch per step on one process
-logits_chunk = 256  # tokens per lm_head + cross-entropy chunk (memory ~ chunk x vocab); 0 = all logits at once
+logits_chunk = 1024  # tokens per lm_head + cross-entropy chunk (memory ~ chunk x vocab); 0 = all logits at once
 # optimizer: AdamW, weight decay on matrices only (model.configure_optimizer)
 lr = 3e-3
 weight_decay = 0.1
@@ -438,7 +438,7 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
         val = evaluate(raw_model, c, evals, d, autocast)
         text = None
         if c.sample_tokens > 0:  # under fsdp every rank joins the gather of the weights, rank 0 samples
-            sampler = full_model(raw_model, torch.float32, keep=d.master)
+            sampler = full_model(raw_model, train_dtype, keep=d.master)  # bf16 on GPU: half an fp32 copy
             text = greedy_sample(sampler, tok, c, autocast) if d.master else None
             del sampler
         write_metrics({"kind": "eval", "step": step_now, "tokens": tokens_now, "val": val, "sample": text,
