@@ -85,7 +85,7 @@ decay_warmup_tokens = 0
 # batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
 micro_batch = 16
 total_batch_tokens = 4096  # 16 x 256: one micro-batch per step on one process
-logits_chunk = 1024  # tokens per lm_head + cross-entropy chunk (memory ~ chunk x vocab); 0 = all logits at once
+logits_chunk = 256  # tokens per lm_head + cross-entropy chunk (memory ~ chunk x vocab); 0 = all logits at once
 # optimizer: AdamW, weight decay on matrices only (model.configure_optimizer)
 lr = 3e-3
 weight_decay = 0.1
