@@ -119,6 +119,12 @@ def _strip_dollars(s: str) -> str:
     return s
 
 
+def _olympiad_gold(part: str) -> str:
+    """One OlympiadBench final answer without its math delimiters: "$69$,$84$" -> "69,84" (21 golds hold several
+    $...$ spans; no gold uses $ as a currency sign)."""
+    return re.sub(r"(?<!\\)\$", "", part).strip().rstrip(".").strip()
+
+
 def _gsm8k_gold(solution: str) -> str:
     if "####" not in solution:
         raise UserError(f"GSM8K solution without '#### answer': {solution[-80:]!r}")
@@ -142,7 +148,7 @@ def _load_row(name: str, row: dict, path: str, line: int) -> dict:
         final = _field(row, ("final_answer", "answer"), path, line)
         parts = final if isinstance(final, list) else [final]
         question = row["question"] if not row.get("context") else f"{row['context']}\n{row['question']}"
-        return {"question": question, "answer": ", ".join(_strip_dollars(str(p)) for p in parts), "id": row.get("id")}
+        return {"question": question, "answer": ", ".join(_olympiad_gold(str(p)) for p in parts), "id": row.get("id")}
     if name in ("amc23", "aime24"):
         return {"question": _field(row, ("problem", "question"), path, line),
                 "answer": _number_text(_field(row, ("answer",), path, line)), "id": row.get("id")}

@@ -23,16 +23,16 @@ Extraction modes (`extract_answer(text, mode)`; each tries its steps in order an
 benchmark -> mode assignment follows the usual few-shot harness conventions (GSM8K-style word problems: the last
 number; MATH-style: the boxed answer or "the answer is"; MMLU: the option letter); `BENCHMARK_MODES` holds it:
 
-| mode        | steps                                                                  | used for                         |
-|-------------|------------------------------------------------------------------------|----------------------------------|
-| boxed       | the final \\boxed{} (boxes joined by "," / "and" / "or" form a list)   | RL reward (rl.make_math_reward)  |
-| answer      | box, unless "the (final) answer is X" follows it; "answer is X",       | math500, minerva_math,           |
-|             | "Answer: X", "Answer $X$" (a sentence "The largest $n$ is 34" gives    | olympiadbench, college_math,     |
-|             | 34); "#### X"; the last math span $...$ / \\(...\\) / \\[...\\]        | aime24, amc23, synth; r1 style   |
-| last_number | as answer without the math span; then the last number not inside a     | gsm8k, svamp, asdiv (few-shot)   |
-|             | word ("AZYUK2A" has none)                                              |                                  |
-| choice      | as answer without the math span; then the last "(B)", "B." or "option  | mmlu_stem                        |
-|             | B"                                                                     |                                  |
+| mode        | steps                                                                 | used for                      |
+|-------------|-----------------------------------------------------------------------|-------------------------------|
+| boxed       | the final \\boxed{} (boxes joined by "," / "and" / "or" form a list)  | RL reward (make_math_reward)  |
+| answer      | box, unless "the (final) answer is X" follows it; "answer is X",      | math500, minerva_math,        |
+|             | "Answer: X", "Answer $X$" (a sentence "The largest $n$ is 34" gives   | olympiadbench, college_math,  |
+|             | 34); "#### X"; the last math span $...$ / \\(...\\) / \\[...\\]       | aime24, amc23, synth; r1      |
+| last_number | as answer without the math span; then the last number not inside a    | gsm8k, svamp, asdiv           |
+|             | word ("AZYUK2A" has none)                                             | (few-shot)                    |
+| choice      | as answer without the math span; then the last "(B)", "B." or         | mmlu_stem                     |
+|             | "option B"                                                            |                               |
 """
 from __future__ import annotations
 
@@ -1434,6 +1434,8 @@ def _structure(s: str, depth: int = 0):
     if s.startswith("\\{") and s.endswith("\\}") and _wrapped_by(s, 1):
         inner = s[2:-2].strip()
         items = _split_top(inner, ",") if inner else []
+        if len(items) > MAX_ELEMENTS:
+            raise _ParseError("too many elements")
         return ("set", [_structure(x, depth + 1) for x in items])
     if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _wrapped_by(s):
         items = _split_top(s[1:-1], ",")
@@ -1491,15 +1493,16 @@ def _equal_unordered(ps, gs, deadline, percent) -> bool:
 
 
 def _deduplicated(st, deadline: float):
-    """A set or bare list without repeated elements ({1, 1, 2} is {1, 2}); a bare list left with one element is that
-    element ("15\\frac{39}{40}, \\frac{639}{40}": one answer written two ways, as boxes joined by "or" can be)."""
+    """A set or bare list without repeated elements ({1, 1, 2} is {1, 2}); one whose elements are all one value is
+    that value ("-2, -2"; "15\\frac{39}{40}, \\frac{639}{40}": one answer written two ways, as boxes joined by "or"
+    can be). A set written with one element stays a set."""
     if st[0] not in ("set", "list") or len(st[1]) < 2:
         return st
     items = []
     for x in st[1]:
         if not any(_pair_equal(x, y, deadline, (False, False)) for y in items):
             items.append(x)
-    return items[0] if st[0] == "list" and len(items) == 1 else (st[0], items)
+    return items[0] if len(items) == 1 else (st[0], items)
 
 
 def _equal_structures(p, g, deadline: float, percent: tuple[bool, bool]) -> bool:

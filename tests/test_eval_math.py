@@ -111,6 +111,14 @@ def test_loader_rejects_choice_index_out_of_range(tmp_path):
     assert [e["answer"] for e in load_benchmark("mmlu_stem", str(tmp_path))] == ["A", "D", "C"]
 
 
+def test_olympiad_loader_strips_every_math_delimiter(tmp_path):
+    finals = [["$69$,$84$"], ["$(-\\infty, 0) \\cup\\{1\\}$."], ["$f(n)=n$, $g(n)=1$"], ["\\$5"], ["$3$", "$4$"]]
+    write_rows(tmp_path, "olympiadbench", [{"question": "Q", "final_answer": f} for f in finals])
+    golds = [e["answer"] for e in load_benchmark("olympiadbench", str(tmp_path))]
+    assert golds == ["69,84", "(-\\infty, 0) \\cup\\{1\\}", "f(n)=n, g(n)=1", "\\$5", "3, 4"]
+    assert math_equal("84, 69", golds[0]) and math_equal("n, 1", golds[2])
+
+
 def test_asdiv_loader_drops_only_unit_labels(tmp_path):
     answers = ["9 (apples)", "-(1/3)", "2.5 (kg)", "(1/2)"]
     write_rows(tmp_path, "asdiv", [{"body": "B", "question": "Q", "answer": a} for a in answers])

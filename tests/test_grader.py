@@ -294,6 +294,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("pred", ADVERSARIAL)
 def test_adversarial_inputs_fail_fast(pred):
+    assert math_equal("x^2-1", "(x-1)(x+1)")  # a sympy worker is running: its start-up is not the input's cost
     for gold in ("1", "x", "(1, 2)"):
         t = time.monotonic()
         assert not math_equal(pred, gold)
@@ -471,10 +472,12 @@ def test_peer_check_against_math_verify():
                                                   os.path.join(ROOT, "bench", "grader_vs_math_verify.py"))
     peer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peer)
-    golds = [e["answer"] for e in load_benchmark("math500", SHARED_DATA)][::3]  # a third, to stay fast
+    golds = []  # a sample of the golds of the benchmarks the script covers, to stay fast
+    for name, step in (("math500", 6), ("olympiadbench", 8), ("amc23", 4)):
+        golds += [e["answer"] for e in load_benchmark(name, SHARED_DATA)][::step]
     pairs = peer.build_pairs(golds)
-    assert len(pairs) >= 300 and {p["label"] for p in pairs} == {True, False}
+    assert len(pairs) >= 1000 and {p["label"] for p in pairs} == {True, False}
     r = peer.compare(pairs)
-    assert r["ours_accuracy"] >= 0.99 and r["agreement"] >= 0.97
+    assert r["ours_accuracy"] >= 0.999 and r["agreement"] >= 0.995
     # where the two graders disagree, ours gives the answer known by construction
     assert all(d["ours"] == d["label"] for d in r["disagreements"]), r["disagreements"]
