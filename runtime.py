@@ -1,7 +1,9 @@
 """
 What the two training stages (midtrain.py, rl.py) run on, in one place: the distributed setup (torchrun's env),
-precision (autocast), the cross-rank reductions, the progress bar, and the training checkpoints (the HF folder of
-model.py plus state.pt: optimizer, RNG, data position), with `latest`, pruning and the metrics log's trim on resume.
+precision (autocast), the cross-rank reductions, the progress bar, data parallelism (DDP, or FSDP2 sharding with the
+full weights gathered for sampling), and the training checkpoints (the HF folder of model.py plus state.pt:
+optimizer, RNG, data position), with `latest`, pruning and the metrics log's trim on resume. DESIGN.md, "runtime.py",
+has the choices and their memory numbers.
 
 The stages import this module, model, data, sample and the grader; never each other.
 """
@@ -24,6 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import model as model_lib
+from configurator import UserError
 from data.files import remove_stale_temp_dirs, write_atomic
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ def peak_flops(dev: torch.device, dtype: torch.dtype) -> tuple[float, str]:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# RNG and optimizer state
+# RNG state
 
 
 def rng_state() -> dict:
@@ -162,16 +165,6 @@ def set_rng_state(s: dict) -> None:
             return
         cuda = cuda[dev]
     torch.cuda.set_rng_state(cuda, dev)
-
-
-def load_optimizer_state(optimizer, saved: dict) -> None:
-    """Continue saved AdamW moments under this run's knobs. load_state_dict also brings back the saved groups'
-    betas and weight decay, which would silently win over changed knobs (lr is set every step anyway); the groups
-    keep configure_optimizer's layout, so the decay stays on the group that has it (matrices)."""
-    knobs_now = [{"betas": g["betas"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, hyper in zip(optimizer.param_groups, knobs_now):
-        group.update(hyper)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -367,8 +360,8 @@ def load_optimizer_state(optimizer, saved: dict | None, model=None) -> None:
     knobs_now = [{"betas": g["betas"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
     if all(isinstance(k, int) for k in saved["state"]):
         if model is not None and is_sharded(model):
-            raise ValueError("this checkpoint's optimizer state is keyed by index (written before parallel=fsdp "
-                             "existed): resume it once with parallel=ddp, whose next checkpoint FSDP can read")
+            raise UserError("this checkpoint's optimizer state is keyed by index (written before parallel=fsdp "
+                            "existed): resume it once with parallel=ddp, whose next checkpoint FSDP can read")
         optimizer.load_state_dict(saved)
     else:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
