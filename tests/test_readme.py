@@ -18,8 +18,10 @@ README = os.path.join(ROOT, "README.md")
 
 # appended to the README's command (by script): small enough for seconds, the same knobs everywhere a run is reused
 # W&B logging on, into a stand-in `wandb` package (tests/test_readme.py's FAKE_WANDB) that records the calls
-TINY_MIDTRAIN = ["--wandb_log=True", "--synth_scale=0.02", "--synth_vocab_size=300", "--warmup_tokens=4096", "--stable_tokens=8192",
-                 "--decay_tokens=8192", "--eval_interval=2", "--eval_batches=1", "--sample_tokens=8",
+# (sequences of 128 in micro-batches of 2: the tiny world's validation splits hold a few such batches)
+TINY_MIDTRAIN = ["--wandb_log=True", "--synth_scale=0.02", "--synth_vocab_size=300", "--seq_len=128",
+                 "--micro_batch=2", "--total_batch_tokens=1024", "--warmup_tokens=1024", "--stable_tokens=2048",
+                 "--decay_tokens=2048", "--eval_interval=2", "--eval_batches=1", "--sample_tokens=8",
                  "--log_interval=0"]
 TINY_STUDY = ["--synth_scale=0.02", "--synth_vocab_size=300", "--tokenizer=data/synth_study/tok",
               "--data_root=data/synth_study/shards", "--seq_len=128", "--micro_batch=4", "--total_batch_tokens=512",
