@@ -331,6 +331,15 @@ def test_number_literals_are_size_checked_before_they_are_built():
         assert time.monotonic() - t < 0.1, pred
 
 
+def test_huge_literals_in_boxes_and_votes_are_fast():
+    # the RL reward (strict boxed extraction + math_equal) and maj@k voting parse the same literals
+    t = time.monotonic()
+    pred = extract_answer("so \\boxed{7e77777777}.", mode="boxed")
+    assert pred == "7e77777777" and not math_equal(pred, "7")
+    assert majority_answer(["7e77777777", "1e99999999", "3", "7e77777777"]) == "7e77777777"  # votes by its text
+    assert time.monotonic() - t < 0.5
+
+
 def test_tolerance_and_types():
     assert math_equal("1.00009", "1") is False            # an integer gold is matched exactly
     assert math_equal("1.23461", "1.2345") is True         # within 1e-4 relative
