@@ -86,7 +86,7 @@ def configure(namespace: dict, argv: list[str] | None = None, verbose: bool = Tr
     `--help` prints the knobs as documented in `source` (default: the calling script's file) and exits."""
     argv = sys.argv[1:] if argv is None else argv
     defaults = knobs(namespace)
-    if any(a in ("--help", "-h") for a in argv):
+    if any(a.partition("=")[0] in ("--help", "-h") for a in argv):
         caller = sys._getframe(1).f_globals  # the script whose main() called us: its source documents the knobs
         try:
             print(help_text(defaults, source or caller.get("__file__")), flush=True)

@@ -39,7 +39,7 @@ def test_file_with_unknown_key(tmp_path):
 
 
 def test_bad_value_names_key_and_type():
-    with pytest.raises(UserError, match=r"value 'abc' for config key 'lr': expects float \(default 0.001\), e.g. --lr=0.001"):
+    with pytest.raises(UserError, match=r"'abc' for config key 'lr': expects float \(default 0.001\), e.g. --lr=0.001"):
         configure(fresh(), ["--lr=abc"], verbose=False)
     with pytest.raises(UserError, match=r"unknown config key 'stepz' \(did you mean 'steps'\?\)"):
         configure(fresh(), ["--stepz=3"], verbose=False)

@@ -30,8 +30,9 @@ TINY_STUDY = ["--synth_scale=0.02", "--synth_vocab_size=300", "--tokenizer=data/
               "--maj_k=2", "--eval_max_new_tokens=8", "--arms=['base']", "--parallel=1"]  # workers: test_study
 TINY = {
     "midtrain.py": TINY_MIDTRAIN,
-    "rl.py": ["--wandb_log=True", "--max_steps=2", "--prompts_per_step=4", "--group_size=2", "--max_response_len=16", "--eval_limit=8",
-              "--eval_max_new_tokens=16", "--eval_interval=2", "--ckpt_interval=0", "--log_interval=0"],
+    "rl.py": ["--wandb_log=True", "--max_steps=2", "--prompts_per_step=4", "--group_size=2", "--max_response_len=16",
+              "--eval_limit=8", "--eval_max_new_tokens=16", "--eval_interval=2", "--ckpt_interval=0",
+              "--log_interval=0"],
     "eval_math.py": ["--limit=8", "--batch_size=8"],  # max_new_tokens as the user gets it: capped to the context
     "study.py": TINY_STUDY,
     "bench/train.py": ["--preset=test", "--seq_len=32", "--micro_batch=2", "--steps=1", "--rounds=1"],
