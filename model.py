@@ -471,7 +471,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return dh * g_loss, dw * g_loss, None, None, None, None, None
 
 
-def check_chunk(chunk) -> None:
+def _check_chunk(chunk) -> None:
     if not (isinstance(chunk, int) and chunk > 0):
         raise ValueError(f"chunk must be a positive int (tokens per lm_head chunk), got {chunk!r}")
 
@@ -480,14 +480,14 @@ def chunked_logprobs(h, weight, targets, temperature: float = 1.0, chunk: int = 
     """h [N, dim] final hidden states, weight [V, dim] the output matrix (pass weight[:vocab_size] to leave padded
     rows out), targets [N] in [0, V) -> (logp [N], entropy [N]) in fp32, differentiable in h and weight; `chunk`
     tokens at a time through the vocabulary. The entropy is zeros without need_entropy."""
-    check_chunk(chunk)
+    _check_chunk(chunk)
     return _ChunkedLogprobs.apply(h, weight, targets, float(temperature), chunk, autocast_dtype(weight), need_entropy)
 
 
 def chunked_cross_entropy(h, weight, targets, chunk: int = 256):
     """h [N, dim], weight [V, dim], targets [N] (-100 = ignored) -> mean cross-entropy over the others (fp32, as
     F.cross_entropy over the logits), `chunk` tokens at a time."""
-    check_chunk(chunk)
+    _check_chunk(chunk)
     valid = targets != -100
     with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     return _ChunkedCrossEntropy.apply(h, weight, torch.where(valid, targets, 0), valid, chunk, autocast_dtype(weight),
