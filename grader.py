@@ -8,10 +8,14 @@ Grading a model's answer is parsing untrusted text, so nothing here ever eval()s
 expensive and stops at the first decision:
   1. normalise both strings (dollars, \\left, spacing, \\text{} and units, degrees, percent, \\dfrac, thousands
      separators, ...) and compare them as strings;
-  2. split structure: tuples, intervals (bracket types must match), sets and bare lists (order-free), matrices,
-     equations, multiple-choice letters;
+  2. whole-answer readings: "name = value" ((p,q)=(3,2), |AB| = 1), an inequality in one variable as its interval,
+     i as the imaginary unit when the gold uses it or the answer is e^{i...}, a decimal comma against a one-number
+     gold; then structure:
+     tuples, intervals (bracket types must match), sets and bare lists (order-free, repeated elements once),
+     matrices, equations, multiple-choice letters;
   3. parse each scalar with the small recursive-descent LaTeX parser below into a plain tuple tree (no sympy);
-     with no free symbols, evaluate it with exact fractions / floats under size limits (relative tolerance 1e-4);
+     with no free symbols, evaluate it with exact fractions / floats under size limits (relative tolerance 1e-4
+     where a decimal was written, float noise between exact forms);
   4. with free symbols, evaluate both at a few random points: a clear numeric difference means "not equal";
   5. only then ask sympy (simplify(a - b) == 0) in a separate worker process that is killed when it runs past
      the time limit. This works from any thread (no signal.alarm) and in DDP ranks; the common cases never
@@ -398,7 +402,8 @@ def _normalize(s: str) -> tuple[str, bool]:
         s, percent = s[:m.start()].strip(), True
     s = _strip_trailing_units(s)
     s = re.sub(r"^(?:[a-zA-Z]|\\[a-z]+)\s*\\in\s+", "", s)   # "x \in [1, 2)" -> "[1, 2)"
-    s = re.sub(r"\b(?:infinity|inf)\b", r"\\infty", s)
+    s = re.sub(r"\b(?:infinity|inf|oo)\b", r"\\infty", s)  # oo: sympy's spelling
+    s = re.sub(r"^(?:\\mathbb\s*\{?R\}?|\(?all real numbers\)?)$", r"(-\\infty, \\infty)", s, flags=re.I)
     s = re.sub(r"\\(?:varnothing|O)\b|^\\\{\s*\\\}$", r"\\emptyset", s)
     # \frac12, \frac1{x}, \frac{x}2, \sqrt2: TeX's one-token arguments, written out as groups
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
@@ -1495,8 +1500,8 @@ def _equal_unordered(ps, gs, deadline, percent) -> bool:
 def _deduplicated(st, deadline: float):
     """A set or bare list without repeated elements ({1, 1, 2} is {1, 2}); one whose elements are all one value is
     that value ("-2, -2"; "15\\frac{39}{40}, \\frac{639}{40}": one answer written two ways, as boxes joined by "or"
-    can be). A set written with one element stays a set."""
-    if st[0] not in ("set", "list") or len(st[1]) < 2:
+    can be), and so is a set of one element (\\{2\\} answers "find all x" as 2 does)."""
+    if st[0] not in ("set", "list") or not st[1]:
         return st
     items = []
     for x in st[1]:
@@ -1614,6 +1619,13 @@ def _half_line(lhs: str, op: str, rhs: str) -> tuple[str, bool, object] | None:
     return ("upper" if op[0] == "<" else "lower"), op.endswith("="), root
 
 
+def _unbounded(a: str, b: str) -> bool:
+    """-\\infty < x, x < \\infty: a comparison of a name with an infinity bounds nothing."""
+    infinite = ("\\infty", "-\\infty", "+\\infty")
+    return a.replace(" ", "") in infinite and _SIMPLE_LHS_RE.fullmatch(b) is not None or (
+        b.replace(" ", "") in infinite and _SIMPLE_LHS_RE.fullmatch(a) is not None)
+
+
 def _as_interval(s: str) -> str | None:
     """An inequality in one variable as the interval it describes ("x \\ge 5" -> "[5, \\infty)", "0<f(x)<1" ->
     "(0, 1)"), or None for anything else (two variables, not linear, an equation, a list)."""
@@ -1625,6 +1637,8 @@ def _as_interval(s: str) -> str | None:
     bounds = {"lower": None, "upper": None}
     try:
         for i, m in enumerate(ops):
+            if _unbounded(sides[i], sides[i + 1]):
+                continue
             half = _half_line(sides[i], _INEQ_OPS[m.group(0)], sides[i + 1])
             if half is None or bounds[half[0]] is not None:
                 return None

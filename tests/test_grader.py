@@ -228,7 +228,8 @@ EQUAL_READINGS = [
     # inequalities in one variable are the intervals they describe
     ("5 \\geq x", "x \\leq 5"), ("-x > -1", "x < 1"), ("0<f(x)<1", "(0,1)"), ("x \\ge 2", "k \\geqslant 2"),  # (gold)
     ("2x + 1 > 3", "(1, \\infty)"), ("3 > x \\ge -1", "[-1, 3)"), ("x \\leq \\sqrt{2}", "(-\\infty, \\sqrt{2}]"),
-    ("\\frac{1}{2} < x \\le 3", "\\left(\\frac{1}{2}, 3\\right]"),
+    ("\\frac{1}{2} < x \\le 3", "\\left(\\frac{1}{2}, 3\\right]"), ("-\\infty < x \\le 3", "(-\\infty, 3]"),
+    ("-\\infty < x < \\infty", "\\mathbb{R}"), ("\\text{all real numbers}", "(-\\infty,\\infty)"), ("oo", "\\infty"),
     # \\approx: the value after it
     ("\\approx 3.14", "3.14"), ("x \\approx 0.3333", "\\frac{1}{3}"),
     # semicolons separate elements
@@ -240,6 +241,7 @@ EQUAL_READINGS = [
     ("28 pct", "28\\%"), ("28 pct", "0.28"), ("28 pct", "28"), ("28 per cent", "28\\%"),
     # a repeated element: one answer (or one answer written two ways)
     ("\\{1, 1, 2\\}", "\\{1, 2\\}"), ("2, 2, 3", "3, 2"), ("15\\frac{39}{40}, \\frac{639}{40}", "\\frac{639}{40}"),
+    ("\\{-2, -2\\}", "-2,-2"), ("\\{2\\}", "2"), ("x = 2", "\\{2\\}"),  # (gold) "-2,-2"
     # i is the imaginary unit when the gold uses it or the answer is in Euler form
     ("e^{i\\pi}", "-1"), ("e^{i \\pi / 2}", "i"), ("(1+i)^2", "2i"), ("\\frac{1}{i}", "-i"), ("i^2 + 3", "2 + 0i"),
     ("(1+2i)(1-2i)", "5 + 0 i"), ("\\frac{48i - 56}{85}", "\\frac{48 i-56}{85}"),  # (gold)
@@ -251,7 +253,8 @@ NOT_EQUAL_READINGS = [
     ("x > 5", "[5, \\infty)"), ("x < 1", "x > 1"), ("-x > -1", "x > 1"), ("x^2 < 4", "(-2, 2)"), ("x < y", "x < 1"),
     ("1 < x < 3", "(1, 3]"), ("x > 1 > 0", "(1, \\infty)"), ("x^3 - 3x^2 > 0", "x > 0"), ("0 < x", "(0, 1)"),
     ("\\approx 3.14", "3.15"), ("(1; 2)", "(2; 1)"), ("14 {,} 916", "14.916"), ("28 pct", "2800"),
-    ("\\{1, 2, 2\\}", "\\{1, 2, 3\\}"), ("1, 1", "1, 2"), ("2, 2", "\\{2, 3\\}"),
+    ("\\{1, 2, 2\\}", "\\{1, 2, 3\\}"), ("1, 1", "1, 2"), ("2, 2", "\\{2, 3\\}"), ("\\{3\\}", "2"), ("\\{\\}", "0"),
+    ("\\mathbb{R}", "(0, \\infty)"), ("1 < \\infty", "(-\\infty, \\infty)"), ("boo", "\\infty"),
     ("e^{i\\pi}", "1"), ("i^2", "-1"), ("(1+i)^2", "2"), ("3 + 4i", "3 - 4i"),
 ]
 
