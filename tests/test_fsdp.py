@@ -144,11 +144,11 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
 # ---- rl.py ---------------------------------------------------------------------------------------------------------
 
 def test_rl_fsdp_two_ranks(tmp_path):
-    """One launch of 2 gloo workers: update_policy on sharded weights == 1 process holding all the rollouts (the
-    same check as the DDP one in test_rl.py); rl.main with parallel=fsdp == parallel=ddp on 2 ranks (same rollouts,
-    the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint == uninterrupted;
-    a DDP run's step-2 checkpoint resumed under FSDP (with CPU offload, here a no-op but its code path) == the DDP
-    run."""
+    """One launch of 2 gloo workers: update_policy on 2 ranks == 1 process holding all the rollouts, with rl.py's
+    hand-written all-reduce (parallel=ddp) and on FSDP shards; rl.main with parallel=fsdp == parallel=ddp on 2 ranks
+    (same rollouts, the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint ==
+    uninterrupted; a DDP run's step-2 checkpoint resumed under FSDP (with CPU offload, here a no-op but its code
+    path) == the DDP run."""
     import test_rl
 
     make_tiny(tmp_path)
@@ -163,11 +163,12 @@ def test_rl_fsdp_two_ranks(tmp_path):
     single = test_rl.one_update(0, 1, SimpleNamespace(ddp=False, rank=0, world_size=1))
     start = (torch.manual_seed(0), model_lib.Llama(model_lib.LlamaConfig.from_preset("test")).state_dict())[1]
     for r in range(2):
-        sharded = torch.load(tmp_path / f"fsdp{r}.pt")
-        for agg in single:
-            assert max_diff(single[agg], start) > 1e-3, "the update must move the weights"
-            diff = max_diff(single[agg], sharded[agg])
-            assert diff < 1e-6, (agg, r, diff)
+        for mode in ("ddp", "fsdp"):
+            ranked = torch.load(tmp_path / f"{mode}{r}.pt")
+            for agg in single:
+                assert max_diff(single[agg], start) > 1e-3, "the update must move the weights"
+                diff = max_diff(single[agg], ranked[agg])
+                assert diff < 1e-6, (mode, agg, r, diff)
 
     ddp, fsdp, resumed = (str(tmp_path / n) for n in ("ddp", "fsdp", "resumed"))
     r_ddp, r_fsdp = test_rl.train_rows(ddp), test_rl.train_rows(fsdp)
@@ -211,8 +212,11 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
     import test_rl
 
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"})
-    # 1. update_policy on shards: test_rl.one_update's model, optimizer and rollouts, with the model sharded
+    # 1. update_policy: test_rl.one_update's models, optimizer and rollouts, plain (gradients all-reduced by hand),
+    # then sharded
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{ports[0]}", rank=rank, world_size=2)
+    d = SimpleNamespace(ddp=True, rank=rank, world_size=2)
+    torch.save(test_rl.one_update(rank, 2, d), os.path.join(root, f"ddp{rank}.pt"))
     build = test_rl.Llama
 
     def sharded_llama(cfg):
@@ -223,7 +227,7 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
 
     test_rl.Llama = sharded_llama
     try:
-        res = test_rl.one_update(rank, 2, SimpleNamespace(ddp=True, rank=rank, world_size=2))
+        res = test_rl.one_update(rank, 2, d)
         res = {agg: {k: v.full_tensor() for k, v in sd.items()} for agg, sd in res.items()}
     finally:
         test_rl.Llama = build

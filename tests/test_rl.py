@@ -1,19 +1,18 @@
 """rl.py: advantages, the clipped loss and its three aggregations by hand; the training forward against the sampler;
-prompts, rewards, sampler; dynamic sampling; a toy task learned end to end; resume; 2 gloo ranks == 1 process."""
+prompts, rewards, sampler; dynamic sampling; a toy task learned end to end; resume. The 2-rank checks (2 gloo ranks
+== 1 process) share one launch with the FSDP ones in test_fsdp.py, from one_update here."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import ROOT  # first: it puts the repo root on sys.path (also when run as a DDP worker script)
+import conftest  # noqa: F401  first: it puts the repo root on sys.path (also in test_fsdp.py's worker processes)
 import rl  # noqa: E402
 import sample  # noqa: E402
 from data.tokenizer import Tokenizer
@@ -295,7 +294,7 @@ def test_config_errors(tiny, tmp_path):
             rl.main(base + [flag], reward_fn=first_token_reward)
 
 
-# ---- DDP: 2 gloo ranks make the same update as 1 process with the same rollouts -----------------------------------
+# ---- ranks: 2 gloo ranks make the same update as 1 process with the same rollouts (run by test_fsdp.py) ------
 
 CONFIGS = [("token-mean", 0.0, 0.0), ("seq-mean-token-mean", 0.0, 0.0), ("seq-mean-token-sum-norm", 0.1, 0.01)]
 
@@ -342,33 +341,5 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_two_ranks_match_one_process(tmp_path):
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, __file__, "--ddp-worker", str(r), str(port), str(tmp_path / f"r{r}.pt")],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0, out.decode()[-3000:]
-    single = one_update(0, 1, SimpleNamespace(ddp=False, rank=0, world_size=1))
-    start = (torch.manual_seed(0), Llama(LlamaConfig.from_preset("test")).state_dict())[1]
-    for r in range(2):
-        ranked = torch.load(tmp_path / f"r{r}.pt")
-        for agg in single:
-            moved = max((single[agg][k] - start[k]).abs().max().item() for k in start)
-            assert moved > 1e-3, "the update must move the weights for the comparison to mean anything"
-            diff = max((single[agg][k] - ranked[agg][k]).abs().max().item() for k in start)
-            assert diff < 1e-6, (agg, r, diff)
-
-
-def _ddp_worker(rank: int, port: int, path: str):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        torch.save(one_update(rank, 2, SimpleNamespace(ddp=True, rank=rank, world_size=2)), path)
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--ddp-worker":
-    _ddp_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+# test_fsdp.py runs update_policy on 2 gloo ranks (plain DDP-style all-reduce and FSDP shards) in one launch of 2
+# worker processes, against one_update in 1 process
