@@ -59,7 +59,7 @@ device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 grad_checkpointing = True
 # Parallel, per-GPU memory of the 3.21B policy on 8 GPUs: ddp = 51.4 GB (fp32 weights, grads, AdamW moments)
-# + 15.8 GB fp32 KV cache (8 rows x 8.6k tokens) + activations = ~70 GB, 80 GB cards only; fsdp = 6.4 GB of
-# shards + a 6.4 GB bf16 rollout copy of the weights with its 7.9 GB bf16 KV cache (both freed before the update)
-# = ~21 GB during rollouts, ~11 GB during the update: fits 40-48 GB cards
+# + the KV cache of 8 rows x 8.6k tokens (15.8 GB fp32, 7.9 GB bf16) + activations = 62-70 GB, 80 GB cards only;
+# fsdp = 6.4 GB of shards + a 6.4 GB bf16 rollout copy of the weights with its 7.9 GB bf16 KV cache (both freed
+# before the update) = ~21 GB during rollouts, ~11 GB during the update: fits 40-48 GB cards
 parallel = "fsdp"
