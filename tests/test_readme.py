@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, SHARED_DATA
 
@@ -73,6 +74,8 @@ def skip_reason(cmd: list[str]) -> str | None:
         return "a placeholder for the user's own files"
     if "octothinker" in text:
         return "the paper's presets need GPUs and the tokenized corpora"
+    if "gpu" in text.lower() and not torch.cuda.is_available():
+        return "needs a GPU"
     if cmd[0] == "torchrun" and any(a.startswith("--nproc_per_node=") and int(a.split("=")[1]) > 2 for a in cmd):
         return "more processes than this machine's CPUs"
     if "grader_vs_math_verify.py" in text:
