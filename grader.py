@@ -1685,10 +1685,26 @@ def _as_text(x, what: str) -> str:
     raise TypeError(f"math_equal expects {what} as str (or a number), got {type(x).__name__}")
 
 
-def _equal_readings(pn: str, gn: str, deadline: float, percent: tuple[bool, bool]) -> bool:
-    """Normalised pred and gold, compared structurally after the whole-answer readings above."""
+_OR_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])")
+
+
+def _intervals(norm: str, raw: str) -> str | None:
+    """An inequality as its interval; inequalities joined by "or" as the union of theirs ("x < 1 or x > 2" ->
+    "(-\\infty, 1) \\cup (2, \\infty)"). `raw` is the text before normalisation, which turned "or" and "and" alike
+    into commas ("x > 0 and x < 1" is no union)."""
+    single = _as_interval(norm)
+    if single is not None or not _OR_RE.search(raw) or re.search(r"\band\b", raw):
+        return single
+    parts = [_as_interval(x.strip()) for x in _split_top(_OR_RE.sub(",", norm), ",")]
+    if len(parts) < 2 or None in parts:
+        return None
+    return " \\cup ".join(parts)
+
+
+def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, percent: tuple[bool, bool]) -> bool:
+    """Normalised pred and gold (raw: as given), compared structurally after the whole-answer readings above."""
     pn, gn = _drop_name(pn, gn), _drop_name(gn, pn)
-    pn, gn = _as_interval(pn) or pn, _as_interval(gn) or gn
+    pn, gn = _intervals(pn, raw[0]) or pn, _intervals(gn, raw[1]) or gn
     pn, gn = _imaginary_unit(pn, gn)
     if _key(pn) == _key(gn) or _equal_structures(_structure(pn), _structure(gn), deadline, percent):
         return True
@@ -1717,7 +1733,7 @@ def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
         gold_letter = _choice_letter(gn, gold=True)
         if gold_letter is not None:
             return _choice_letter(pn, gold=False) == gold_letter
-        return _equal_readings(pn, gn, deadline, (p_pct, g_pct))
+        return _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct))
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError, RecursionError, MemoryError):
         return False
     except Exception as e:  # a grader bug must not crash an RL run; say so once

@@ -230,6 +230,8 @@ EQUAL_READINGS = [
     ("2x + 1 > 3", "(1, \\infty)"), ("3 > x \\ge -1", "[-1, 3)"), ("x \\leq \\sqrt{2}", "(-\\infty, \\sqrt{2}]"),
     ("\\frac{1}{2} < x \\le 3", "\\left(\\frac{1}{2}, 3\\right]"), ("-\\infty < x \\le 3", "(-\\infty, 3]"),
     ("-\\infty < x < \\infty", "\\mathbb{R}"), ("\\text{all real numbers}", "(-\\infty,\\infty)"), ("oo", "\\infty"),
+    ("x < 1 or x > 2", "(-\\infty,1)\\cup(2,\\infty)"), ("x > 3 \\text{ or } x \\le -1", "(-\\infty, -1] \\cup (3, \\infty)"),
+    ("x < 1 \\lor x \\ge 2", "x \\ge 2 or x < 1"),
     # \\approx: the value after it
     ("\\approx 3.14", "3.14"), ("x \\approx 0.3333", "\\frac{1}{3}"),
     # semicolons separate elements
@@ -255,6 +257,7 @@ NOT_EQUAL_READINGS = [
     ("\\approx 3.14", "3.15"), ("(1; 2)", "(2; 1)"), ("14 {,} 916", "14.916"), ("28 pct", "2800"),
     ("\\{1, 2, 2\\}", "\\{1, 2, 3\\}"), ("1, 1", "1, 2"), ("2, 2", "\\{2, 3\\}"), ("\\{3\\}", "2"), ("\\{\\}", "0"),
     ("\\mathbb{R}", "(0, \\infty)"), ("1 < \\infty", "(-\\infty, \\infty)"), ("boo", "\\infty"),
+    ("x < 1 or x > 2", "(-\\infty,1)\\cup[2,\\infty)"), ("x > 0 and x < 1", "(-\\infty,0)\\cup(1,\\infty)"),
     ("e^{i\\pi}", "1"), ("i^2", "-1"), ("(1+i)^2", "2"), ("3 + 4i", "3 - 4i"),
 ]
 
@@ -291,7 +294,7 @@ ADVERSARIAL = [
     # the whole-answer readings: inequalities, names, i, decimal commas, repeated elements
     "x < 10^{10^{10}}", "x > 1e99999999", "-x > 9^{9^{9^9}}", "x^{99999} > 1", "0 <" * 300 + "x",
     "(p,q)=(9^{9^{9^9}}, 1)", "AB=" * 300 + "7", "e^{i 10^{10^{10}}}", "i^{10^{10}}", "(1+i)^{1000000}",
-    "9" * 450 + "," + "9" * 450, "\\{" + "1, " * 300 + "1\\}", "\\approx" * 120, ";" * 900, "11,\\! " * 150,
+    "9" * 450 + "," + "9" * 450, "x^{999}<1 or " * 70 + "x<1", "x<1 or " * 140 + "x<1", "\\{" + "1, " * 300 + "1\\}", "\\approx" * 120, ";" * 900, "11,\\! " * 150,
 ]
 
 
