@@ -25,9 +25,10 @@ EVAL = ("--eval_interval=8", "--eval_batches=3", "--sample_tokens=4", "--sample_
 
 
 def mt_args(data, out, *extra):
-    # gradient checkpointing on: under FSDP each block's recompute gathers its weights again
+    # one sequence per micro-batch: 2 accumulated micro-steps per rank on 2 ranks (FSDP's reduce-scatter waits
+    # for the last), 4 on one process; gradient checkpointing: each block's recompute gathers its weights again
     return decay_args(data, out, *EVAL, f"--ckpt_interval={CKPT}", "--keep_last_n=0", "--grad_checkpointing=True",
-                      *extra, steps=STEPS)
+                      "--micro_batch=1", *extra, steps=STEPS)
 
 
 def torchrun(argv: list[str], **kw) -> subprocess.Popen:
@@ -94,9 +95,9 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
     for pid in descendants(b.pid):
         os.kill(pid, signal.SIGKILL)
     b.communicate()
-    midtrain.main(mt_args(data, one, "--stop_at_step=12"))  # meanwhile: 1 process, 2 accumulated micro-batches
+    midtrain.main(mt_args(data, one, "--stop_at_step=12"))  # meanwhile: 1 process, 4 accumulated micro-batches
     log = finish(a)
-    assert "(2 x 2 x 32 x 1 accum, fsdp)" in log
+    assert "(2 x 1 x 32 x 2 accum, fsdp)" in log
     died_at = int(model_lib.resolve_checkpoint(str(killed)).rsplit("-", 1)[1])
     assert KILL_AT - 1 <= died_at < STEPS
     log = finish(torchrun(["midtrain.py", *mt_args(data, killed, *fsdp, "--resume=True")]))
@@ -109,8 +110,8 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
     assert all(torch.equal(w_full[k], v) for k, v in weights(killed).items())
 
     # 2 sharded ranks == 1 process with accumulation, up to float summation order (Adam amplifies that noise
-    # over the steps: measured max |dw| 9e-7 at step 4, 2e-6 at 8, 3e-4 at 40)
-    for step, tol in ((4, 2e-6), (8, 5e-6)):
+    # over the steps: measured max |dw| 1.9e-6 at step 4, 3.6e-6 at 8; 3e-4 at 40 in a longer run)
+    for step, tol in ((4, 5e-6), (8, 1e-5)):
         diff = max_diff(weights(one / f"ckpt-{step:06d}"), weights(full / f"ckpt-{step:06d}"))
         print(f"fsdp 2 ranks vs 1 process after {step} steps: max |dw| = {diff:.2e}")
         assert diff < tol, (step, diff)
@@ -129,7 +130,9 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
     shutil.copytree(full / "ckpt-000008", cross / "ckpt-000008")
     (cross / "latest").write_text("ckpt-000008\n")
     midtrain.main(mt_args(data, cross, "--resume=True", "--stop_at_step=12"))
-    assert max_diff(weights(cross), weights(full / "ckpt-000012")) < 2e-6
+    diff = max_diff(weights(cross), weights(full / "ckpt-000012"))
+    print(f"fsdp checkpoint of step 8 resumed in 1 process, at step 12: max |dw| = {diff:.2e}")
+    assert diff < 1e-5
 
     # the sharded run's folder is an HF model folder
     from transformers import LlamaForCausalLM
