@@ -191,11 +191,19 @@ def prune_checkpoints(out_dir: str, keep: int) -> None:
 
 
 def trim_metrics(path: str, last_step: int) -> None:
-    """On resume, drop records written after the checkpoint (by the interrupted run), so the log stays one story."""
+    """On resume, drop records written after the checkpoint (by the interrupted run), so the log stays one story.
+    A run killed in the middle of a write leaves a torn last line: it goes too."""
     if not os.path.isfile(path):
         return
+    rows = []
     with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("step", 0) <= last_step:
+                rows.append(line if line.endswith("\n") else line + "\n")
     write_atomic(path, "".join(rows))
 
 

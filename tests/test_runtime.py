@@ -80,3 +80,12 @@ def test_training_stages_do_not_import_each_other():
     assert "runtime" in mods["midtrain"] and "runtime" in mods["rl"]
     assert not mods["midtrain"] & stages and "midtrain" not in mods["rl"] and "study" not in mods["rl"]
     assert not mods["runtime"] & (stages | {"sample"})
+
+
+def test_trim_metrics_drops_a_torn_last_line(tmp_path):
+    """kill -9 in the middle of a metrics write leaves half a line; the resume trims the log instead of failing."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n{"kind": "train", "step": 3}\n'
+                    '{"kind": "train", "st')
+    runtime.trim_metrics(str(path), 2)
+    assert path.read_text() == '{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n'
