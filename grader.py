@@ -1562,8 +1562,21 @@ def _drop_name(s: str, other: str) -> str:
     parts = _split_top(s, "=")
     if len(parts) != 2 or len(_split_top(other, "=")) > 1 or len(_split_top(s, ",")) > 1 or not parts[1].strip():
         return s
-    lhs = parts[0].strip()
-    return _mixed_number(parts[1].strip()) if _SIMPLE_LHS_RE.fullmatch(lhs) or _NAME_TUPLE_RE.fullmatch(lhs) else s
+    lhs, rhs = parts[0].strip(), parts[1].strip()
+    named = _SIMPLE_LHS_RE.fullmatch(lhs) or _NAME_TUPLE_RE.fullmatch(lhs)
+    return _mixed_number(rhs) if named or _true_identity(lhs, rhs) else s
+
+
+def _true_identity(lhs: str, rhs: str) -> bool:
+    """Whether "lhs = rhs" is a true statement between numbers ("e^{i\\pi} = -1", "2^{10} = 1024"): then its value is
+    the answer. A false one ("2 + 2 = 5") is not read as 5."""
+    try:
+        a, b = _parse(lhs), _parse(rhs)
+        if _free_symbols(a) or _free_symbols(b):
+            return False
+        return _values_close(_num_eval(a), _num_eval(b), _has_decimal(a) or _has_decimal(b))
+    except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError):
+        return False
 
 
 _INEQ_RE = re.compile(r"\\(?:le|ge|lt|gt)(?![A-Za-z])|<=|>=|<|>")
@@ -1651,6 +1664,22 @@ def _as_interval(s: str) -> str | None:
     return f"{left}, {right}"
 
 
+_OR_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])")
+
+
+def _intervals(norm: str, raw: str) -> str | None:
+    """An inequality as its interval; inequalities joined by "or" as the union of theirs ("x < 1 or x > 2" ->
+    "(-\\infty, 1) \\cup (2, \\infty)"). `raw` is the text before normalisation, which turned "or" and "and" alike
+    into commas ("x > 0 and x < 1" is no union)."""
+    single = _as_interval(norm)
+    if single is not None or not _OR_RE.search(raw) or re.search(r"\band\b", raw):
+        return single
+    parts = [_as_interval(x.strip()) for x in _split_top(_OR_RE.sub(",", norm), ",")]
+    if len(parts) < 2 or None in parts:
+        return None
+    return " \\cup ".join(parts)
+
+
 _I_RE = re.compile(r"(?<![A-Za-z\\_])(?<!_\{)i(?![A-Za-z])")
 _EULER_RE = re.compile(r"e\s*\^\s*(?:\{[^{}]*(?<![A-Za-z\\_])i(?![A-Za-z])[^{}]*\}|i(?![A-Za-z]))")
 
@@ -1685,27 +1714,11 @@ def _as_text(x, what: str) -> str:
     raise TypeError(f"math_equal expects {what} as str (or a number), got {type(x).__name__}")
 
 
-_OR_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])")
-
-
-def _intervals(norm: str, raw: str) -> str | None:
-    """An inequality as its interval; inequalities joined by "or" as the union of theirs ("x < 1 or x > 2" ->
-    "(-\\infty, 1) \\cup (2, \\infty)"). `raw` is the text before normalisation, which turned "or" and "and" alike
-    into commas ("x > 0 and x < 1" is no union)."""
-    single = _as_interval(norm)
-    if single is not None or not _OR_RE.search(raw) or re.search(r"\band\b", raw):
-        return single
-    parts = [_as_interval(x.strip()) for x in _split_top(_OR_RE.sub(",", norm), ",")]
-    if len(parts) < 2 or None in parts:
-        return None
-    return " \\cup ".join(parts)
-
-
 def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, percent: tuple[bool, bool]) -> bool:
     """Normalised pred and gold (raw: as given), compared structurally after the whole-answer readings above."""
+    pn, gn = _imaginary_unit(pn, gn)
     pn, gn = _drop_name(pn, gn), _drop_name(gn, pn)
     pn, gn = _intervals(pn, raw[0]) or pn, _intervals(gn, raw[1]) or gn
-    pn, gn = _imaginary_unit(pn, gn)
     if _key(pn) == _key(gn) or _equal_structures(_structure(pn), _structure(gn), deadline, percent):
         return True
     comma = _decimal_comma(pn, gn)
