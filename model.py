@@ -222,8 +222,14 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: Llama, batch: int, max_len: int, dtype=None):
+        """dtype defaults to the compute dtype keys are made in: autocast's (bf16) inside an autocast region over
+        fp32 weights, else the weights'. Half the memory of an fp32 cache, what serving engines keep, and no
+        rounding the model does not do anyway: k/v come out of bf16 matmuls (DESIGN.md "GPU" has the numbers)."""
         cfg, p = model.config, model.embed_tokens.weight
-        return cls(cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype or p.dtype, p.device)
+        if dtype is None:
+            dev = p.device.type
+            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else p.dtype
+        return cls(cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype, p.device)
 
     @property
     def batch(self) -> int:

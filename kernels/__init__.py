@@ -34,7 +34,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
              impl: str | None = None):
     """x [..., D], weight [D]. Without residual: y = weight * (x * rsqrt(mean(x^2) + eps)) (HF LlamaRMSNorm:
     normalise in fp32, round to x.dtype, then scale), y in x.dtype. With residual: h = x + residual (fp32 add,
-    rounded to x.dtype), returns (rms_norm(h), h)."""
+    rounded to promote_types(x, residual): an fp32 stream stays fp32 under bf16 autocast), returns (rms_norm(h), h)
+    with y in h's dtype."""
     _norm._check(x, weight, residual)
     if resolve_impl(impl, x.device) == "triton":
         return rms_norm_triton(x, weight, eps, residual)

@@ -33,6 +33,7 @@ import math
 import torch
 
 from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, num_sms, tl
+from kernels.launch import Launch, device_cc, run, smem_limit
 
 LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed cost (q load, partial write, reduce) outweighs its keys
@@ -169,13 +170,38 @@ def _check(q, k_cache, v_cache, start, end, num_splits):
         raise ValueError(f"decode_attention: num_splits must be a positive int, got {num_splits!r}")
 
 
-def _block_n(D: int) -> int:
-    # a [BLOCK_N, D] K tile of 16 KB in bf16 for D = 128; halve the keys for wider heads
-    return 64 if D <= 128 else 32
+# (BLOCK_N, num_stages) in order of preference: 64-key tiles with 2 tiles of K and V in flight; smaller tiles
+# before fewer stages, because the loads of a memory-bound loop must stay pipelined
+TILE_CHOICES = ((64, 3), (32, 3), (16, 3), (16, 2))
 
 
-def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None):
-    """block_n overrides the key-tile size (tests use 16 so that short caches still span several splits)."""
+def smem_estimate(block_n: int, num_stages: int, D: int, block_g: int, cache_bytes: int, fp32_dot: bool) -> int:
+    """Shared memory (bytes) of _partials_kernel as Triton lays it out (fitted to its compiled metadata, checked
+    against it by tests/test_gpu_compile.py): num_stages - 1 buffered [BLOCK_N, D] K and V tiles in the cache
+    dtype, an fp32 copy of a tile when an ieee dot takes a 16-bit cache, and the [BLOCK_G, D] q and
+    [BLOCK_G, BLOCK_N] p dot operands in fp32; plus 1 KiB for reduction scratch."""
+    tiles = (num_stages - 1) * 2 * block_n * D * cache_bytes
+    convert = block_n * D * 4 if fp32_dot and cache_bytes < 4 else 0
+    return tiles + convert + block_g * D * 4 + block_g * block_n * 4 + 1024
+
+
+def tile_config(D: int, block_g: int, cache_bytes: int, fp32_dot: bool, limit: int, block_n: int | None = None):
+    """(BLOCK_N, num_stages): the first of TILE_CHOICES (or the given block_n, with the most stages) whose shared
+    memory fits `limit` bytes. An fp32 cache at D=128 needs ~140 KiB with 64-key tiles and 3 stages: fine on
+    sm_80 / sm_90, over the 99 KiB of sm_86 / sm_89, which get 32-key tiles."""
+    choices = TILE_CHOICES if block_n is None else ((block_n, 3), (block_n, 2))
+    for bn, stages in choices:
+        if smem_estimate(bn, stages, D, block_g, cache_bytes, fp32_dot) <= limit:
+            return bn, stages
+    raise ValueError(f"decode_attention: head_dim {D} needs more shared memory than the target's {limit} bytes "
+                     "even with 16-key tiles; use a bf16 KV cache")
+
+
+def plan_decode_attention(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None, cc=None,
+                          sm_count=1):
+    """out [B, H, D] (allocated like q), fp32 partials when split, and the launches that fill out (the partials
+    kernel, then the reduce kernel when num_splits > 1; none for an empty batch). cc: the target's compute
+    capability (None: the interpreter); sm_count feeds the split heuristic."""
     B, H, D = q.shape
     Hkv = k_cache.shape[1]
     G = H // Hkv
@@ -185,33 +211,42 @@ def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_spl
     start = start.contiguous()
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
     if B * H == 0:
-        return out
-    BLOCK_N = block_n or _block_n(D)
-    if BLOCK_N < 16 or BLOCK_N & (BLOCK_N - 1):
-        raise ValueError(f"decode_attention: block_n must be a power of two >= 16 (tl.dot), got {BLOCK_N}")
-    if num_splits is None:
-        # end bounds every row's length without a device sync (start's values stay on the device)
-        sms = num_sms(q.device) if q.device.type == "cuda" else 1  # interpreter: one split unless asked
-        num_splits = choose_num_splits(B, Hkv, end, sms, BLOCK_N)
+        return out, []
+    if block_n is not None and (block_n < 16 or block_n & (block_n - 1)):
+        raise ValueError(f"decode_attention: block_n must be a power of two >= 16 (tl.dot), got {block_n}")
     BLOCK_G = max(16, next_pow2(G))
     BLOCK_D = max(16, next_pow2(D))
     exact = torch.float32 in (q.dtype, k.dtype, v.dtype)
     precision = "ieee" if exact else "tf32"
+    BLOCK_N, num_stages = tile_config(BLOCK_D, BLOCK_G, k.element_size(), exact, smem_limit(cc), block_n)
+    if num_splits is None:
+        # end bounds every row's length without a device sync (start's values stay on the device)
+        num_splits = choose_num_splits(B, Hkv, end, sm_count, BLOCK_N)
     if num_splits > 1:
         m = torch.empty(B, H, num_splits, dtype=torch.float32, device=q.device)
         l = torch.empty_like(m)
         acc = torch.empty(B, H, num_splits, D, dtype=torch.float32, device=q.device)
     else:  # unused by the kernel (it writes out directly), but it needs pointers
         m = l = acc = out
-    extra = {"num_stages": 3} if q.device.type == "cuda" else {}
-    _partials_kernel[(B, Hkv, num_splits)](
-        q, k, v, start, m, l, acc, out, end, scale * LOG2E,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1),
-        G=G, D=D, NUM_SPLITS=num_splits, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, PRECISION=precision,
-        num_warps=4, **extra)
+    extra = {"num_stages": num_stages} if cc is not None else {}  # the interpreter has no pipeline
+    launches = [Launch(_partials_kernel, (B, Hkv, num_splits),
+                       (q, k, v, start, m, l, acc, out, end, scale * LOG2E,
+                        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+                        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1)),
+                       dict(G=G, D=D, NUM_SPLITS=num_splits, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
+                            PRECISION=precision, num_warps=4, **extra))]
     if num_splits > 1:
-        _reduce_kernel[(B, H)](m, l, acc, out, out.stride(0), out.stride(1),
-                               D=D, NUM_SPLITS=num_splits, BLOCK_S=next_pow2(num_splits), BLOCK_D=BLOCK_D,
-                               num_warps=4)
+        launches.append(Launch(_reduce_kernel, (B, H), (m, l, acc, out, out.stride(0), out.stride(1)),
+                               dict(D=D, NUM_SPLITS=num_splits, BLOCK_S=next_pow2(num_splits), BLOCK_D=BLOCK_D,
+                                    num_warps=4)))
+    return out, launches
+
+
+def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None):
+    """block_n overrides the key-tile size (tests use 16 so that short caches still span several splits)."""
+    cuda = q.device.type == "cuda"
+    out, launches = plan_decode_attention(q, k_cache, v_cache, start, end, scale, num_splits, block_n,
+                                          device_cc(q.device), num_sms(q.device) if cuda else 1)
+    for launch in launches:  # interpreter: one split unless asked (sm_count 1)
+        run(launch)
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
+from kernels.launch import Launch, device_cc, run
 
 TILE_ELEMS = 2048  # elements per [BLOCK_H, D] tile: 16 fp32 per thread at 4 warps
 
@@ -53,30 +54,33 @@ def _rope_cache_kernel(Q, K, V, COS, SIN, QO, KC, VC, T, H, HKV, slot,
     c = tl.load(COS + b * sc_b + t * sc_t + d, mask=dmask, other=0.0).to(tl.float32)[None, :]
     s = tl.load(SIN + b * ss_b + t * ss_t + d, mask=dmask, other=0.0).to(tl.float32)[None, :]
     hh = tl.arange(0, BLOCK_H)
+    # Each arm below names its own pointers: q_rot and the cache may differ in dtype (bf16 q, fp32 cache), and a
+    # variable assigned in both arms of a runtime `if` must have one type there (the compiler rejects it; the
+    # interpreter never notices, it runs one arm).
     if blk < N_QBLOCKS:  # query heads
         h = blk * BLOCK_H + hh
         m = (h < H)[:, None] & dmask[None, :]
-        src = Q + b * sq_b + t * sq_t + h[:, None] * sq_h + d[None, :]
-        x1 = tl.load(src, mask=m, other=0.0).to(tl.float32)
-        x2 = tl.load(src + HALF, mask=m, other=0.0).to(tl.float32)
-        dst = QO + b * sqo_b + t * sqo_t + h[:, None] * sqo_h + d[None, :]
-        tl.store(dst, cast_rne(x1 * c - x2 * s, QO.dtype.element_ty), mask=m)
-        tl.store(dst + HALF, cast_rne(x2 * c + x1 * s, QO.dtype.element_ty), mask=m)
+        q_src = Q + b * sq_b + t * sq_t + h[:, None] * sq_h + d[None, :]
+        x1 = tl.load(q_src, mask=m, other=0.0).to(tl.float32)
+        x2 = tl.load(q_src + HALF, mask=m, other=0.0).to(tl.float32)
+        q_dst = QO + b * sqo_b + t * sqo_t + h[:, None] * sqo_h + d[None, :]
+        tl.store(q_dst, cast_rne(x1 * c - x2 * s, QO.dtype.element_ty), mask=m)
+        tl.store(q_dst + HALF, cast_rne(x2 * c + x1 * s, QO.dtype.element_ty), mask=m)
     else:  # key heads (rotated) and value heads (copied) into cache slot + t
-        h = (blk - N_QBLOCKS) * BLOCK_H + hh
-        m = (h < HKV)[:, None] & dmask[None, :]
-        src = K + b * sk_b + t * sk_t + h[:, None] * sk_h + d[None, :]
-        x1 = tl.load(src, mask=m, other=0.0).to(tl.float32)
-        x2 = tl.load(src + HALF, mask=m, other=0.0).to(tl.float32)
-        dst = KC + b * skc_b + h[:, None] * skc_h + (slot + t) * skc_s + d[None, :]
-        tl.store(dst, cast_rne(x1 * c - x2 * s, KC.dtype.element_ty), mask=m)
-        tl.store(dst + HALF, cast_rne(x2 * c + x1 * s, KC.dtype.element_ty), mask=m)
-        vsrc = V + b * sv_b + t * sv_t + h[:, None] * sv_h + d[None, :]
-        vdst = VC + b * svc_b + h[:, None] * svc_h + (slot + t) * svc_s + d[None, :]
-        v1 = tl.load(vsrc, mask=m, other=0.0).to(tl.float32)  # a plain copy; fp32 holds any bf16/fp16 exactly
-        v2 = tl.load(vsrc + HALF, mask=m, other=0.0).to(tl.float32)
-        tl.store(vdst, cast_rne(v1, VC.dtype.element_ty), mask=m)
-        tl.store(vdst + HALF, cast_rne(v2, VC.dtype.element_ty), mask=m)
+        hk = (blk - N_QBLOCKS) * BLOCK_H + hh
+        mk = (hk < HKV)[:, None] & dmask[None, :]
+        k_src = K + b * sk_b + t * sk_t + hk[:, None] * sk_h + d[None, :]
+        k1 = tl.load(k_src, mask=mk, other=0.0).to(tl.float32)
+        k2 = tl.load(k_src + HALF, mask=mk, other=0.0).to(tl.float32)
+        k_dst = KC + b * skc_b + hk[:, None] * skc_h + (slot + t) * skc_s + d[None, :]
+        tl.store(k_dst, cast_rne(k1 * c - k2 * s, KC.dtype.element_ty), mask=mk)
+        tl.store(k_dst + HALF, cast_rne(k2 * c + k1 * s, KC.dtype.element_ty), mask=mk)
+        v_src = V + b * sv_b + t * sv_t + hk[:, None] * sv_h + d[None, :]
+        v_dst = VC + b * svc_b + hk[:, None] * svc_h + (slot + t) * svc_s + d[None, :]
+        v1 = tl.load(v_src, mask=mk, other=0.0).to(tl.float32)  # a plain copy; fp32 holds any bf16/fp16 exactly
+        v2 = tl.load(v_src + HALF, mask=mk, other=0.0).to(tl.float32)
+        tl.store(v_dst, cast_rne(v1, VC.dtype.element_ty), mask=mk)
+        tl.store(v_dst + HALF, cast_rne(v2, VC.dtype.element_ty), mask=mk)
 
 
 def _broadcast_cos_sin(cos, sin, B, T, D):
@@ -117,7 +121,9 @@ def _check(q, k, v, cos, sin, k_cache, v_cache, slot):
         raise ValueError(f"rope: all tensors must be on one device, got {sorted(map(str, devs))}")
 
 
-def rope_cache_update_triton(q, k, v, cos, sin, k_cache, v_cache, slot):
+def plan_rope_cache_update(q, k, v, cos, sin, k_cache, v_cache, slot, cc=None):
+    """q_rot (allocated like q) and the Launch that fills it and writes the cache (None when B * T == 0).
+    cc: the target's compute capability (unused: no shared-memory tiles; kept for the common plan signature)."""
     B, T, H, D = q.shape
     Hkv = k.shape[2]
     cos, sin = _broadcast_cos_sin(cos, sin, B, T, D)
@@ -128,16 +134,22 @@ def rope_cache_update_triton(q, k, v, cos, sin, k_cache, v_cache, slot):
             raise ValueError(f"rope: {name} must have unit stride on D (it is written in place)")
     q_rot = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if B * T == 0:
-        return q_rot
+        return q_rot, None
     BLOCK_HALF = next_pow2(D // 2)
     BLOCK_H = max(1, min(next_pow2(max(H, Hkv)), TILE_ELEMS // (2 * BLOCK_HALF)))
     n_q, n_kv = cdiv(H, BLOCK_H), cdiv(Hkv, BLOCK_H)
-    _rope_cache_kernel[(B * T, n_q + n_kv)](
-        q, k, v, cos, sin, q_rot, k_cache, v_cache, T, H, Hkv, slot,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), cos.stride(0), cos.stride(1), sin.stride(0), sin.stride(1),
-        q_rot.stride(0), q_rot.stride(1), q_rot.stride(2),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        HALF=D // 2, BLOCK_HALF=BLOCK_HALF, BLOCK_H=BLOCK_H, N_QBLOCKS=n_q, num_warps=4)
+    args = (q, k, v, cos, sin, q_rot, k_cache, v_cache, T, H, Hkv, slot,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), cos.stride(0), cos.stride(1), sin.stride(0), sin.stride(1),
+            q_rot.stride(0), q_rot.stride(1), q_rot.stride(2),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2))
+    return q_rot, Launch(_rope_cache_kernel, (B * T, n_q + n_kv), args,
+                         dict(HALF=D // 2, BLOCK_HALF=BLOCK_HALF, BLOCK_H=BLOCK_H, N_QBLOCKS=n_q, num_warps=4))
+
+
+def rope_cache_update_triton(q, k, v, cos, sin, k_cache, v_cache, slot):
+    q_rot, launch = plan_rope_cache_update(q, k, v, cos, sin, k_cache, v_cache, slot, device_cc(q.device))
+    if launch is not None:
+        run(launch)
     return q_rot

@@ -29,6 +29,7 @@ import math
 import torch
 
 from kernels.dispatch import jit, next_pow2, tl
+from kernels.launch import Launch, device_cc, run
 
 MASK32 = 0xFFFFFFFF
 PHILOX_KEY_A, PHILOX_KEY_B = 0x9E3779B9, 0xBB67AE85
@@ -173,13 +174,14 @@ def _sample_kernel(LOGITS, SEEDS, TOK, LP, V, stride_row, temperature, seed, off
     tl.store(LP + row, x_tok - lse)
 
 
-def sample_logits_triton(logits, temperature, seed, offset, block_q=None):
-    """block_q overrides the lanes per vocab step (4 columns each); tests use tiny ones to get many steps."""
+def plan_sample_logits(logits, temperature, seed, offset, block_q=None, cc=None):
+    """(tokens [B] int64, logprobs [B] fp32) allocated on the logits' device, and the Launch that fills them
+    (None for B == 0). cc: the target's compute capability (unused: no shared-memory tiles)."""
     B, V = logits.shape
     tokens = torch.empty(B, dtype=torch.int64, device=logits.device)
     logprobs = torch.empty(B, dtype=torch.float32, device=logits.device)
     if B == 0:
-        return tokens, logprobs
+        return tokens, logprobs, None
     x = logits if logits.stride(-1) == 1 else logits.contiguous()
     per_row = isinstance(seed, torch.Tensor)
     seeds = seed.to(device=x.device, dtype=torch.int64).contiguous() if per_row else tokens  # tokens: a dummy ptr
@@ -190,9 +192,19 @@ def sample_logits_triton(logits, temperature, seed, offset, block_q=None):
     if BLOCK_Q & (BLOCK_Q - 1):
         raise ValueError(f"sample_logits: block_q must be a power of two, got {BLOCK_Q}")
     num_warps = 8 if BLOCK_Q >= 256 else 4
-    _sample_kernel[(B,)](x, seeds, tokens, logprobs, V, x.stride(0), float(temperature or 1.0),
-                         0 if per_row else int(seed), as_i32(lo), as_i32(hi),
-                         GREEDY=temperature == 0, PER_ROW_SEED=per_row, BLOCK_Q=BLOCK_Q, num_warps=num_warps)
+    launch = Launch(_sample_kernel, (B,),
+                    (x, seeds, tokens, logprobs, V, x.stride(0), float(temperature or 1.0),
+                     0 if per_row else int(seed), as_i32(lo), as_i32(hi)),
+                    dict(GREEDY=temperature == 0, PER_ROW_SEED=per_row, BLOCK_Q=BLOCK_Q, num_warps=num_warps))
+    return tokens, logprobs, launch
+
+
+def sample_logits_triton(logits, temperature, seed, offset, block_q=None):
+    """block_q overrides the lanes per vocab step (4 columns each); tests use tiny ones to get many steps."""
+    tokens, logprobs, launch = plan_sample_logits(logits, temperature, seed, offset, block_q,
+                                                  device_cc(logits.device))
+    if launch is not None:
+        run(launch)
     return tokens, logprobs
 
 

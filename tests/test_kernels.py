@@ -97,6 +97,21 @@ def test_rms_norm_residual(dtype, D):
     assert torch.equal(y_ref, kernels.rms_norm(expected_h, w, 1e-6, impl="torch"))
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_rms_norm_residual_keeps_an_fp32_stream(impl):
+    """fp32 weights under bf16 autocast: a block's output is bf16, the residual stream it is added to is fp32. The
+    sum stays fp32 (training's x + delta), and so does the normed output the next (autocast) matmul rounds."""
+    x = randn(2, 3, 64, seed=8).to(torch.bfloat16)  # the block's output
+    r = randn(2, 3, 64, scale=40.0, seed=9)  # the stream: large next to x, where bf16 rounding would eat x
+    w = randn(64, seed=10) + 1.0
+    y, h = kernels.rms_norm(x, w, 1e-6, residual=r, impl=impl)
+    assert h.dtype == torch.float32 and y.dtype == torch.float32
+    assert torch.equal(h, x.float() + r)
+    h64 = h.double()
+    exact = w.double() * h64 / torch.sqrt(h64.pow(2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(y.double(), exact, atol=1e-5, rtol=1e-5)
+
+
 def test_rms_norm_non_contiguous_rows():
     base = randn(4, 2, 64, seed=6)
     x = base.transpose(0, 1)  # [2, 4, 64], rows not in memory order

@@ -1,0 +1,246 @@
+"""
+The first command to run on a GPU machine: does the GPU path work here?
+
+    python bench/gpu_check.py                 # ~1-2 min: kernels, a tiny mid-training + RL run, generation
+    python bench/gpu_check.py --quick=True    # kernels only
+
+1. Every Triton kernel against its torch reference at the presets' shapes (Llama-3.2-1B: 32 x 64 / 8 kv heads,
+   dim 2048; 3B: 24 x 128 / 8, dim 3072; vocab 128256) and the dtypes the pipeline runs them with (bf16 activations
+   over an fp32 residual stream with a bf16 or fp32 cache; bf16 weights; fp32).
+2. A tiny model (the 0.9M-parameter "nano" preset) end to end on this GPU, with bf16 autocast as the presets use: a few mid-training steps on a
+   throwaway synthetic world (including midtrain's greedy sample), one GRPO step with its rollouts and evals, then
+   greedy generation with the decode kernels on and off: the tokens must agree (fp32), and both speeds are shown.
+
+Prints one PASS / FAIL line per item, tokens/s and peak memory; exits 1 if anything failed. Without a CUDA device it
+says so and exits 0.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from configurator import configure  # noqa: E402
+
+PRESET_SHAPES = {"1B": dict(dim=2048, H=32, Hkv=8, D=64), "3B": dict(dim=3072, H=24, Hkv=8, D=128)}
+VOCAB = 128256
+# device "cpu" runs every check on the CPU under the Triton interpreter (TRITON_INTERPRET=1 in the environment):
+# slow, and for working on this script without a GPU; the speeds it prints mean nothing
+DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda"}
+DEV = torch.device("cuda")
+
+results: list[tuple[str, bool, str]] = []
+
+
+def report(name: str, ok: bool, detail: str = "") -> None:
+    results.append((name, ok, detail))
+    print(f"{'PASS' if ok else 'FAIL'}  {name:<58} {detail}", flush=True)
+
+
+def check(name: str, fn) -> None:
+    """Run one check; an exception is a FAIL with its message (the other checks still run)."""
+    try:
+        ok, detail = fn()
+    except Exception as e:  # noqa: BLE001 - reported, not raised: the user wants the whole list
+        ok, detail = False, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    report(name, ok, detail)
+
+
+def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+def tol(dtype) -> float:
+    """Allowed max abs error against the reference for O(1) values: a few units in the last place."""
+    return {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 4e-3}[dtype]
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# 1. kernels vs their torch references
+
+
+def check_kernels(B: int, S: int) -> None:
+    import kernels
+    dev = DEV
+    f32, bf16 = torch.float32, torch.bfloat16
+    g = torch.Generator(device=dev).manual_seed(0)
+    rnd = lambda *shape, dtype=f32, scale=1.0: (torch.randn(*shape, generator=g, device=dev) * scale).to(dtype)  # noqa: E731
+    for preset, s in PRESET_SHAPES.items():
+        dim, H, Hkv, D = s["dim"], s["H"], s["Hkv"], s["D"]
+        for x_dt, r_dt, w_dt in ((bf16, f32, f32), (bf16, bf16, bf16), (f32, f32, f32)):
+            def norm(x_dt=x_dt, r_dt=r_dt, w_dt=w_dt):
+                x, r, w = rnd(B, 1, dim, dtype=x_dt), rnd(B, 1, dim, dtype=r_dt, scale=8.0), rnd(dim, dtype=w_dt) + 1
+                y, h = kernels.rms_norm(x, w, 1e-5, residual=r, impl="triton")
+                y_ref, h_ref = kernels.rms_norm(x, w, 1e-5, residual=r, impl="torch")
+                err = max(max_err(y, y_ref), max_err(h, h_ref) / 8)
+                return y.dtype == y_ref.dtype and err <= tol(y.dtype), f"max err {err:.2e}"
+            check(f"rms_norm {preset} x={x_dt} stream={r_dt} w={w_dt}".replace("torch.", ""), norm)
+        for act, cache_dt in ((bf16, bf16), (bf16, f32), (f32, f32)):
+            tag = f"{preset} D={D} H={H}/{Hkv} act={act} cache={cache_dt}".replace("torch.", "")
+
+            def rope(act=act, cache_dt=cache_dt):
+                q, k, v = rnd(B, 1, H, D, dtype=act), rnd(B, 1, Hkv, D, dtype=act), rnd(B, 1, Hkv, D, dtype=act)
+                ang = torch.rand(B, 1, D // 2, device=dev, generator=g) * 100
+                caches = [torch.zeros(B, Hkv, 16, D, dtype=cache_dt, device=dev) for _ in range(4)]
+                q1 = kernels.rope_cache_update(q, k, v, ang.cos(), ang.sin(), caches[0], caches[1], 5, impl="triton")
+                q2 = kernels.rope_cache_update(q, k, v, ang.cos(), ang.sin(), caches[2], caches[3], 5, impl="torch")
+                err = max(max_err(q1, q2), max_err(caches[0], caches[2]), max_err(caches[1], caches[3]))
+                return err <= tol(act), f"max err {err:.2e}"
+
+            def attention(act=act, cache_dt=cache_dt):
+                q = rnd(B, H, D, dtype=act)
+                kc, vc = rnd(B, Hkv, S, D, dtype=cache_dt), rnd(B, Hkv, S, D, dtype=cache_dt)
+                start = torch.randint(0, S // 2, (B,), device=dev, generator=g)
+                ref = kernels.decode_attention(q, kc, vc, start, S, impl="torch")
+                errs = [max_err(kernels.decode_attention(q, kc, vc, start, S, impl="triton", num_splits=n), ref)
+                        for n in (None, 1)]  # the split heuristic, and one split
+                return max(errs) <= tol(act), f"max err {max(errs):.2e} (split, unsplit)"
+            check(f"rope + cache write {tag}", rope)
+            check(f"decode_attention {tag}", attention)
+    for dt in (f32, bf16):
+        def sampling(dt=dt):
+            logits = rnd(B, VOCAB, dtype=dt, scale=3.0)
+            tok_g, lp_g = kernels.sample_logits(logits, 0.0, 0, 0, impl="triton")
+            ref_g = logits.float().argmax(-1)
+            tok_t, lp_t = kernels.sample_logits(logits, 0.8, 7, 3, impl="triton")
+            tok_r, _ = kernels.sample_logits(logits, 0.8, 7, 3, impl="torch")
+            want = torch.log_softmax(logits.float() / 0.8, -1).gather(-1, tok_t[:, None])[:, 0]
+            same = (tok_t == tok_r).float().mean().item()
+            ok = torch.equal(tok_g, ref_g) and max_err(lp_t, want) < 1e-3 and same >= 0.99
+            return ok, f"greedy exact, sampled {same:.0%} equal to the reference draws"
+        check(f"sample_logits V={VOCAB} logits={dt}".replace("torch.", ""), sampling)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# 2. a tiny model end to end
+
+
+def quiet():
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def run_tiny_pipeline(work: str) -> str | None:
+    """A few mid-training steps (stable + decay, bf16 autocast) on a throwaway synthetic world, then one GRPO step
+    with evals. Returns the final mid-training folder (None if it failed)."""
+    import midtrain
+    import rl
+    synth, stable, final = (os.path.join(work, n) for n in ("synth", "stable", "midtrain"))
+    argv = [f"--synth_dir={synth}", "--synth_scale=0.02", "--synth_vocab_size=300",
+            f"--tokenizer={os.path.join(synth, 'tok')}", f"--data_root={os.path.join(synth, 'shards')}",
+            "--init_from=scratch:nano", f"--stable_out_dir={stable}", f"--decay_out_dir={final}", "--seq_len=64",
+            "--micro_batch=8", "--total_batch_tokens=1024", "--warmup_tokens=1024", "--stable_tokens=4096",
+            "--decay_tokens=2048", "--eval_interval=4", "--eval_batches=1", "--sample_tokens=8", "--log_interval=0",
+            "--lr=0.01", f"--device={DEV.type}", "--dtype=bfloat16"]
+
+    def midtrain_run():
+        t0 = time.time()
+        with quiet():
+            midtrain.main(argv)
+        steps = [sum('"train"' in line for line in open(os.path.join(out, "metrics.jsonl"))) for out in (stable, final)]
+        return steps[0] > 0 and steps[1] > 0, (f"stable {steps[0]} + decay {steps[1]} steps, greedy sample included, "
+                                              f"{time.time() - t0:.1f} s")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the result lines
+    check("midtrain: a few steps, bf16 autocast, kernels in its greedy sample", midtrain_run)
+    if not results[-1][1]:
+        return None
+
+    def rl_run():
+        t0 = time.time()
+        with quiet():
+            res = rl.main([f"--init_from={final}", f"--out_dir={os.path.join(work, 'rl')}",
+                           f"--prompt_file={os.path.join(synth, 'rl_train.jsonl')}", "--max_steps=1",
+                           "--group_size=4", "--prompts_per_step=4", "--max_response_len=16", "--eval_interval=1",
+                           "--eval_benchmarks=synth", f"--eval_data_dir={synth}", "--eval_limit=8",
+                           "--eval_max_new_tokens=16", "--log_interval=0", "--ckpt_interval=0", f"--device={DEV.type}",
+                           "--dtype=bfloat16"])
+        return res["steps"] == 1, f"1 GRPO step, 16 rollouts, 2 evals, {time.time() - t0:.1f} s"
+    check("rl: one GRPO step with rollouts and evals, bf16 autocast", rl_run)
+    return final
+
+
+def generate_on_off(ckpt: str, n_prompts: int, max_new: int) -> None:
+    """Greedy tokens with the decode kernels on and off (fp32: must agree; bf16 autocast: agreement shown), and
+    the speed of each."""
+    import model as model_lib
+    import sample
+    net, tok, _ = model_lib.load_checkpoint(ckpt, device=DEV)
+    net.eval()
+    prompts = [f"Question: Mia has {i} apples and buys {i + 2} more. How many apples does she have?\nAnswer:"
+               for i in range(n_prompts)]
+    runs = {}
+    for precision, ctx in (("fp32", contextlib.nullcontext), ("bf16", lambda: torch.autocast(DEV.type, torch.bfloat16))):
+        for impl in ("triton", "torch"):
+            os.environ["NANOOCTO_KERNELS"] = impl
+            with ctx():
+                sample.generate(net, tok, prompts[:2], max_new_tokens=4)  # warm-up: compile, allocator
+                sync()
+                if DEV.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                outs = sample.generate(net, tok, prompts, max_new_tokens=max_new)
+                sync()
+                dt = time.perf_counter() - t0
+            n_tok = sum(len(o.tokens) for o in outs)
+            runs[precision, impl] = ([o.tokens for o in outs], n_tok / dt, peak_memory())
+    os.environ.pop("NANOOCTO_KERNELS", None)
+    for precision in ("fp32", "bf16"):
+        (a, tps_k, mem_k), (b, tps_t, mem_t) = runs[precision, "triton"], runs[precision, "torch"]
+        same = sum(x == y for x, y in zip(a, b)) / len(a)
+        detail = (f"{same:.0%} of {len(a)} greedy completions identical; kernels {tps_k:,.0f} tok/s, torch "
+                  f"{tps_t:,.0f} tok/s; peak {mem_k / 2**20:,.0f} / {mem_t / 2**20:,.0f} MiB")
+        # fp32: the same math, so the same tokens; bf16: kernels and torch round differently, near-ties may flip
+        report(f"generate {precision}: decode kernels on vs off", same == 1.0 if precision == "fp32" else True,
+               detail)
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory() -> int:
+    return torch.cuda.max_memory_allocated() if DEV.type == "cuda" else 0
+
+
+def main(argv=None) -> int:
+    global DEV
+    c = configure(dict(DEFAULTS), argv if argv is not None else sys.argv[1:], verbose=False)
+    DEV = torch.device(c["device"])
+    if DEV.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here. "
+              "Run it on the GPU machine, after `pip install -r requirements.txt` with a CUDA build of torch.")
+        return 0
+    import triton
+    if DEV.type == "cuda":
+        props = torch.cuda.get_device_properties(DEV)
+        print(f"gpu_check: {props.name}, sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, "
+              f"{props.total_memory / 2**30:.0f} GiB; torch {torch.__version__}, triton {triton.__version__}")
+    else:
+        print(f"gpu_check on {DEV.type} (the Triton interpreter: slow, speeds meaningless)")
+    torch.manual_seed(c["seed"])
+    check_kernels(c["batch"], c["cache_len"])
+    if not c["quick"]:
+        with tempfile.TemporaryDirectory(prefix="nanoocto_gpu_check_") as work:
+            ckpt = run_tiny_pipeline(work)
+            if ckpt is not None:
+                try:
+                    generate_on_off(ckpt, 16, c["gen_tokens"])
+                except Exception as e:  # noqa: BLE001 - reported like every other check
+                    report("generate: decode kernels on vs off", False, f"{type(e).__name__}: {e}"[:200])
+    failed = [name for name, ok, _ in results if not ok]
+    print(f"\n{len(results) - len(failed)} / {len(results)} passed"
+          + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; peak memory {peak_memory() / 2**30:.2f} GiB")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
