@@ -197,8 +197,9 @@ def _sentence_value(s: str) -> str:
     return tail if re.search(r"[\d$\\]", tail) and len(words) <= 2 else s
 
 
-def _answer_is(text: str) -> tuple[int, str] | None:
-    """The last "the (final) answer is X" / "Answer: X" / "Answer $X$" -> (where it starts, X) or None."""
+def _answer_is(text: str) -> tuple[int, str, bool] | None:
+    """The last "the (final) answer is X" / "Answer: X" / "Answer $X$" -> (where it starts, X, whether it is a
+    statement of the answer: "final answer" or "answer is", not a bare "answer $x$ ...") or None."""
     matches = list(_ANSWER_IS_RE.finditer(text))
     if not matches:
         return None
@@ -209,7 +210,8 @@ def _answer_is(text: str) -> tuple[int, str] | None:
     rest = rest.strip().strip("*").strip()  # markdown bold
     rest = _unwrap_math(rest.rstrip(".").strip())
     rest = _unwrap_math(_sentence_value(rest).rstrip(".").strip())
-    return (matches[-1].start(), rest) if rest else None
+    phrase = matches[-1].group(0).lower()
+    return (matches[-1].start(), rest, "final" in phrase or "is" in phrase) if rest else None
 
 
 def _last_math(text: str) -> str | None:
@@ -250,7 +252,7 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
         return None if box is None else box[2]
     said = _answer_is(text)
     if box is not None:
-        later = said is not None and said[0] > box[1] and re.search(r"[\d$\\]", said[1])
+        later = said is not None and said[0] > box[1] and said[2] and re.search(r"[\d$\\]", said[1])
         return said[1] if later else box[2]
     if said is not None:
         return said[1]

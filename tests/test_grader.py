@@ -98,6 +98,8 @@ def test_extract_last_number(text, want):
     # intermediate boxes followed by a final statement: the statement wins
     ("Step 1 gives \\boxed{10}. Summing all the cases,\nThe final answer is $10,455$.", "10,455"),
     ("\\boxed{5}. So the answer is correct.", "5"),  # a later prose phrase does not override the box
+    ("\\boxed{5}. Let me check: the answer $5$ is right.", "5"),  # nor does a mention of "the answer $x$"
+    ("\\boxed{3}\nFinal Answer: 4", "4"),
 ])
 def test_extract_whole_responses(text, want):
     assert extract_answer(text) == want
