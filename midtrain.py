@@ -9,9 +9,10 @@ instruction data. One file, read top to bottom: knobs, LR schedule, setup, data,
     python midtrain.py --resume=True                              # continue out dirs' latest checkpoints exactly
 
 The built-in default makes the synthetic "math world" (data/synth.py) under data/synth, trains a small BPE on it,
-tokenizes each corpus into data/synth/shards/<name>, then runs a stable stage (web-heavy mixture, out/stable) and a
-decay stage from its last checkpoint (QA + instructions + web, cosine to 10% LR, the same AdamW moments, out/midtrain).
-`model.resolve_checkpoint("out/midtrain")` is the final model that sample.py, rl.py and eval_math.py read.
+tokenizes each corpus into data/synth/shards/<name>, then runs a stable stage (web-heavy mixture, out/midtrain/stable)
+and a decay stage from its last checkpoint (QA + instructions + web, cosine to 10% LR, the same AdamW moments,
+out/midtrain: `out_dir`). `model.resolve_checkpoint("out/midtrain")` is the final model that sample.py, rl.py and
+eval_math.py read.
 
 The two stages are two runs of the same code (run_stage below); stage="both" chains them, "stable" or "decay" runs
 one. Each run's LR follows get_lr over its own token budgets: stable = warmup_tokens + stable_tokens at `lr`,
@@ -64,13 +65,16 @@ synth_scale = 1.0  # size of the synthetic corpus (data.synth scale)
 synth_knobs = {}  # data.synth world knobs over its DEFAULT_KNOBS, e.g. {"max_number": 50, "noise": 0.5}
 synth_vocab_size = 1024  # vocabulary of the built-in BPE trained on the synthetic web + QA text
 seq_len = 256
+# outputs: the decay run (the final model) writes out_dir itself and the stable run out_dir/stable, so
+# resolve_checkpoint(out_dir) is the mid-trained model; a non-empty stable_out_dir / decay_out_dir wins over out_dir
+out_dir = "out/midtrain"
 # stable stage: constant LR after an optional linear warmup
-stable_out_dir = "out/stable"
+stable_out_dir = ""  # "" = out_dir/stable
 stable_mixture = {"web": 0.75, "web_noisy": 0.05, "qa_short": 0.2}  # weights, normalised by the loader
 warmup_tokens = 40_960  # 10 steps
 stable_tokens = 2_048_000  # + 500 steps
 # decay stage: starts from decay_init_from's weights ("" = the stable run's latest checkpoint), LR decays to the end
-decay_out_dir = "out/midtrain"
+decay_out_dir = ""  # "" = out_dir
 decay_init_from = ""
 decay_mixture = {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.35, "qa_long": 0.2}
 decay_tokens = 819_200  # 200 steps
@@ -154,13 +158,14 @@ def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine", decay
 def stage_plan(c, which: str) -> SimpleNamespace:
     """What one run does: its out dir, start weights, mixture, token budgets (warmup, stable, decay) and the
     decay's warmup."""
+    stable_dir = c.stable_out_dir or os.path.join(c.out_dir, "stable")
     if which == "stable":
-        return SimpleNamespace(name="stable", out_dir=c.stable_out_dir, init_from=c.init_from,
+        return SimpleNamespace(name="stable", out_dir=stable_dir, init_from=c.init_from,
                                mixture=c.stable_mixture, budgets=(c.warmup_tokens, c.stable_tokens, 0),
                                decay_warmup=0)
-    return SimpleNamespace(name="decay", out_dir=c.decay_out_dir, init_from=c.decay_init_from or c.stable_out_dir,
-                           mixture=c.decay_mixture, budgets=(0, 0, c.decay_tokens),
-                           decay_warmup=c.decay_warmup_tokens)
+    return SimpleNamespace(name="decay", out_dir=c.decay_out_dir or c.out_dir,
+                           init_from=c.decay_init_from or stable_dir, mixture=c.decay_mixture,
+                           budgets=(0, 0, c.decay_tokens), decay_warmup=c.decay_warmup_tokens)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -180,6 +185,9 @@ def check_config(c, world_size: int) -> int:
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.parallel not in PARALLEL:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
+    if not c.out_dir and not (c.stable_out_dir and c.decay_out_dir):
+        raise UserError("out_dir is empty: give the folder for the runs (e.g. --out_dir=out/midtrain), or both "
+                        "stable_out_dir and decay_out_dir")
     for name in ("seq_len", "micro_batch", "total_batch_tokens"):
         if getattr(c, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")
@@ -215,9 +223,12 @@ def check_config(c, world_size: int) -> int:
             check_init_from(f"{'init_from' if s == 'stable' else 'decay_init_from'}", plan.init_from, c.seq_len)
         if not c.resume and has_checkpoint(plan.out_dir):
             raise UserError(f"{plan.out_dir} already holds a run (latest: {latest_checkpoint(plan.out_dir)}); "
-                            f"pass --resume=True to continue it, or delete it / choose another {s}_out_dir")
-    if c.stage == "both" and os.path.abspath(c.stable_out_dir) == os.path.abspath(c.decay_out_dir):
-        raise UserError("stable_out_dir and decay_out_dir must differ: the decay run branches from the stable one")
+                            f"pass --resume=True to continue it, or delete it / choose another out_dir "
+                            f"(or {s}_out_dir)")
+    dirs = [os.path.abspath(stage_plan(c, s).out_dir) for s in ("stable", "decay")]
+    if c.stage == "both" and dirs[0] == dirs[1]:
+        raise UserError(f"the stable and decay runs would both write {dirs[0]}: give stable_out_dir and "
+                        "decay_out_dir different folders (the decay run branches from the stable one)")
     if not isinstance(c.eval_sources, list) or not all(isinstance(s, str) for s in c.eval_sources):
         raise UserError(f"eval_sources must be a list of source names, got {c.eval_sources!r}")
     return c.total_batch_tokens // per_micro

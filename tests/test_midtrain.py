@@ -122,6 +122,28 @@ def test_bad_config_errors_early(data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_out_dir_holds_both_runs_and_per_stage_knobs_win(tmp_path):
+    from configurator import configure
+    from types import SimpleNamespace
+
+    def dirs(*flags):
+        c = SimpleNamespace(**configure(dict(midtrain.DEFAULTS), list(flags), verbose=False))
+        midtrain.check_config(c, world_size=1)
+        return [midtrain.stage_plan(c, s).out_dir for s in ("stable", "decay")] + [midtrain.stage_plan(c, "decay")
+                                                                                   .init_from]
+
+    assert [midtrain.stage_plan(SimpleNamespace(**midtrain.DEFAULTS), s).out_dir for s in ("stable", "decay")] == [
+        os.path.join("out", "midtrain", "stable"), "out/midtrain"]  # rl.py / eval / sample read out/midtrain
+    run = str(tmp_path / "run")
+    assert dirs(f"--out_dir={run}") == [os.path.join(run, "stable"), run, os.path.join(run, "stable")]
+    other = str(tmp_path / "elsewhere")
+    assert dirs(f"--out_dir={run}", f"--stable_out_dir={other}") == [other, run, other]
+    with pytest.raises(ValueError, match="out_dir is empty"):
+        dirs("--out_dir=")
+    with pytest.raises(ValueError, match="would both write"):
+        dirs(f"--out_dir={run}", f"--stable_out_dir={run}")
+
+
 # ---- resume -------------------------------------------------------------------------------------------------------
 
 def test_resume_continues_the_same_trajectory(data, tmp_path):
