@@ -1,15 +1,16 @@
 """
 The first command to run on a GPU machine: does the GPU path work here?
 
-    python bench/gpu_check.py                 # ~1-2 min: kernels, a tiny mid-training + RL run, generation
+    python bench/gpu_check.py                 # kernels, a tiny mid-training + RL run, generation
     python bench/gpu_check.py --quick=True    # kernels only
 
 1. Every Triton kernel against its torch reference at the presets' shapes (Llama-3.2-1B: 32 x 64 / 8 kv heads,
    dim 2048; 3B: 24 x 128 / 8, dim 3072; vocab 128256) and the dtypes the pipeline runs them with (bf16 activations
    over an fp32 residual stream with a bf16 or fp32 cache; bf16 weights; fp32).
-2. A tiny model (the 0.9M-parameter "nano" preset) end to end on this GPU, with bf16 autocast as the presets use: a few mid-training steps on a
-   throwaway synthetic world (including midtrain's greedy sample), one GRPO step with its rollouts and evals, then
-   greedy generation with the decode kernels on and off: the tokens must agree (fp32), and both speeds are shown.
+2. A tiny model (the 0.9M-parameter "nano" preset) end to end on this GPU, with bf16 autocast as the presets use:
+   a few mid-training steps on a throwaway synthetic world (including midtrain's greedy sample), one GRPO step with
+   its rollouts and evals, then greedy generation with the decode kernels on and off: the tokens must agree (fp32),
+   and both speeds are shown.
 
 Prints one PASS / FAIL line per item, tokens/s and peak memory; exits 1 if anything failed. Without a CUDA device it
 says so and exits 0.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import sys
 import tempfile
@@ -73,7 +73,8 @@ def check_kernels(B: int, S: int) -> None:
     dev = DEV
     f32, bf16 = torch.float32, torch.bfloat16
     g = torch.Generator(device=dev).manual_seed(0)
-    rnd = lambda *shape, dtype=f32, scale=1.0: (torch.randn(*shape, generator=g, device=dev) * scale).to(dtype)  # noqa: E731
+    def rnd(*shape, dtype=f32, scale=1.0):
+        return (torch.randn(*shape, generator=g, device=dev) * scale).to(dtype)
     for preset, s in PRESET_SHAPES.items():
         dim, H, Hkv, D = s["dim"], s["H"], s["Hkv"], s["D"]
         for x_dt, r_dt, w_dt in ((bf16, f32, f32), (bf16, bf16, bf16), (f32, f32, f32)):
@@ -177,7 +178,8 @@ def generate_on_off(ckpt: str, n_prompts: int, max_new: int) -> None:
     prompts = [f"Question: Mia has {i} apples and buys {i + 2} more. How many apples does she have?\nAnswer:"
                for i in range(n_prompts)]
     runs = {}
-    for precision, ctx in (("fp32", contextlib.nullcontext), ("bf16", lambda: torch.autocast(DEV.type, torch.bfloat16))):
+    bf16_autocast = lambda: torch.autocast(DEV.type, torch.bfloat16)  # noqa: E731
+    for precision, ctx in (("fp32", contextlib.nullcontext), ("bf16", bf16_autocast)):
         for impl in ("triton", "torch"):
             os.environ["NANOOCTO_KERNELS"] = impl
             with ctx():
