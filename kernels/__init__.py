@@ -10,7 +10,9 @@ the functions below validate their inputs and dispatch (see kernels/dispatch.py)
     decode_attention(q, k_cache, v_cache, start, end, scale=None)   -> out [B, H, D]
     sample_logits(logits, temperature, seed, offset)                -> (tokens [B] int64, logprobs [B] fp32)
 
-All math is fp32 (bf16/fp16 inputs are loaded and cast at once); outputs come back in the input dtype.
+All math is fp32 (bf16/fp16 inputs are loaded and cast at once); outputs come back in the input dtype (a fused
+norm's in the residual stream's). Each wrapper plans its launches as data (kernels/launch.py), so the launch a GPU
+would run can be compiled for sm_80/86/89/90 without one (tests/test_gpu_compile.py).
 """
 from __future__ import annotations
 

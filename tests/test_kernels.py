@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 import kernels
 from kernels import dispatch
-from kernels.decode_attention import MAX_SPLITS, MIN_KEYS_PER_SPLIT
+from kernels.decode_attention import MAX_SPLITS, MIN_KEYS_PER_SPLIT, tile_config
+from kernels.launch import smem_limit
 from kernels.sampling import philox4x32
 
 pytestmark = pytest.mark.skipif(not kernels.HAVE_TRITON or not kernels.INTERPRET,
@@ -316,6 +317,18 @@ def test_choose_num_splits():
     # more SMs or longer contexts never mean fewer splits
     seq = [kernels.choose_num_splits(2, 8, L, sms) for L in (256, 1024, 4096, 16384, 65536)]
     assert seq == sorted(seq)
+
+
+def test_decode_attention_tiles_fit_each_target():
+    """(BLOCK_N, num_stages) by the target's shared memory (tests/test_gpu_compile.py checks the compiled sizes): an
+    fp32 cache at head_dim 128 keeps 64-key tiles where 163 / 227 KiB allow, 32-key ones on sm_86 / sm_89's 99 KiB;
+    a bf16 cache fits 64 everywhere; a head too wide for any tile is a clear error."""
+    for cc, want in ((80, 64), (86, 32), (89, 32), (90, 64), (None, 32)):  # None: the interpreter, as the smallest
+        assert tile_config(128, 16, 4, True, smem_limit(cc)) == (want, 3)
+        assert tile_config(128, 16, 2, False, smem_limit(cc)) == (64, 3)
+    assert tile_config(64, 16, 4, True, smem_limit(86), block_n=16) == (16, 3)  # an explicit block_n is kept
+    with pytest.raises(ValueError, match="shared memory"):
+        tile_config(4096, 16, 4, True, smem_limit(86))
 
 
 def test_decode_attention_rejects_bad_input():
