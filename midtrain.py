@@ -86,8 +86,10 @@ fresh_optimizer = False
 # > 0: the decay stage's LR is scaled by min(1, tokens into the decay / decay_warmup_tokens), so new AdamW moments
 # (fresh_optimizer=True) do not take full-LR steps while their variance estimates are still near zero
 decay_warmup_tokens = 0
-# batch: grad_accum = total_batch_tokens / (world_size * micro_batch * seq_len), which must be a whole number
-micro_batch = 16
+# batch: a step is total_batch_tokens over all ranks; each rank takes its share, total_batch_tokens / (seq_len *
+# world_size) sequences, in micro-batches of micro_batch (lowered to the share when larger: the same global batch on
+# 1, 2, 4 or 8 ranks) with grad_accum = share / micro_batch micro-steps (resolve_batch)
+micro_batch = 16  # sequences per forward on a rank, at most
 total_batch_tokens = 4096  # 16 x 256: one micro-batch per step on one process
 logits_chunk = 256  # tokens per lm_head + cross-entropy chunk (memory ~ chunk x vocab); 0 = all logits at once
 # optimizer: AdamW, weight decay on matrices only (model.configure_optimizer)
@@ -173,7 +175,7 @@ def stage_plan(c, which: str) -> SimpleNamespace:
 
 
 def check_config(c, world_size: int) -> int:
-    """Raise ValueError naming the first bad knob; return grad_accum."""
+    """Raise UserError naming the first bad knob; return (micro_batch, grad_accum) for this world size."""
     if c.stage not in STAGES:
         raise UserError(f"stage must be one of {STAGES}, got {c.stage!r}")
     if c.decay_shape not in DECAY_SHAPES:
@@ -191,11 +193,7 @@ def check_config(c, world_size: int) -> int:
     for name in ("seq_len", "micro_batch", "total_batch_tokens"):
         if getattr(c, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(c, name)}")
-    per_micro = world_size * c.micro_batch * c.seq_len
-    if c.total_batch_tokens % per_micro:
-        raise UserError(f"total_batch_tokens={c.total_batch_tokens} is not divisible by world_size * micro_batch * "
-                        f"seq_len = {world_size} * {c.micro_batch} * {c.seq_len} = {per_micro}; pick a multiple "
-                        f"(e.g. {max(1, round(c.total_batch_tokens / per_micro)) * per_micro})")
+    batch = resolve_batch(c.total_batch_tokens, c.seq_len, c.micro_batch, world_size)
     if not c.lr > 0 or not 0 <= c.min_lr_ratio <= 1:
         raise UserError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={c.lr}, min_lr_ratio={c.min_lr_ratio}")
     if c.weight_decay < 0 or c.grad_clip < 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
@@ -231,7 +229,27 @@ def check_config(c, world_size: int) -> int:
                         "decay_out_dir different folders (the decay run branches from the stable one)")
     if not isinstance(c.eval_sources, list) or not all(isinstance(s, str) for s in c.eval_sources):
         raise UserError(f"eval_sources must be a list of source names, got {c.eval_sources!r}")
-    return c.total_batch_tokens // per_micro
+    return batch
+
+
+def resolve_batch(total_batch_tokens: int, seq_len: int, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """-> (micro_batch, grad_accum) of one rank: its share of a step is total_batch_tokens / (seq_len * world_size)
+    whole sequences, taken micro_batch at a time (at most the share), so the global batch is the same on any number
+    of ranks that splits it."""
+    per_rank = seq_len * world_size
+    if total_batch_tokens % per_rank:
+        ok = max(1, round(total_batch_tokens / per_rank)) * per_rank
+        raise UserError(f"total_batch_tokens={total_batch_tokens} does not split into whole sequences over the ranks: "
+                        f"it must be a multiple of seq_len * world_size = {seq_len} * {world_size} = {per_rank} "
+                        f"(e.g. {ok}; or change seq_len or the number of processes)")
+    share = total_batch_tokens // per_rank
+    micro = min(micro_batch, share)
+    if share % micro:
+        fits = max(m for m in range(1, micro + 1) if share % m == 0)
+        raise UserError(f"micro_batch={micro_batch} does not divide a rank's {share} sequences per step "
+                        f"(total_batch_tokens={total_batch_tokens} / (seq_len={seq_len} * world_size={world_size})): "
+                        f"pick a divisor of {share}, e.g. --micro_batch={fits}")
+    return micro, share // micro
 
 
 def check_mixture(name: str, mixture) -> None:
@@ -365,8 +383,10 @@ def greedy_sample(model, tok, c, autocast) -> str:
 # one run (a stage): build, train, checkpoint, evaluate
 
 
-def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
-    """Train one stage to the end of its budget (or stop_at_step). Returns True when the stage is complete."""
+def run_stage(c, which: str, d, batch: tuple[int, int], peak: float) -> bool:
+    """Train one stage to the end of its budget (or stop_at_step); batch: this rank's (micro_batch, grad_accum).
+    Returns True when the stage is complete."""
+    micro_batch, grad_accum = batch
     plan = stage_plan(c, which)
     log = tqdm.write if d.master else (lambda *a, **k: None)
     out_dir = plan.out_dir
@@ -384,7 +404,7 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
 
     # --- data
     loader = MixtureLoader({n: os.path.join(c.data_root, n) for n in plan.mixture}, plan.mixture, c.seq_len,
-                           c.micro_batch, rank=d.rank, world_size=d.world_size,
+                           micro_batch, rank=d.rank, world_size=d.world_size,
                            # the decay branch reads its sources in another order than the stable run did
                            seed=c.seed + (1 if which == "decay" else 0), log=log)
     if loader.vocab_size != tok.vocab_size or tok.vocab_size > model.config.vocab_size:
@@ -425,9 +445,10 @@ def run_stage(c, which: str, d, grad_accum: int, peak: float) -> bool:
     budget = sum(plan.budgets)
     n_steps = step + math.ceil(max(0, budget - tokens) / c.total_batch_tokens)
     run_config = {**vars(c), "run": {"stage": which, "out_dir": out_dir, "init_from": start, "world_size": d.world_size,
-                                     "grad_accum": grad_accum, "steps": n_steps, "mixture": plan.mixture}}
+                                     "micro_batch": micro_batch, "grad_accum": grad_accum, "steps": n_steps,
+                                     "mixture": plan.mixture}}
     log(f"[{which}] {n_params / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
-        f"({d.world_size} x {c.micro_batch} x {c.seq_len} x {grad_accum} accum, {c.parallel}), mixture {plan.mixture}, "
+        f"({d.world_size} x {micro_batch} x {c.seq_len} x {grad_accum} accum, {c.parallel}), mixture {plan.mixture}, "
         f"from {start} -> {out_dir}")
 
     def save(step_now, tokens_now):
@@ -558,9 +579,12 @@ def report_changed_knobs(ckpt: str, c, log) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
-    grad_accum = check_config(c, world_size_from_env())  # all knob errors before any work
+    batch = check_config(c, world_size_from_env())  # all knob errors before any work
     d = setup_distributed(c.device)
     log = tqdm.write if d.master else (lambda *a, **k: None)
+    if batch[0] < c.micro_batch:
+        log(f"micro_batch {c.micro_batch} -> {batch[0]}: a rank's share of a {c.total_batch_tokens:,}-token step on "
+            f"{d.world_size} ranks is {batch[0]} sequences")
     try:
         if c.synth_dir:
             if d.master:
@@ -573,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
         for which in stages:
-            if not run_stage(c, which, d, grad_accum, peak):
+            if not run_stage(c, which, d, batch, peak):
                 log(f"stopped early in the {which} stage (stop_at_step={c.stop_at_step}); --resume=True continues")
                 break
         log(f"total {time.time() - t0:.1f} s")

@@ -104,7 +104,7 @@ def test_bad_config_errors_early(data, tmp_path):
     synth = tmp_path / "synth_should_not_appear"
     with pytest.raises(ValueError, match="unknown config key 'stable_tokenz'"):
         midtrain.main(args(data, tmp_path / "o") + ["--stable_tokenz=5"])
-    with pytest.raises(ValueError, match="not divisible by world_size \\* micro_batch \\* seq_len"):
+    with pytest.raises(ValueError, match="total_batch_tokens=100 does not split into whole sequences"):
         midtrain.main(args(data, tmp_path / "o") + ["--total_batch_tokens=100", f"--synth_dir={synth}"])
     assert not synth.exists(), "the batch error must come before any data is built"
     with pytest.raises(ValueError, match="unknown model preset 'nope'"):
@@ -142,6 +142,21 @@ def test_out_dir_holds_both_runs_and_per_stage_knobs_win(tmp_path):
         dirs("--out_dir=")
     with pytest.raises(ValueError, match="would both write"):
         dirs(f"--out_dir={run}", f"--stable_out_dir={run}")
+
+
+def test_batch_adapts_to_the_world_size():
+    """The default batch (16 sequences of 256 per step, micro_batch 16) runs on 1, 2, 4 and 8 ranks with the same
+    global batch; a share that micro_batch does not divide, or tokens that do not split, is a UserError."""
+    c = midtrain.DEFAULTS
+    got = {w: midtrain.resolve_batch(c["total_batch_tokens"], c["seq_len"], c["micro_batch"], w) for w in (1, 2, 4, 8)}
+    assert got == {1: (16, 1), 2: (8, 1), 4: (4, 1), 8: (2, 1)}
+    assert all(w * m * a * c["seq_len"] == c["total_batch_tokens"] for w, (m, a) in got.items())
+    assert midtrain.resolve_batch(512 * 8192, 8192, 2, 8) == (2, 32)  # the paper presets, as before
+    assert midtrain.resolve_batch(512 * 8192, 8192, 2, 2) == (2, 128)
+    with pytest.raises(ValueError, match=r"micro_batch=3 does not divide a rank's 16 sequences.*--micro_batch=2"):
+        midtrain.resolve_batch(4096, 256, 3, 1)
+    with pytest.raises(ValueError, match=r"total_batch_tokens=4096 .* seq_len \* world_size = 256 \* 32 = 8192"):
+        midtrain.resolve_batch(4096, 256, 16, 32)
 
 
 # ---- resume -------------------------------------------------------------------------------------------------------
