@@ -36,12 +36,19 @@ def smem_limit(cc: int | None) -> int:
     return SMEM_PER_BLOCK.get(cc, SMEM_FALLBACK)
 
 
+_CC: dict[int, int] = {}
+
+
 def device_cc(device: torch.device) -> int | None:
-    """Compute capability of a CUDA device as one int (sm_86 -> 86); None for CPU tensors (the interpreter)."""
+    """Compute capability of a CUDA device as one int (sm_86 -> 86), queried once per device (every decode step of
+    every layer asks); None for CPU tensors (the interpreter)."""
     if device.type != "cuda":
         return None
-    major, minor = torch.cuda.get_device_capability(device)
-    return 10 * major + minor
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _CC:
+        major, minor = torch.cuda.get_device_capability(idx)
+        _CC[idx] = 10 * major + minor
+    return _CC[idx]
 
 
 def run(launch: Launch) -> None:
