@@ -338,7 +338,18 @@ def _strip_trailing_units(s: str) -> str:
             s = s[:m.start()].rstrip()
             continue
         break
-    return s
+    return _strip_noun_label(s)
+
+
+# words after a number that are math, not a label: "2 pi", "3 mod 4", "5 choose 2", "1 or 2"
+_NOT_LABELS = _KNOWN_FUNC_NAMES | {"pi", "mod", "choose", "and", "or", "over", "times", "plus", "minus", "divided"}
+
+
+def _strip_noun_label(s: str) -> str:
+    """"34 apples", "5 boxes of cookies" -> the number: a word-problem answer names what it counts, and the
+    words are no unit of _UNITS. Only after a plain number, and only when the first word is 3+ letters and no math."""
+    m = re.fullmatch(r"(-?\d[\d,]*(?:\.\d+)?)\s+([A-Za-z]{3,})(?:[\s'-]+[A-Za-z]+)*", s)
+    return m.group(1) if m and m.group(2).lower() not in _NOT_LABELS else s
 
 
 def _wrapped_by(s: str, open_at: int = 0) -> bool:
