@@ -1,0 +1,586 @@
+"""The small LaTeX tokenizer and recursive-descent parser (a string -> a plain tuple tree, no sympy) and the exact
+numeric evaluation of a tree (fractions while exact, complex floats otherwise), all under the size limits."""
+from __future__ import annotations
+
+import cmath
+import math
+import re
+from fractions import Fraction
+from functools import lru_cache
+
+from .limits import FLOAT_NOISE, MAX_BITS, MAX_DEPTH, MAX_FACTORIAL, MAX_NODES, REL_TOL
+
+# -----------------------------------------------------------------------------------------------------------------
+# LaTeX parser: tokens -> a tuple tree. Nodes:
+#   ("num", p, q, decimal)  the rational p/q; decimal=True if written with a decimal point / exponent
+#   ("sym", name)  ("const", "pi" | "E" | "oo" | "I")   (I: the imaginary unit, only where the context says so)
+#   ("add", (terms...))  ("mul", (factors...))  ("neg", a)  ("inv", a)  ("pow", a, b)  ("root", a, n)
+#   ("func", name, a)  ("log", a, base)  ("fact", a)  ("abs", a)  ("binom", n, k)  ("floor", a)  ("ceil", a)
+# Sums and products are n-ary and division is multiplication by ("inv", b), so long chains stay shallow trees.
+
+
+class _ParseError(ValueError):
+    pass
+
+
+class _TooBig(ArithmeticError):
+    """A value exceeds the size limits: it is refused, never computed."""
+
+
+class _Undefined(ArithmeticError):
+    """Division by zero, log 0, a free symbol where a number is needed, ..."""
+
+
+_TOKEN_RE = re.compile(r"(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(?P<cmd>\\(?:[A-Za-z]+|.))|"
+                       r"(?P<word>[A-Za-z]+)|(?P<op>[-+*/^_()\[\]{},!|=&'<>])|(?P<space>\s+)")
+_FUNCS = {"sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc", "arcsin": "asin",
+          "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "exp": "exp",
+          "ln": "log", "log": "log"}
+_WORDS = sorted(list(_FUNCS) + ["sqrt", "pi"], key=len, reverse=True)
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota",
+          "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi",
+          "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
+_OP_CMDS = {"cdot": "*", "times": "*", "ast": "*", "div": "/", "lfloor": "lfloor", "rfloor": "rfloor",
+            "lceil": "lceil", "rceil": "rceil"}
+
+
+def _split_word(word: str) -> list[tuple[str, str]]:
+    """A run of letters: known names (sin, sqrt, pi, ...) and otherwise single-letter variables (xy = x*y). Runs of
+    4+ letters that are not names are prose ("apples"), not math."""
+    out, i, plain = [], 0, 0
+    while i < len(word):
+        for name in _WORDS:
+            if word.startswith(name, i):
+                out.append(("word", name))
+                i += len(name)
+                plain = 0
+                break
+        else:
+            out.append(("word", word[i]))
+            i += 1
+            plain += 1
+            if plain > 3:
+                raise _ParseError(f"text, not math: {word!r}")
+    return out
+
+
+def _tokenize(s: str) -> list[tuple[str, str]]:
+    tokens, pos = [], 0
+    while pos < len(s):
+        m = _TOKEN_RE.match(s, pos)
+        if not m:
+            raise _ParseError(f"unexpected character {s[pos]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        text = m.group(kind)
+        if kind == "space":
+            continue
+        if kind == "word":
+            tokens.extend(_split_word(text))
+        elif kind == "cmd":
+            name = text[1:]
+            if name in _OP_CMDS:
+                tokens.append(("op", _OP_CMDS[name]))
+            elif name in ("vert", "lvert", "rvert", "mid"):
+                tokens.append(("op", "|"))
+            else:
+                tokens.append(("cmd", name))
+        else:
+            tokens.append((kind, text))
+    return tokens
+
+
+_ATOM_CMDS = {"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil", "imagunit"} | set(_FUNCS) | _GREEK
+_END = ("end", "")
+
+
+class _Parser:
+    """Recursive descent over tokens, with node and depth budgets (parse cost is bounded by the input length).
+
+    expr  := term (('+'|'-') term)*
+    term  := unary (('*'|'/') unary | implicit power)*      implicit multiplication: 2x, 2(x+1), x\\sqrt{2}
+    unary := ('-'|'+') unary | power
+    power := postfix ('^' exponent)?                         right-associative: a^b^c = a^(b^c)
+    postfix := atom '!'*
+    """
+
+    def __init__(self, tokens):
+        self.toks, self.i, self.nodes, self.depth, self.abs_open = tokens, 0, 0, 0, 0
+
+    def peek(self, k=0):
+        return self.toks[self.i + k] if self.i + k < len(self.toks) else _END
+
+    def take(self):
+        t = self.peek()
+        self.i += 1
+        return t
+
+    def expect(self, value):
+        t = self.take()
+        if t[1] != value or t[0] not in ("op", "cmd"):
+            raise _ParseError(f"expected {value!r}, got {t[1]!r}")
+
+    def node(self, *parts):
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _ParseError("expression too large")
+        return parts
+
+    def enter(self):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _ParseError("expression nested too deeply")
+
+    def parse(self):
+        tree = self.expr()
+        if self.peek() != _END:
+            raise _ParseError(f"unexpected {self.peek()[1]!r}")
+        return tree
+
+    def expr(self):
+        terms = [self.term()]
+        while self.peek() in (("op", "+"), ("op", "-")):
+            sign = self.take()[1]
+            t = self.term()
+            terms.append(t if sign == "+" else self.node("neg", t))
+        return terms[0] if len(terms) == 1 else self.node("add", tuple(terms))
+
+    def starts_atom(self, t):
+        kind, val = t
+        if kind in ("num", "word"):
+            return True
+        if kind == "op":
+            return val in ("(", "{", "lfloor", "lceil") or (val == "|" and self.abs_open == 0)
+        return kind == "cmd" and val in _ATOM_CMDS
+
+    def term(self):
+        factors = [self.unary()]
+        while True:
+            t = self.peek()
+            if t in (("op", "*"), ("op", "/")):
+                self.take()
+                f = self.unary()
+                factors.append(f if t[1] == "*" else self.node("inv", f))
+            elif self.starts_atom(t):
+                if t[0] == "num" and self.toks[self.i - 1][0] == "num":
+                    raise _ParseError("two numbers side by side")
+                factors.append(self.power())
+            else:
+                break
+        return factors[0] if len(factors) == 1 else self.node("mul", tuple(factors))
+
+    def unary(self):
+        self.enter()
+        t = self.peek()
+        if t == ("op", "-"):
+            self.take()
+            out = self.node("neg", self.unary())
+        elif t == ("op", "+"):
+            self.take()
+            out = self.unary()
+        else:
+            out = self.power()
+        self.depth -= 1
+        return out
+
+    def power(self):
+        base = self.postfix()
+        if self.peek() == ("op", "^"):
+            self.take()
+            return self.node("pow", base, self.exponent())
+        return base
+
+    def exponent(self):
+        self.enter()
+        t = self.peek()
+        if t in (("op", "-"), ("op", "+")):
+            self.take()
+            e = self.exponent()
+            out = self.node("neg", e) if t[1] == "-" else e
+        else:
+            out = self.power()  # `{...}` groups come back from atom(); x^2^3 nests to the right
+        self.depth -= 1
+        return out
+
+    def postfix(self):
+        a = self.atom()
+        while self.peek() == ("op", "!"):
+            self.take()
+            a = self.node("fact", a)
+        return a
+
+    def group(self, close):
+        e = self.expr()
+        self.expect(close)
+        return e
+
+    def arg(self):
+        """A macro argument: {group} or one token (\\frac ab, \\sqrt x)."""
+        if self.peek() == ("op", "{"):
+            self.take()
+            return self.group("}")
+        return self.atom()
+
+    def subscript(self) -> str:
+        if self.peek() != ("op", "_"):
+            return ""
+        self.take()
+        if self.peek() == ("op", "{"):
+            self.take()
+            parts = []
+            while self.peek() not in (("op", "}"), _END):
+                parts.append(self.take()[1])
+                if len(parts) > 20:
+                    raise _ParseError("subscript too long")
+            self.expect("}")
+            return "_" + "".join(parts)
+        t = self.take()
+        if t[0] not in ("num", "word"):
+            raise _ParseError("bad subscript")
+        return "_" + t[1]
+
+    def atom(self):
+        self.enter()
+        kind, val = self.take()
+        if kind == "num":
+            dec = "." in val or "e" in val.lower()
+            f = _literal(val)
+            out = self.node("num", f.numerator, f.denominator, dec)
+        elif kind == "word" and val in _FUNCS:
+            out = self.function(_FUNCS[val])
+        elif kind == "word" and val == "sqrt":
+            out = self.node("root", self.arg(), self.node("num", 2, 1, False))
+        elif kind == "word" and val == "pi":
+            out = self.node("const", "pi")
+        elif kind == "word" and val == "e" and self.peek() != ("op", "_"):
+            out = self.node("const", "E")
+        elif kind == "word":
+            out = self.node("sym", val + self.subscript())
+        elif kind == "op" and val in ("(", "[", "{"):
+            out = self.group({"(": ")", "[": "]", "{": "}"}[val])
+        elif kind == "op" and val == "|" and self.abs_open == 0:
+            self.abs_open += 1
+            out = self.node("abs", self.group("|"))
+            self.abs_open -= 1
+        elif kind == "op" and val in ("lfloor", "lceil"):
+            out = self.node(val[1:], self.group("r" + val[1:]))
+        elif kind == "cmd":
+            out = self.command(val)
+        else:
+            raise _ParseError(f"unexpected {val!r}" if val else "unexpected end")
+        self.depth -= 1
+        return out
+
+    def command(self, name):
+        if name == "frac":
+            num = self.arg()
+            return self.node("mul", (num, self.node("inv", self.arg())))
+        if name == "sqrt":
+            n = self.node("num", 2, 1, False)
+            if self.peek() == ("op", "["):
+                self.take()
+                n = self.group("]")
+            return self.node("root", self.arg(), n)
+        if name == "binom":
+            return self.node("binom", self.arg(), self.arg())
+        if name == "pi":
+            return self.node("const", "pi")
+        if name == "infty":
+            return self.node("const", "oo")
+        if name == "imagunit":  # written by _imaginary_unit for i
+            return self.node("const", "I")
+        if name in _FUNCS:
+            return self.function(_FUNCS[name])
+        if name in _GREEK:
+            return self.node("sym", name + self.subscript())
+        raise _ParseError(f"unsupported command \\{name}")
+
+    def function(self, name):
+        """\\sin x, \\sin(x), \\sin^2 x, \\log_2 8, \\ln{x}; a bare argument runs to the next function or operator."""
+        base = None
+        if name == "log" and self.peek() == ("op", "_"):
+            self.take()
+            base = self.arg()
+        power = None
+        if self.peek() == ("op", "^"):
+            self.take()
+            power = self.exponent()
+        if self.peek() in (("op", "("), ("op", "{")):
+            a = self.group(")" if self.take()[1] == "(" else "}")
+        else:
+            factors = [self.power()]
+            while self.starts_atom(self.peek()) and not self.is_function(self.peek()):
+                factors.append(self.power())
+            a = factors[0] if len(factors) == 1 else self.node("mul", tuple(factors))
+        out = self.node("log", a, base) if name == "log" else self.node("func", name, a)
+        return self.node("pow", out, power) if power is not None else out
+
+    @staticmethod
+    def is_function(t):
+        return t[1] in _FUNCS and t[0] in ("word", "cmd")
+
+
+def _literal(val: str) -> Fraction:
+    """A number token as an exact rational ("0.1" is 1/10). Its numerator and denominator have at most
+    digits + |exponent| decimal digits, so that bound is checked before Fraction() builds 10^exponent: "1e10000000"
+    is refused in microseconds instead of taking seconds."""
+    mantissa, _, exponent = val.lower().partition("e")
+    digits = sum(c.isdigit() for c in mantissa)
+    if (digits + abs(int(exponent or 0))) * math.log2(10) > MAX_BITS:
+        raise _ParseError("number too large")
+    return Fraction(val)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(s: str):
+    """Parse tree, or the _ParseError instance (cached too: the same gold answer is graded many times)."""
+    try:
+        return _Parser(_tokenize(s)).parse()
+    except _ParseError as e:
+        return e
+
+
+def _parse(s: str):
+    tree = _parse_cached(s)
+    if isinstance(tree, _ParseError):
+        raise tree
+    return tree
+
+
+def _free_symbols(tree, out=None) -> set:
+    out = set() if out is None else out
+    if tree is None:
+        return out
+    kind = tree[0]
+    if kind == "sym":
+        out.add(tree[1])
+    elif kind in ("add", "mul"):
+        for t in tree[1]:
+            _free_symbols(t, out)
+    elif kind in ("num", "const"):
+        pass
+    elif kind == "func":
+        _free_symbols(tree[2], out)
+    else:
+        for t in tree[1:]:
+            _free_symbols(t, out)
+    return out
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# numeric evaluation of a tree. Values are (value, level): level 0 = exact rational (Fraction), 1 = exact rational
+# written with a decimal point, 2 = float/complex (irrational or approximate). Sizes are checked BEFORE computing.
+
+_INF = complex(math.inf, 0)
+
+
+def _bits(f: Fraction) -> int:
+    return max(f.numerator.bit_length(), f.denominator.bit_length())
+
+
+def _checked(f: Fraction) -> Fraction:
+    if _bits(f) > MAX_BITS:
+        raise _TooBig("rational too large")
+    return f
+
+
+def _finite(z: complex) -> complex:
+    if not (math.isfinite(z.real) and math.isfinite(z.imag)):
+        raise _TooBig("float overflow")
+    if abs(z) > 1e300:
+        raise _TooBig("float too large")
+    return z
+
+
+def _as_complex(v) -> complex:
+    try:
+        return complex(v)
+    except OverflowError:
+        raise _TooBig("too large for a float") from None
+
+
+def _exact_root(f: Fraction, n: int) -> Fraction | None:
+    """f^(1/n) when it is rational (sqrt(16/9) = 4/3), else None."""
+    if f < 0 and n % 2 == 0 or _bits(f) > 2000:
+        return None
+    sign = -1 if f < 0 else 1
+    out = []
+    for x in (abs(f.numerator), f.denominator):
+        r = round(x ** (1.0 / n)) if x.bit_length() < 1000 else None
+        if r is None:
+            return None
+        for c in (r - 1, r, r + 1):
+            if c >= 0 and c ** n == x:
+                out.append(c)
+                break
+        else:
+            return None
+    return sign * Fraction(out[0], out[1])
+
+
+def _pow(a, b):
+    (x, lx), (y, ly) = a, b
+    level = max(lx, ly)
+    if level < 2 and y.denominator == 1:
+        e = y.numerator
+        if x == 0 and e < 0:
+            raise _Undefined("0 to a negative power")
+        if x in (0, 1) or e == 0:
+            return Fraction(1) if e == 0 else x, level
+        if x == -1:
+            return Fraction(1 if e % 2 == 0 else -1), level
+        if abs(e) * _bits(x) > MAX_BITS:
+            raise _TooBig("power too large")
+        return _checked(x ** e), level
+    if level < 2 and y.denominator <= 64 and abs(y.numerator) <= 64:
+        r = _exact_root(x, y.denominator)
+        if r is not None:
+            return _pow((r, lx), (Fraction(y.numerator), ly))
+    x, y = _as_complex(x), _as_complex(y)
+    if x == 0:
+        if y.real > 0:
+            return 0j, 2
+        raise _Undefined("0 to a non-positive power")
+    lg = y * cmath.log(x)
+    if lg.real > 690:
+        raise _TooBig("power too large")
+    return _finite(cmath.exp(lg)), 2
+
+
+def _fact_arg(v) -> int:
+    x, level = v
+    if level == 2:
+        z = complex(x)
+        if abs(z.imag) > 1e-9 or abs(z.real - round(z.real)) > 1e-9:
+            raise _Undefined("factorial of a non-integer")
+        x = Fraction(round(z.real))
+    if x.denominator != 1 or x < 0:
+        raise _Undefined("factorial of a non-integer")
+    if x > MAX_FACTORIAL:
+        raise _TooBig("factorial too large")
+    return int(x)
+
+
+_CFUNCS = {"sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan, "asin": cmath.asin, "acos": cmath.acos,
+           "atan": cmath.atan, "sinh": cmath.sinh, "cosh": cmath.cosh, "tanh": cmath.tanh,
+           "cot": lambda z: 1 / cmath.tan(z), "sec": lambda z: 1 / cmath.cos(z), "csc": lambda z: 1 / cmath.sin(z)}
+
+
+def _num_eval(tree, env: dict | None = None):
+    """-> (value, level). env maps symbol names to complex values (for probing); missing symbols are _Undefined."""
+    kind = tree[0]
+    if kind == "num":
+        return Fraction(tree[1], tree[2]), (1 if tree[3] else 0)
+    if kind == "sym":
+        if env is None or tree[1] not in env:
+            raise _Undefined(f"free symbol {tree[1]}")
+        return env[tree[1]], 2
+    if kind == "const":
+        if tree[1] == "oo":
+            return _INF, 2
+        return {"pi": complex(math.pi), "E": complex(math.e), "I": 1j}[tree[1]], 2
+    if kind == "neg":
+        x, level = _num_eval(tree[1], env)
+        return -x, level
+    if kind in ("add", "mul"):
+        vals = [_num_eval(t, env) for t in tree[1]]
+        level = max(v[1] for v in vals)
+        if any(v[0] == _INF or v[0] == -_INF for v in vals):
+            raise _Undefined("arithmetic with infinity")
+        if level < 2:
+            acc = Fraction(0 if kind == "add" else 1)
+            for v, _ in vals:
+                acc = _checked(acc + v if kind == "add" else acc * v)
+            return acc, level
+        acc = complex(0 if kind == "add" else 1)
+        for v, _ in vals:
+            acc = _finite(acc + _as_complex(v) if kind == "add" else acc * _as_complex(v))
+        return acc, 2
+    if kind == "inv":
+        x, level = _num_eval(tree[1], env)
+        if x == 0:
+            raise _Undefined("division by zero")
+        if x == _INF or x == -_INF:
+            raise _Undefined("division by infinity")
+        return (1 / x, level) if level < 2 else (_finite(1 / _as_complex(x)), 2)
+    if kind == "pow":
+        a, b = _num_eval(tree[1], env), _num_eval(tree[2], env)
+        if _INF in (a[0], b[0]) or -_INF in (a[0], b[0]):
+            raise _Undefined("power with infinity")
+        return _pow(a, b)
+    if kind == "root":
+        a, n = _num_eval(tree[1], env), _num_eval(tree[2], env)
+        if n[0] == 0:
+            raise _Undefined("zeroth root")
+        inv_n = (1 / n[0], n[1]) if n[1] < 2 else (1 / _as_complex(n[0]), 2)
+        return _pow(a, inv_n)
+    if kind == "abs":
+        x, level = _num_eval(tree[1], env)
+        return (abs(x), level) if level < 2 else (complex(abs(x)), 2)
+    if kind == "fact":
+        return _checked(Fraction(math.factorial(_fact_arg(_num_eval(tree[1], env))))), 0
+    if kind == "binom":
+        n, k = _fact_arg(_num_eval(tree[1], env)), _fact_arg(_num_eval(tree[2], env))
+        return Fraction(math.comb(n, k)), 0
+    if kind in ("floor", "ceil"):
+        x, level = _num_eval(tree[1], env)
+        if level == 2:
+            if abs(x.imag) > 1e-12:
+                raise _Undefined("floor of a complex number")
+            x = Fraction(x.real)
+        return Fraction(math.floor(x) if kind == "floor" else math.ceil(x)), level
+    if kind == "log":
+        x = _as_complex(_num_eval(tree[1], env)[0])
+        if x == 0:
+            raise _Undefined("log of zero")
+        out = cmath.log(x)
+        if tree[2] is not None:
+            base = _as_complex(_num_eval(tree[2], env)[0])
+            if base == 0 or base == 1:
+                raise _Undefined("bad log base")
+            out = out / cmath.log(base)
+        return _finite(out), 2
+    if kind == "func":
+        x = _as_complex(_num_eval(tree[2], env)[0])
+        name = tree[1]
+        if name == "exp":
+            if x.real > 690:
+                raise _TooBig("exp too large")
+            return _finite(cmath.exp(x)), 2
+        if abs(x.imag) > 690:
+            raise _TooBig("trig of a huge imaginary part")
+        try:
+            return _finite(_CFUNCS[name](x)), 2
+        except (ZeroDivisionError, ValueError):
+            raise _Undefined(f"{name} undefined here") from None
+    raise _ParseError(f"unknown node {kind}")
+
+
+def _has_decimal(tree) -> bool:
+    """Whether a number in the tree was written with a decimal point or exponent (so it may be rounded)."""
+    kind = tree[0]
+    if kind == "num":
+        return tree[3]
+    if kind in ("sym", "const"):
+        return False
+    children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
+    return any(_has_decimal(c) for c in children if c is not None)
+
+
+def _values_close(a, b, rounded: bool) -> bool:
+    """rounded: a decimal was written on either side. Exact rationals compare exactly, except that a decimal may
+    round a non-integer (0.3333 for 1/3). An integer is never matched by a nearby decimal (1000001.5 is not 1000000)
+    nor by a nearby irrational (sqrt(41617) is not 204), and two exact forms never match by approximation
+    (355/113 is not pi): both only get float rounding noise."""
+    (x, lx), (y, ly) = a, b
+    integer = (lx == 0 and x.denominator == 1) or (ly == 0 and y.denominator == 1)  # level 0 is a Fraction
+    if lx < 2 and ly < 2:
+        if x == y:
+            return True
+        if (lx == 0 and ly == 0) or integer:
+            return False
+    x, y = _as_complex(x), _as_complex(y)
+    if math.isinf(x.real) or math.isinf(y.real):
+        return x == y
+    tol = REL_TOL if rounded and not integer else FLOAT_NOISE
+    return abs(x - y) <= tol * max(abs(x), abs(y))
