@@ -31,6 +31,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -45,10 +46,10 @@ from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
-from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, full_model, grad_sync,
-                     has_checkpoint, latest_checkpoint, load_optimizer_state, peak_flops, progress_bar, rng_state,
-                     save_checkpoint, set_rng_state, setup_distributed, trim_metrics, world_size_from_env,
-                     wrap_for_training)
+from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, exit_on_stop, full_model,
+                     grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint, load_optimizer_state,
+                     peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
+                     setup_distributed, stop_requested, trim_metrics, world_size_from_env, wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -383,9 +384,10 @@ def greedy_sample(model, tok, c, autocast) -> str:
 # one run (a stage): build, train, checkpoint, evaluate
 
 
-def run_stage(c, which: str, d, batch: tuple[int, int], peak: float) -> bool:
+def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) -> bool:
     """Train one stage to the end of its budget (or stop_at_step); batch: this rank's (micro_batch, grad_accum).
-    Returns True when the stage is complete."""
+    Returns True when the stage is complete. stop (runtime.install_stop_handler): a SIGINT / SIGTERM ends the run
+    after the current step with a checkpoint and SystemExit(128 + signal)."""
     micro_batch, grad_accum = batch
     plan = stage_plan(c, which)
     log = tqdm.write if d.master else (lambda *a, **k: None)
@@ -489,6 +491,9 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float) -> bool:
     t_run, tok_s, steps_here = time.time(), 0.0, 0
     saved_at = step if resume_from is not None else -1
     model.train()
+    signum = 0
+    if stop is not None:
+        stop.armed = True
     while tokens < budget:
         if c.stop_at_step and step >= c.stop_at_step:
             break
@@ -540,9 +545,16 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float) -> bool:
             saved_at = step
         if evals and (tokens >= budget or step % c.eval_interval == 0):
             run_eval(step, tokens)
+        signum = stop_requested(stop, d)
+        if signum:
+            break
+    if stop is not None:
+        stop.armed = False
     bar.close()
-    if saved_at != step:  # stop_at_step reached before this resumed run took a step
+    if saved_at != step:  # stop_at_step reached before this resumed run took a step, or a signal
         save(step, tokens)
+    if signum:
+        exit_on_stop(stop, signum, step, latest_checkpoint(out_dir) if d.master else out_dir, d, log)
     done = tokens >= budget
     log(f"[{which}] {'done' if done else 'stopped'} at step {step}/{n_steps} ({tokens:,} tokens) in "
         f"{time.time() - t_run:.1f} s -> {latest_checkpoint(out_dir) if d.master else out_dir}")
@@ -578,6 +590,7 @@ def report_changed_knobs(ckpt: str, c, log) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
     batch = check_config(c, world_size_from_env())  # all knob errors before any work
     d = setup_distributed(c.device)
@@ -585,6 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     if batch[0] < c.micro_batch:
         log(f"micro_batch {c.micro_batch} -> {batch[0]}: a rank's share of a {c.total_batch_tokens:,}-token step on "
             f"{d.world_size} ranks is {batch[0]} sequences")
+    stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
     try:
         if c.synth_dir:
             if d.master:
@@ -597,11 +611,12 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
         for which in stages:
-            if not run_stage(c, which, d, batch, peak):
+            if not run_stage(c, which, d, batch, peak, stop):
                 log(f"stopped early in the {which} stage (stop_at_step={c.stop_at_step}); --resume=True continues")
                 break
         log(f"total {time.time() - t0:.1f} s")
     finally:
+        restore_stop_handler(stop)
         if d.ddp and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -47,9 +48,10 @@ import plot
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, full_model,
-                     is_sharded, load_optimizer_state, progress_bar, rng_state, save_checkpoint, set_rng_state,
-                     setup_distributed, shard_model, sum_gradients, trim_metrics, world_size_from_env)
+from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, exit_on_stop,
+                     full_model, install_stop_handler, is_sharded, load_optimizer_state, progress_bar,
+                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, setup_distributed, shard_model,
+                     stop_requested, sum_gradients, trim_metrics, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -695,6 +697,7 @@ def run_eval(model, tok, c, step: int, autocast) -> dict:
 def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> dict:
     """Run RL with the knobs of argv (config files and --key=value flags). reward_fn(completion, example) -> float
     replaces the math grader (tests, other tasks). -> {"before": eval, "after": eval, "steps": n}."""
+    argv = sys.argv[1:] if argv is None else argv
     ns = copy.deepcopy(DEFAULTS)
     ns["max_response_len"] = None  # a None default accepts both an int and a {step: tokens} dict from the config
     c = SimpleNamespace(**configure(ns, argv, verbose=False))
@@ -706,14 +709,18 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
     if d.master:
         from configurator import print_config
         print_config(vars(c))
+    stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
     try:
-        return run(c, d, schedule, reward_fn, log)
+        return run(c, d, schedule, reward_fn, log, stop)
     finally:
+        restore_stop_handler(stop)
         if d.ddp and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run(c, d, schedule, reward_fn, log) -> dict:
+def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
+    """stop (runtime.install_stop_handler): a SIGINT / SIGTERM ends the run after the current step with a checkpoint
+    and SystemExit(128 + signal)."""
     train_dtype, autocast = autocast_for(c.dtype, d.device)
     latest = os.path.join(c.out_dir, "latest")
     resume_from = model_lib.resolve_checkpoint(c.out_dir) if c.resume and os.path.isfile(latest) else None
@@ -796,6 +803,8 @@ def run(c, d, schedule, reward_fn, log) -> dict:
         before = evaluate(0)
     bar = progress_bar(d.master, total=c.max_steps, initial=step, desc="rl")
     t_run = time.time()
+    if stop is not None:
+        stop.armed = True
     while step < c.max_steps:
         t0 = time.perf_counter()
         max_new = response_len_at(schedule, step)
@@ -829,10 +838,20 @@ def run(c, d, schedule, reward_fn, log) -> dict:
                 f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} | "
                 f"{t_rollout:.1f}+{us['recompute_s']:.1f}+{us['update_s']:.1f} s | {rec['gen_tok_s']:,.0f} gen tok/s")
         last = step == c.max_steps
-        if last or (c.ckpt_interval and step % c.ckpt_interval == 0):
+        saved = last or (c.ckpt_interval and step % c.ckpt_interval == 0)
+        if saved:
             save(step)  # before eval: a crashing eval loses nothing
         if c.eval_interval and (last or step % c.eval_interval == 0):
             after = evaluate(step)
+        signum = stop_requested(stop, d)
+        if signum:
+            if not saved:
+                save(step)
+            bar.close()
+            exit_on_stop(stop, signum, step, model_lib.resolve_checkpoint(c.out_dir) if d.master else c.out_dir, d,
+                         log)
+    if stop is not None:
+        stop.armed = False
     bar.close()
     log(f"done: {step} steps in {time.time() - t_run:.1f} s -> {c.out_dir}")
     if before and after:

@@ -16,7 +16,11 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
+import signal
+import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -392,3 +396,87 @@ def save_checkpoint(path: str, model, optimizer, tok, run_config: dict, state: d
         for _ in tensors:
             pass
     barrier(d)  # nobody races ahead of a checkpoint in progress
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# SIGINT / SIGTERM (Ctrl-C, a scheduler's preemption): the training loop finishes its step, checkpoints, prints how
+# to resume and exits with 128 + the signal (130, 143), so `python midtrain.py && python rl.py` does not go on with
+# an unfinished model. A second signal exits at once. Only while a loop is armed: before it (loading, data
+# building) a signal acts as usual, there is nothing to save yet.
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# torchrun passes a signal it receives on to every rank, and a terminal's Ctrl-C has already reached them all (one
+# process group): under torchrun a repeat within this many seconds is that same stop, not a second one
+REPEAT_WINDOW_S = 2.0
+
+
+def install_stop_handler(master: bool, script: str, argv: list[str]) -> SimpleNamespace:
+    """Handle STOP_SIGNALS in this process until restore_stop_handler(stop). -> stop: armed (set by the loop),
+    signum (the first signal seen while armed, 0 = none), the command line (for the resume hint). Outside the main
+    thread (no handlers there) a no-op."""
+    stop = SimpleNamespace(armed=False, signum=0, at=0.0, previous={}, script=script, argv=list(argv))
+    if threading.current_thread() is not threading.main_thread():
+        return stop
+    window = REPEAT_WINDOW_S if "TORCHELASTIC_RUN_ID" in os.environ else 0.0
+
+    def handler(signum, frame):
+        if not stop.armed:  # as before this handler: KeyboardInterrupt for SIGINT, death for SIGTERM
+            before = stop.previous.get(signum)
+            if callable(before):
+                return before(signum, frame)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        name = signal.Signals(signum).name
+        if not stop.signum:
+            stop.signum, stop.at = signum, time.monotonic()
+            say(master, f"\n{name}: stopping after this step with a checkpoint (send it again to quit at once)\n")
+        elif time.monotonic() - stop.at > window:
+            say(master, f"\n{name} again: quitting now, without a checkpoint of this step\n")
+            os._exit(128 + signum)
+
+    # a signal the process was started ignoring (SIGINT of a background job in a script) stays ignored
+    stop.previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    return stop
+
+
+def restore_stop_handler(stop: SimpleNamespace) -> None:
+    for s, h in stop.previous.items():
+        signal.signal(s, h)
+    stop.previous = {}
+
+
+def say(master: bool, text: str) -> None:
+    """Write from a signal handler: print() there can hit a reentrant write of the interrupted code."""
+    if master:
+        os.write(sys.stderr.fileno(), text.encode())
+
+
+def stop_requested(stop: SimpleNamespace | None, d) -> int:
+    """After each step: the signal to stop on (0 = go on), the same on every rank: the flags are all-reduced (MAX),
+    so the ranks stop at the same step even when the signal reached them on either side of this check."""
+    if stop is None:
+        return 0
+    if not d.ddp:
+        return stop.signum
+    return int(all_reduce_(torch.tensor([stop.signum], dtype=torch.int64), d, dist.ReduceOp.MAX).item())
+
+
+def resume_command(script: str, argv: list[str], d) -> str:
+    """The command that continues this run: the same one with --resume=True (torchrun's own flags are not visible
+    to the script: a one-node launch is written out, a multi-node one is named)."""
+    args = [a for a in argv if not a.replace("-", "_").startswith("__resume")] + ["--resume=True"]
+    if d.world_size == 1:
+        launch = ["python"]
+    elif os.environ.get("LOCAL_WORLD_SIZE") == str(d.world_size):
+        launch = ["torchrun", "--standalone", f"--nproc_per_node={d.world_size}"]
+    else:
+        launch = ["torchrun", "<the same launch flags>"]
+    return shlex.join([*launch, script, *args])
+
+
+def exit_on_stop(stop: SimpleNamespace, signum: int, step: int, ckpt: str, d, log) -> None:
+    """The run has written ckpt after `step`: say so and how to resume, and exit with 128 + signum."""
+    log(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {ckpt}. Resume with:\n"
+        f"  {resume_command(stop.script, stop.argv, d)}")
+    raise SystemExit(128 + signum)
