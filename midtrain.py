@@ -40,7 +40,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import model as model_lib
-import plot
 import sample
 from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
@@ -49,7 +48,8 @@ from data.tokenizer import Tokenizer
 from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, exit_on_stop, full_model,
                      grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint, load_optimizer_state,
                      peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
-                     setup_distributed, stop_requested, trim_metrics, world_size_from_env, wrap_for_training)
+                     setup_distributed, stop_requested, trim_metrics, wandb_init, wandb_record, world_size_from_env,
+                     wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -459,13 +459,13 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
         save_checkpoint(os.path.join(out_dir, f"ckpt-{step_now:06d}"), raw_model, optimizer, tok, run_config, st, d,
                         c.keep_last_n)
 
-    wandb_run = plot.wandb_init(c, out_dir) if d.master else None  # None unless wandb_log=True
+    wandb_run = wandb_init(c, out_dir) if d.master else None  # None unless wandb_log=True
 
     def write_metrics(rec):
         if d.master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            plot.wandb_record(wandb_run, rec)
+            wandb_record(wandb_run, rec)
 
     def run_eval(step_now, tokens_now):
         t0 = time.time()

@@ -7,8 +7,8 @@ matplotlib (`pip install matplotlib`); nothing else in the project does.
     python plot.py --run=out/rl                              # reward, response length, accuracy of an RL run
     python plot.py --run=out/stable,out/midtrain --x=tokens  # several runs overlaid; x in tokens (mid-training)
 
-Also here, for the stages: optional Weights & Biases logging of the same records (`--wandb_log=True` on midtrain.py
-or rl.py, as in nanoGPT; needs `pip install wandb`). metrics.jsonl is always written; W&B is never required.
+The stages' optional Weights & Biases logging of the same records (`--wandb_log=True`) is runtime.wandb_init /
+wandb_record: a logger is part of running a stage, not of drawing its curves.
 """
 from __future__ import annotations
 
@@ -144,38 +144,6 @@ def main(argv: list[str] | None = None) -> str:
     write_atomic(path, draw(panels, cfg["x"], " + ".join(runs)))
     print(f"wrote {path}: {', '.join(panels)}")
     return path
-
-
-# -----------------------------------------------------------------------------------------------------------------
-# Weights & Biases: the stages' metrics records, also sent to W&B when their wandb_log knob is on
-
-
-def wandb_init(c, out_dir: str):
-    """A W&B run for one stage run (None when c.wandb_log is off). Called on rank 0 only."""
-    if not getattr(c, "wandb_log", False):
-        return None
-    try:
-        import wandb
-    except ImportError:
-        raise UserError("wandb_log=True needs the wandb package: pip install wandb (then wandb login), or pass "
-                        "--wandb_log=False; metrics.jsonl has the same records") from None
-    if wandb.run is not None:  # midtrain's stable then decay: one W&B run each
-        wandb.run.finish()
-    return wandb.init(project=c.wandb_project, name=c.wandb_run_name or os.path.basename(os.path.normpath(out_dir)),
-                      config=dict(vars(c)))
-
-
-def wandb_record(wandb_run, rec: dict) -> None:
-    """One metrics.jsonl record as W&B scalars: "train/loss", "eval/val/web", ... at the record's step."""
-    if wandb_run is None:
-        return
-    flat = {}
-    for key, value in rec.items():
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub, v in items:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "step":
-                flat["/".join(p for p in (rec.get("kind", "train"), key, sub) if p)] = v
-    wandb_run.log(flat, step=rec["step"])
 
 
 if __name__ == "__main__":

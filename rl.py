@@ -41,17 +41,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import eval_math
+import benchmarks
 import grader
 import model as model_lib
-import plot
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
 from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, exit_on_stop,
                      full_model, install_stop_handler, is_sharded, load_optimizer_state, progress_bar,
                      restore_stop_handler, rng_state, save_checkpoint, set_rng_state, setup_distributed, shard_model,
-                     stop_requested, sum_gradients, trim_metrics, world_size_from_env)
+                     stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -64,7 +63,7 @@ resume = False  # continue out_dir from its `latest` checkpoint
 prompt_file = "data/synth/rl_train.jsonl"
 question_field = "question"
 answer_field = "answer"  # gold final answer; a GSM8K-style solution ending in "#### N" gives N
-template = "Question: {question}\nAnswer:"  # str.format with {question}; "r1" = eval_math.R1_TEMPLATE
+template = "Question: {question}\nAnswer:"  # str.format with {question}; "r1" = benchmarks.R1_TEMPLATE
 stop = ["\n\nQuestion:", "Question:"]  # stop strings of a response (the R1 template uses ["\nUser:"])
 max_prompt_len = 256  # tokens (BOS and template included); longer prompts are dropped
 # rollouts
@@ -109,13 +108,13 @@ overlong_penalty = 1.0  # the penalty at max_response_len (added to the reward a
 mask_truncated = False  # responses cut at max_response_len are left out of the loss (and of its normalisers)
 # run length, evaluation, logging, checkpoints
 max_steps = 100
-eval_interval = 50  # steps; 0 = never (greedy eval_math.evaluate on eval_benchmarks; also before and at the end)
-eval_benchmarks = "synth"  # comma-separated eval_math benchmarks
+eval_interval = 50  # steps; 0 = never (greedy benchmarks.evaluate on eval_benchmarks; also before and at the end)
+eval_benchmarks = "synth"  # comma-separated benchmarks (benchmarks.BENCHMARKS)
 eval_style = "fewshot"  # "fewshot" (the synthetic set's own "Question/Answer" format) | "r1"
 eval_limit = 0  # first eval_limit problems per benchmark; 0 = all
 eval_max_new_tokens = 192
 eval_batch_size = 128
-eval_data_dir = ""  # "" = eval_math's default folders
+eval_data_dir = ""  # "" = benchmarks.default_data_dir
 log_interval = 5  # print a line every this many steps (the progress bar always shows the latest)
 ckpt_interval = 50  # steps; a checkpoint is also written at the end
 keep_last_n = 2  # 0 = keep all
@@ -216,61 +215,7 @@ def response_len_at(schedule: list[tuple[int, int]], step: int) -> int:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# prompts: load, template, length-filter; a seeded sampler with a saveable position
-
-
-def gold_answer(value) -> str:
-    """A gold field -> the final answer string. GSM8K's solutions end in '#### 1,234': the part after ####."""
-    if isinstance(value, bool) or value is None:
-        raise UserError(f"gold answer must be a string or number, got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    if "####" in text:
-        text = text.split("####")[-1].strip().replace(",", "")
-    return text
-
-
-def render_prompt(template: str, question: str) -> str:
-    return (eval_math.R1_TEMPLATE if template == "r1" else template).format(question=question.strip())
-
-
-def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_field: str = "question",
-                 answer_field: str = "answer", log=print) -> list[dict]:
-    """-> [{question, answer, prompt_ids}], prompts longer than max_prompt_len tokens dropped (with a count)."""
-    if not os.path.isfile(path):
-        hint = " (the synthetic set is written by `python midtrain.py` or `python -m data.synth`)" \
-            if "synth" in path else ""
-        raise UserFileError(f"prompt_file {path!r} does not exist{hint}")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or question_field not in row or answer_field not in row:
-                have = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise UserError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
-                                f"(question_field / answer_field knobs), has {have}")
-            q = row[question_field]
-            if not isinstance(q, str) or not q.strip():
-                raise UserError(f"{path}:{lineno}: empty or non-string {question_field!r}")
-            rows.append({"question": q, "answer": gold_answer(row[answer_field])})
-    if not rows:
-        raise UserError(f"{path}: no problems in it")
-    bos = tok.bos_id is not None  # the same prompt sample.generate would build from the text (BOS first)
-    ids = tok.encode_batch([render_prompt(template, r["question"]) for r in rows], bos=bos)
-    kept = [r | {"prompt_ids": p} for r, p in zip(rows, ids) if len(p) <= max_prompt_len]
-    dropped = len(rows) - len(kept)
-    log(f"prompts: {len(kept)} of {len(rows)} from {path}" +
-        (f" ({dropped} dropped: longer than max_prompt_len={max_prompt_len} tokens)" if dropped else ""))
-    if not kept:
-        raise UserError(f"no prompt in {path} fits max_prompt_len={max_prompt_len} tokens (the shortest has "
-                        f"{min(map(len, ids))}): raise max_prompt_len")
-    return kept
+# prompts (loaded by benchmarks.load_prompts): a seeded sampler with a saveable position
 
 
 def sampler_draw(state: dict, n_items: int, k: int, seed: int) -> list[int]:
@@ -681,12 +626,12 @@ def collect_rollouts(model, tok, examples, c, d, step: int, sampler: dict, max_n
 
 
 def run_eval(model, tok, c, step: int, autocast) -> dict:
-    """Greedy accuracy on eval_benchmarks (eval_math.evaluate) -> {benchmark: accuracy}."""
+    """Greedy accuracy on eval_benchmarks (benchmarks.evaluate) -> {benchmark: accuracy}."""
     with autocast(), contextlib.redirect_stdout(io.StringIO()):  # its table would cut through the progress bar
-        rep = eval_math.evaluate(model, tok, c.eval_benchmarks, data_dir=c.eval_data_dir or None, style=c.eval_style,
-                                 max_new_tokens=c.eval_max_new_tokens, limit=c.eval_limit or None,
-                                 batch_size=c.eval_batch_size, out_dir=os.path.join(c.out_dir, "eval", f"step-{step:06d}"),
-                                 progress=False, grade_timeout=c.grade_timeout)
+        rep = benchmarks.evaluate(model, tok, c.eval_benchmarks, data_dir=c.eval_data_dir or None,
+                                  style=c.eval_style, max_new_tokens=c.eval_max_new_tokens, limit=c.eval_limit or None,
+                                  batch_size=c.eval_batch_size, progress=False, grade_timeout=c.grade_timeout,
+                                  out_dir=os.path.join(c.out_dir, "eval", f"step-{step:06d}"))
     return {k: v["accuracy"] for k, v in rep["benchmarks"].items()}
 
 
@@ -743,7 +688,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         sum_gradients(model)  # the losses are normalised by global counts: ranks' gradients add up
         if ref_model is not None:
             shard_model(ref_model, d.device, train_dtype, c.fsdp_cpu_offload)
-    examples = load_prompts(c.prompt_file, tok, c.template, c.max_prompt_len, c.question_field, c.answer_field,
+    examples = benchmarks.load_prompts(c.prompt_file, tok, c.template, c.max_prompt_len, c.question_field, c.answer_field,
                             log=log)
     longest = max(len(e["prompt_ids"]) for e in examples)
     most = max(v for _, v in schedule)
@@ -773,13 +718,13 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
     log(f"{n_params / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x {c.group_size} "
         f"responses | {d.world_size} rank(s) ({c.parallel}) on {d.device} | {c.init_from} -> {c.out_dir}")
 
-    wandb_run = plot.wandb_init(c, c.out_dir) if d.master else None  # None unless wandb_log=True
+    wandb_run = wandb_init(c, c.out_dir) if d.master else None  # None unless wandb_log=True
 
     def write_metrics(rec):
         if d.master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            plot.wandb_record(wandb_run, rec)
+            wandb_record(wandb_run, rec)
 
     def save(step_now):
         st = {"step": step_now, "sampler": dict(sampler), "rng": rng_state(), "init_from": c.init_from}

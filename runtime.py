@@ -2,8 +2,8 @@
 What the two training stages (midtrain.py, rl.py) run on, in one place: the distributed setup (torchrun's env),
 precision (autocast), the cross-rank reductions, the progress bar, data parallelism (DDP, or FSDP2 sharding with the
 full weights gathered for sampling), and the training checkpoints (the HF folder of model.py plus state.pt:
-optimizer, RNG, data position), with `latest`, pruning and the metrics log's trim on resume. DESIGN.md, "runtime.py",
-has the choices and their memory numbers.
+optimizer, RNG, data position), with `latest`, pruning and the metrics log's trim on resume, and the optional W&B
+logger of the metrics records. DESIGN.md, "runtime.py", has the choices and their memory numbers.
 
 The stages import this module, model, data, sample and the grader; never each other.
 """
@@ -209,6 +209,39 @@ def trim_metrics(path: str, last_step: int) -> None:
             if rec.get("step", 0) <= last_step:
                 rows.append(line if line.endswith("\n") else line + "\n")
     write_atomic(path, "".join(rows))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Weights & Biases: the stages' metrics records, also sent to W&B when their wandb_log knob is on (as in nanoGPT;
+# `pip install wandb`). metrics.jsonl is always written; W&B is never required.
+
+
+def wandb_init(c, out_dir: str):
+    """A W&B run for one stage run (None when c.wandb_log is off). Called on rank 0 only."""
+    if not getattr(c, "wandb_log", False):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=True needs the wandb package: pip install wandb (then wandb login), or pass "
+                        "--wandb_log=False; metrics.jsonl has the same records") from None
+    if wandb.run is not None:  # midtrain's stable then decay: one W&B run each
+        wandb.run.finish()
+    return wandb.init(project=c.wandb_project, name=c.wandb_run_name or os.path.basename(os.path.normpath(out_dir)),
+                      config=dict(vars(c)))
+
+
+def wandb_record(wandb_run, rec: dict) -> None:
+    """One metrics.jsonl record as W&B scalars: "train/loss", "eval/val/web", ... at the record's step."""
+    if wandb_run is None:
+        return
+    flat = {}
+    for key, value in rec.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "step":
+                flat["/".join(p for p in (rec.get("kind", "train"), key, sub) if p)] = v
+    wandb_run.log(flat, step=rec["step"])
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-import eval_math
+import benchmarks
 import midtrain
 import model as model_lib
 import rl
@@ -280,10 +280,10 @@ def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
     model.to(dev).eval()
     common = dict(data_dir=c.synth_dir, style="fewshot", max_new_tokens=c.eval_max_new_tokens,
                   limit=c.eval_problems or None, batch_size=c.eval_batch_size, progress=False)
-    with contextlib.redirect_stdout(io.StringIO()):  # eval_math prints its own table; ours comes at the end
-        greedy = eval_math.evaluate(model, tok, ["synth"], out_dir=os.path.join(out, "greedy"), **common)
-        sampled = (eval_math.evaluate(model, tok, ["synth"], n=c.maj_k, temperature=1.0, seed=0,
-                                      out_dir=os.path.join(out, f"maj{c.maj_k}"), **common) if c.maj_k else None)
+    with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints its own table; ours comes at the end
+        greedy = benchmarks.evaluate(model, tok, ["synth"], out_dir=os.path.join(out, "greedy"), **common)
+        sampled = (benchmarks.evaluate(model, tok, ["synth"], n=c.maj_k, temperature=1.0, seed=0,
+                                       out_dir=os.path.join(out, f"maj{c.maj_k}"), **common) if c.maj_k else None)
     g = greedy["benchmarks"]["synth"]
     s = sampled["benchmarks"]["synth"] if sampled else None
     res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],

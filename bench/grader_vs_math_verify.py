@@ -45,7 +45,7 @@ from fractions import Fraction
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import eval_math  # noqa: E402
+import benchmarks  # noqa: E402
 import grader  # noqa: E402
 from configurator import run_cli  # noqa: E402
 
@@ -235,7 +235,7 @@ def main():
     args = ap.parse_args()
     pairs, counts = [], {}
     for bench in args.benchmarks.split(","):
-        golds = [e["answer"] for e in eval_math.load_benchmark(bench, args.data_dir)][:args.limit or None]
+        golds = [e["answer"] for e in benchmarks.load_benchmark(bench, args.data_dir)][:args.limit or None]
         counts[bench] = len(golds)
         pairs += [{**p, "bench": bench} for p in build_pairs(golds)]
     r = compare(pairs)

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import benchmarks  # noqa: E402
 import model as model_lib  # noqa: E402
 import rl  # noqa: E402
 from configurator import UserFileError, run_cli  # noqa: E402
@@ -52,8 +53,8 @@ def load_model(args):
 
 def load_examples(args, tok):
     if args.ckpt and os.path.isfile(args.prompts):
-        return rl.load_prompts(args.prompts, tok, rl.DEFAULTS["template"], rl.DEFAULTS["max_prompt_len"],
-                               log=lambda s: None)
+        return benchmarks.load_prompts(args.prompts, tok, rl.DEFAULTS["template"], rl.DEFAULTS["max_prompt_len"],
+                                       log=lambda s: None)
     rng = random.Random(0)
     rows = []
     for _ in range(200):

@@ -242,6 +242,7 @@ def test_plot_user_errors(argv, words, capsys):
 
 def test_plot_and_wandb_missing_packages_are_one_line_errors(tmp_path, monkeypatch):
     import plot
+    import runtime  # the W&B logger is the stages' (runtime.py), not plot.py's
     (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 1.0}\n')
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(configurator.UserError, match="pip install matplotlib"):
@@ -249,5 +250,5 @@ def test_plot_and_wandb_missing_packages_are_one_line_errors(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "wandb", None)
     c = type("C", (), {"wandb_log": True})()
     with pytest.raises(configurator.UserError, match="pip install wandb.*--wandb_log=False"):
-        plot.wandb_init(c, "out/x")
-    assert plot.wandb_init(type("C", (), {"wandb_log": False})(), "out/x") is None
+        runtime.wandb_init(c, "out/x")
+    assert runtime.wandb_init(type("C", (), {"wandb_log": False})(), "out/x") is None

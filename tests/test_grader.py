@@ -9,7 +9,7 @@ import os
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-from eval_math import load_benchmark
+from benchmarks import load_benchmark
 from grader import extract_answer, math_equal
 
 # math_equal swallows unexpected exceptions with a warning (an RL run must not crash); tests must see them

@@ -1,5 +1,5 @@
 """rl.py: advantages, the clipped loss and its three aggregations by hand; the training forward against the sampler;
-prompts, rewards, sampler; dynamic sampling; a toy task learned end to end; resume. The 2-rank checks (2 gloo ranks
+rewards, sampler; dynamic sampling; a toy task learned end to end; resume. The 2-rank checks (2 gloo ranks
 == 1 process) share one launch with the FSDP ones in test_fsdp.py, from one_update here."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import conftest  # noqa: F401  first: it puts the repo root on sys.path (also in test_fsdp.py's worker processes)
+import benchmarks  # noqa: E402
 import rl  # noqa: E402
 import sample  # noqa: E402
 from data.tokenizer import Tokenizer
@@ -108,11 +109,7 @@ def test_aggregate_micro_batches_add_up_with_global_counts(mode):
 # ---- small pieces ------------------------------------------------------------------------------------------------
 
 
-def test_gold_answer_schedule_and_seeds():
-    assert rl.gold_answer("Natalia sold 48/2 = 24 clips.\n#### 1,234") == "1234"
-    assert rl.gold_answer(72.0) == "72" and rl.gold_answer(" \\frac{1}{2} ") == "\\frac{1}{2}"
-    with pytest.raises(ValueError):
-        rl.gold_answer(None)
+def test_schedule_and_seeds():
     sched = rl.length_schedule({0: 2048, 100: 4096, "160": 8192})  # a str key, as after a JSON round trip
     assert [rl.response_len_at(sched, s) for s in (0, 99, 100, 159, 160, 10**6)] == [2048, 2048, 4096, 4096, 8192, 8192]
     assert rl.length_schedule(96) == [(0, 96)]
@@ -172,20 +169,6 @@ def tiny(tmp_path_factory):
     return SimpleNamespace(root=root, tok=tok, net=net, base=str(root / "base"), prompts=str(root / "prompts.jsonl"))
 
 
-def test_load_prompts_fields_gsm8k_gold_and_length_filter(tiny):
-    logs = []
-    ex = rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}\nA:", 64, "problem", "solution", log=logs.append)
-    assert len(ex) == 40 and "1 dropped" in logs[0]
-    assert ex[3]["answer"] == "6" and ex[3]["prompt_ids"][0] == tiny.tok.bos_id
-    assert tiny.tok.decode(ex[3]["prompt_ids"][1:]) == "Q: Mia has 3 apples and buys 3 more. How many apples?\nA:"
-    r1 = rl.load_prompts(tiny.prompts, tiny.tok, "r1", 400, "problem", "solution", log=logs.append)
-    assert "\\boxed{}" in tiny.tok.decode(r1[0]["prompt_ids"])  # the R1 template, its braces unescaped
-    with pytest.raises(ValueError, match="max_prompt_len"):
-        rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}", 5, "problem", "solution", log=logs.append)
-    with pytest.raises(ValueError, match="question_field"):
-        rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}", 64, log=logs.append)
-
-
 def test_trainer_logprobs_match_the_sampler(tiny):
     """The training forward (right-padded prompt + response, one pass) gives the sampler's log-probs (KV-cache
     decode, left-padded) at the same temperature, and nothing outside the response is a target."""
@@ -221,7 +204,8 @@ def test_trainer_logprobs_match_the_sampler_with_a_padded_vocab(tiny):
 
 
 def test_dynamic_sampling_refills_with_mixed_groups(tiny):
-    ex = rl.load_prompts(tiny.prompts, tiny.tok, "Q: {question}\nA:", 64, "problem", "solution", log=lambda s: None)
+    ex = benchmarks.load_prompts(tiny.prompts, tiny.tok, "Q: {question}\nA:", 64, "problem", "solution",
+                                 log=lambda s: None)
     c = SimpleNamespace(**{**rl.DEFAULTS, "group_size": 4, "prompts_per_step": 6, "drop_uniform_groups": True,
                            "max_refill_rounds": 5, "stop": [], "seed": 0})
     d = SimpleNamespace(ddp=False, rank=0, world_size=1)
