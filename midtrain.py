@@ -6,7 +6,11 @@ instruction data. One file, read top to bottom: knobs, LR schedule, setup, data,
     python midtrain.py                                            # built-in default: tiny model, synthetic data, CPU
     python midtrain.py config/octothinker_1b_stable.py            # the paper's recipe (needs the tokenized corpora)
     torchrun --nproc_per_node=8 midtrain.py config/octothinker_1b_decay_long.py
+    torchrun --standalone --nproc_per_node=2 midtrain.py --out_dir=out/mt2  # the default run, same global batch
     python midtrain.py --resume=True                              # continue out dirs' latest checkpoints exactly
+
+Ctrl-C (SIGINT) or SIGTERM while training: the step finishes, a checkpoint is written, the command that resumes is
+printed, exit status 130 / 143 (runtime.install_stop_handler); a second signal quits at once.
 
 The built-in default makes the synthetic "math world" (data/synth.py) under data/synth, trains a small BPE on it,
 tokenizes each corpus into data/synth/shards/<name>, then runs a stable stage (web-heavy mixture, out/midtrain/stable)

@@ -9,6 +9,9 @@ advantages, the loss, the update, the loop.
     torchrun --nproc_per_node=8 rl.py config/rl_octothinker_1b.py
     python rl.py --resume=True                           # continue out_dir's latest checkpoint
 
+Ctrl-C (SIGINT) or SIGTERM while training: the step finishes, a checkpoint is written, the command that resumes is
+printed, exit status 130 / 143 (runtime.install_stop_handler); a second signal quits at once.
+
 One step:
   1. draw prompts_per_step problems; under torchrun each rank rolls out its own disjoint share,
   2. sample group_size responses per problem with sample.generate (no grad, one shared prefill per group),
