@@ -53,7 +53,7 @@ from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_
                      grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint, load_optimizer_state,
                      peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
                      setup_distributed, stop_requested, trim_metrics, wandb_init, wandb_record, world_size_from_env,
-                     wrap_for_training)
+                     memory_table, wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -456,6 +456,7 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
     log(f"[{which}] {n_params / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
         f"({d.world_size} x {micro_batch} x {c.seq_len} x {grad_accum} accum, {c.parallel}), mixture {plan.mixture}, "
         f"from {start} -> {out_dir}")
+    log(memory_table("midtrain", raw_model.config, c, d))
 
     def save(step_now, tokens_now):
         st = {"step": step_now, "tokens": tokens_now, "loader": loader.state_dict(), "rng": rng_state(),

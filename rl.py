@@ -51,7 +51,7 @@ import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
 from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, exit_on_stop,
-                     full_model, install_stop_handler, is_sharded, load_optimizer_state, progress_bar,
+                     full_model, install_stop_handler, is_sharded, load_optimizer_state, memory_table, progress_bar,
                      restore_stop_handler, rng_state, save_checkpoint, set_rng_state, setup_distributed, shard_model,
                      stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
 
@@ -720,6 +720,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                                      "resumed_from": resume_from, "prompts": len(examples)}}
     log(f"{n_params / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x {c.group_size} "
         f"responses | {d.world_size} rank(s) ({c.parallel}) on {d.device} | {c.init_from} -> {c.out_dir}")
+    log(memory_table("rl", model.config, c, d))
 
     wandb_run = wandb_init(c, c.out_dir) if d.master else None  # None unless wandb_log=True
 

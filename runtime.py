@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import memory_model
 import model as model_lib
 from configurator import UserError
 from data.files import remove_stale_temp_dirs, write_atomic
@@ -471,6 +472,17 @@ def install_stop_handler(master: bool, script: str, argv: list[str]) -> SimpleNa
     # a signal the process was started ignoring (SIGINT of a background job in a script) stays ignored
     stop.previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
     return stop
+
+
+def memory_table(stage: str, cfg, c, d) -> str:
+    """memory_model's per-GPU plan of this run as one table ("midtrain" or "rl" knobs c); the stages log it on rank
+    0 at start. On a CPU run the capacity line is sized for an 80 GB GPU."""
+    cuda = d.device.type == "cuda"
+    gpu = torch.cuda.get_device_properties(d.device).total_memory if cuda else 80 * memory_model.GB
+    plan = memory_model.plan_for_knobs(stage, cfg, c, d.world_size, d.device.type, gpu)
+    title = (f"{memory_model.param_count(cfg) / 1e9:.2f}B params, {d.world_size} rank(s), {c.parallel}, "
+             f"{'bf16' if memory_model.uses_bf16(c.dtype, d.device.type) else 'fp32'}")
+    return memory_model.format_plan(plan, title)
 
 
 def restore_stop_handler(stop: SimpleNamespace) -> None:

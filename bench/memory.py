@@ -5,6 +5,8 @@ sequences but shrink the rest of the model so a CPU runs them:
 
     python bench/memory.py                       # 2 layers, d=256, V=128,256; 2 x 1,024 response tokens
     python bench/memory.py --response_len=4096   # longer responses: the old path's memory grows with them, not the new
+    python bench/memory.py --plan=config/rl_octothinker_3b.py   # no measurement: memory_model's per-GPU plan of a
+                                                                # preset (--world_size=8 --gpu_gb=80 by default)
 
   rl:       one rl.update_policy (forward, log-probs + entropy of the response tokens, clipped loss, backward,
             AdamW step) on `n_seqs` rollouts of prompt_len + response_len tokens, one micro-batch;
@@ -12,10 +14,13 @@ sequences but shrink the rest of the model so a CPU runs them:
 
 Each measurement runs in a fresh process: the model and optimizer state are built first, then the kernel's peak-RSS
 counter is reset (/proc/self/clear_refs) and the step runs; "peak" is the step's high-water mark over the resident
-memory it started from (what the step itself needs), "process" the whole process's high-water mark.
+memory it started from (what the step itself needs), "process" the whole process's high-water mark, "model" what
+memory_model predicts for the step's process (weights, optimizer state, gradients, activations, logits) next to
+the process's measured high-water mark above its RSS right after the imports.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -27,9 +32,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import memory_model  # noqa: E402
 import model as model_lib  # noqa: E402
 import rl  # noqa: E402
-from configurator import configure  # noqa: E402
+from configurator import UserError, configure  # noqa: E402
 
 vocab_size = 128256  # Llama 3's
 dim = 256
@@ -40,6 +46,9 @@ response_len = 1024  # tokens per sequence that go through the vocabulary (the R
 chunk = rl.DEFAULTS["logits_chunk"]  # tokens per chunk of the new path (the scripts' default)
 cases = "rl,midtrain"
 threads = 0  # torch threads per measurement; 0 = torch's default
+plan = ""  # a config file (a preset): print memory_model's per-GPU plan of its run instead of measuring
+world_size = 8  # --plan: GPUs of the run
+gpu_gb = 80.0  # --plan: memory of one GPU
 measure = ""  # internal: "<case>:<chunk>" runs that one measurement in this process and prints it as JSON
 
 
@@ -58,12 +67,15 @@ def reset_peak() -> int:
     return rss_kb("VmRSS")
 
 
+def build_config(c) -> model_lib.LlamaConfig:
+    return model_lib.LlamaConfig.from_preset("test", vocab_size=c["vocab_size"], dim=c["dim"], n_layers=c["n_layers"],
+                                             n_heads=4, n_kv_heads=2, ffn_dim=3 * c["dim"],
+                                             max_seq_len=c["prompt_len"] + c["response_len"])
+
+
 def build(c) -> model_lib.Llama:
-    cfg = model_lib.LlamaConfig.from_preset("test", vocab_size=c["vocab_size"], dim=c["dim"], n_layers=c["n_layers"],
-                                            n_heads=4, n_kv_heads=2, ffn_dim=3 * c["dim"],
-                                            max_seq_len=c["prompt_len"] + c["response_len"])
     torch.manual_seed(0)
-    return model_lib.Llama(cfg).train()
+    return model_lib.Llama(build_config(c)).train()
 
 
 def rl_step(c, net, chunk_size: int):
@@ -98,6 +110,7 @@ def midtrain_step(c, net, chunk_size: int):
 
 def measure_one(c) -> dict:
     case, chunk_size = c["measure"].split(":")
+    imports_kb = rss_kb("VmRSS")
     net = build(c)
     step = {"rl": rl_step, "midtrain": midtrain_step}[case](c, net, int(chunk_size))
     base = reset_peak()
@@ -105,7 +118,22 @@ def measure_one(c) -> dict:
     step()
     seconds = time.perf_counter() - t0
     return {"case": case, "chunk": int(chunk_size), "peak_mb": (rss_kb("VmHWM") - base) / 1024,
-            "process_mb": rss_kb("VmHWM") / 1024, "seconds": seconds}
+            "process_mb": rss_kb("VmHWM") / 1024, "above_imports_mb": (rss_kb("VmHWM") - imports_kb) / 1024,
+            "seconds": seconds}
+
+
+def predicted_mb(case: str, chunk_size: int, c) -> float:
+    """memory_model's bytes for one measurement's process (no rollout phase: the benchmark runs the update only),
+    in MiB. The midtrain case builds no optimizer."""
+    cfg = build_config(c)
+    common = dict(bf16=False, checkpointing=False, logits_chunk=chunk_size)
+    if case == "rl":
+        plan = memory_model.rl_plan(cfg, micro_batch=c["n_seqs"], prompt_len=c["prompt_len"],
+                                    response_len=c["response_len"], rollout_rows=0, **common)
+    else:
+        plan = memory_model.midtrain_plan(cfg, micro_batch=c["n_seqs"], seq_len=c["prompt_len"] + c["response_len"],
+                                          optimizer="none", **common)
+    return plan.total("update") / 2**20
 
 
 def start_measurement(case: str, chunk_size: int, c) -> subprocess.Popen:
@@ -137,8 +165,36 @@ def compare(c) -> list[dict]:
     return rows
 
 
+def preset_plan(path: str, world: int, gpu_gb: float, overrides=()) -> memory_model.Plan:
+    """memory_model's plan of the run a config file describes (rl.py's knobs when its name starts with "rl", else
+    midtrain.py's), on `world` GPUs of gpu_gb; the model from init_from (decay_init_from for a decay stage)."""
+    import midtrain
+    stage = "rl" if os.path.basename(path).startswith("rl") else "midtrain"
+    ns = copy.deepcopy(rl.DEFAULTS if stage == "rl" else midtrain.DEFAULTS)
+    if stage == "rl":
+        ns["max_response_len"] = None  # as rl.main: an int or a {from_step: tokens} schedule
+    k = SimpleNamespace(**configure(ns, [path, *overrides], verbose=False))
+    if stage == "rl" and k.max_response_len is None:
+        k.max_response_len = rl.DEFAULTS["max_response_len"]
+    start = k.decay_init_from if stage == "midtrain" and k.stage == "decay" and k.decay_init_from else k.init_from
+    cfg = memory_model.model_config_for(start)
+    if cfg is None and stage == "rl" and start == rl.DEFAULTS["init_from"] and not os.path.isdir(start):
+        # the built-in run's mid-trained model, before midtrain.py has written it: its scratch preset and BPE
+        cfg = memory_model.model_config_for(midtrain.DEFAULTS["init_from"])
+        cfg.vocab_size = midtrain.DEFAULTS["synth_vocab_size"]
+    if cfg is None:
+        raise UserError(f"{path}: cannot tell the model of {start!r} (no config.json there, no 1b / 3b in its name)")
+    plan = memory_model.plan_for_knobs(stage, cfg, k, world, "cuda", gpu_gb * memory_model.GB)
+    print(memory_model.format_plan(plan, f"{os.path.basename(path)}: {stage}, "
+                                         f"{memory_model.param_count(cfg) / 1e9:.2f}B params, {world} GPUs, "
+                                         f"parallel={k.parallel}"))
+    return plan
+
+
 def main(argv=None):
     c = configure(globals(), argv)
+    if c["plan"]:
+        return preset_plan(c["plan"], c["world_size"], c["gpu_gb"])
     if c["threads"]:
         torch.set_num_threads(c["threads"])
     if c["measure"]:

@@ -1,0 +1,215 @@
+"""
+What one GPU holds during a run, by arithmetic on the model's shapes and the run's knobs (no model is built): the
+training stages print it at start (runtime.print_memory_plan), `python bench/memory.py --plan=<config file>`
+prints it for a preset, and tests/test_memory_model.py checks it against peak memory measured on CPU.
+
+Terms, in bytes per GPU (P = parameters, s = the FSDP shard count, 1 under ddp):
+  weights      fp32 master weights, 4P / s
+  grads        fp32 gradients, 4P / s (freed between updates: set_to_none)
+  optimizer    AdamW's two fp32 moments, 8P / s
+  compute copy bf16 autocast copies of the weights (ddp: all of them, 2P; fsdp: two gathered blocks and the
+               embedding); during rollouts the full inference copy of the weights (fsdp: runtime.full_model)
+  activations  what backward keeps per token and layer (model.Block: its RMSNorm inputs/outputs, q/k/v, attention
+               output, the SwiGLU's four ffn-wide tensors); with gradient checkpointing only each block's input plus
+               one block recomputed
+  logits       the lm_head transient: chunk x vocab fp32 matrices (3 live at once in the chunked log-probs with
+               entropy, 2 in the chunked cross-entropy) plus the fp32 [vocab, dim] weight gradient the chunked
+               backward accumulates; logits_chunk=0 holds all tokens' logits (4 copies: logits, fp32, softmax, grad)
+  KV cache     today's engine: a contiguous cache of (prompt + max response) slots per row in flight, in the
+               compute dtype. A paged pool replaces it by a fixed budget: pass kv_pool_bytes (the hook for
+               sample.py's paged engine), and in-flight sequences become pool / (bytes per token x tokens in use).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+GB = 1e9
+ORDER = ("weights", "grads", "optimizer", "reference", "compute copy", "inference copy", "activations", "logits",
+         "KV cache")  # the table's rows
+
+
+@dataclass
+class Plan:
+    """A run's per-GPU memory: terms (name -> bytes) of each phase, and the rollout engine's capacity."""
+    stage: str
+    phases: dict = field(default_factory=dict)  # phase -> {term: bytes}
+    kv_bytes_per_token: int = 0
+    seq_tokens: int = 0  # prompt + response slots of one row
+    rows_in_flight: int = 0  # rows decoded together by the engine
+    gpu_bytes: float = 80 * GB
+    notes: list = field(default_factory=list)
+
+    def total(self, phase: str) -> float:
+        return sum(self.phases[phase].values())
+
+    def peak(self) -> float:
+        return max(self.total(p) for p in self.phases)
+
+    def kv_capacity(self) -> int:
+        """Sequences of seq_tokens a contiguous cache could keep in flight in what the rollout phase leaves free."""
+        if "rollout" not in self.phases or not self.seq_tokens:
+            return 0
+        rest = self.total("rollout") - self.phases["rollout"].get("KV cache", 0)
+        return max(0, int((self.gpu_bytes - rest) // (self.kv_bytes_per_token * self.seq_tokens)))
+
+
+def param_count(cfg) -> int:
+    d, kv = cfg.dim, cfg.n_kv_heads * cfg.head_dim
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * cfg.ffn_dim + 2 * d
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
+    return cfg.vocab_size * d + cfg.n_layers * per_layer + d + head
+
+
+def block_params(cfg) -> int:
+    d, kv = cfg.dim, cfg.n_kv_heads * cfg.head_dim
+    return 2 * d * d + 2 * d * kv + 3 * d * cfg.ffn_dim + 2 * d
+
+
+def layer_activation_bytes(cfg, bf16: bool) -> int:
+    """Bytes backward keeps per token for one block. fp32 residual stream and norms: the two RMSNorms keep input,
+    normalised and output (6 x dim); matmul-side tensors (q, k, v, the attention output and its [T, H*D] copy, the
+    SwiGLU's gate, up, silu and product) are in the compute dtype."""
+    d, kv, f = cfg.dim, cfg.n_kv_heads * cfg.head_dim, cfg.ffn_dim
+    mm = 2 if bf16 else 4
+    matmul_side = 3 * d + 2 * kv + 4 * f + (2 * d if bf16 else 0)  # bf16: the casts of the two norm outputs
+    return 4 * 6 * d + mm * matmul_side
+
+
+def activation_bytes(cfg, tokens: int, bf16: bool, checkpointing: bool) -> int:
+    per_layer = layer_activation_bytes(cfg, bf16)
+    if checkpointing:  # every block's fp32 input, plus one block's full set while it is recomputed
+        return tokens * (cfg.n_layers * 4 * cfg.dim + per_layer)
+    return tokens * (cfg.n_layers * per_layer + 4 * 4 * cfg.dim)  # + embedding out, final norm (in, normed, out)
+
+
+def logits_bytes(cfg, tokens: int, chunk: int, copies: int) -> int:
+    """The lm_head transient: `copies` fp32 [chunk, V] matrices, plus the chunked backward's fp32 [V, dim] gradient;
+    chunk 0 = every token's logits at once (4 copies, and autograd's own weight gradient)."""
+    V = cfg.vocab_size
+    if chunk == 0:
+        return 4 * tokens * V * 4
+    return copies * min(chunk, tokens) * V * 4 + 4 * V * cfg.dim
+
+
+def kv_bytes_per_token(cfg, bf16: bool) -> int:
+    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * (2 if bf16 else 4)
+
+
+def state_terms(cfg, shards: int, bf16: bool, fsdp: bool, optimizer: str) -> dict:
+    """Weights, gradients, optimizer state and the compute copy held during an update."""
+    P = param_count(cfg)
+    terms = {"weights": 4 * P / shards, "grads": 4 * P / shards,
+             "optimizer": (8 * P if optimizer == "adamw" else 0) / shards}
+    if bf16:  # autocast's cached bf16 casts (ddp), or FSDP's gathered bf16 parameters (two blocks + the embedding)
+        terms["compute copy"] = 2 * (2 * block_params(cfg) + cfg.vocab_size * cfg.dim) if fsdp else 2 * P
+    elif fsdp and shards > 1:  # fp32 gathers of two blocks and the root
+        terms["compute copy"] = 4 * (2 * block_params(cfg) + cfg.vocab_size * cfg.dim)
+    return terms
+
+
+def midtrain_plan(cfg, *, micro_batch: int, seq_len: int, bf16: bool, checkpointing: bool, logits_chunk: int,
+                  parallel: str = "ddp", world_size: int = 1, optimizer: str = "adamw",
+                  gpu_bytes: float = 80 * GB) -> Plan:
+    fsdp = parallel == "fsdp" and world_size > 1
+    shards = world_size if fsdp else 1
+    tokens = micro_batch * seq_len
+    terms = state_terms(cfg, shards, bf16, fsdp, optimizer)
+    terms["activations"] = activation_bytes(cfg, tokens, bf16, checkpointing)
+    # the chunked cross-entropy keeps its dh [N, dim] (and its dw, counted in logits) from forward to backward
+    terms["logits"] = logits_bytes(cfg, tokens, logits_chunk, 2) + (4 * tokens * cfg.dim if logits_chunk else 0)
+    return Plan("midtrain", {"update": terms}, gpu_bytes=gpu_bytes)
+
+
+def rl_plan(cfg, *, micro_batch: int, prompt_len: int, response_len: int, rollout_rows: int, bf16: bool,
+            checkpointing: bool, logits_chunk: int, parallel: str = "ddp", world_size: int = 1,
+            optimizer: str = "adamw", reference: bool = False, kv_pool_bytes: float | None = None,
+            gpu_bytes: float = 80 * GB) -> Plan:
+    """rollout phase: the training state (grads freed) + the engine's weights + its KV cache; update phase: one
+    micro-batch's forward and backward over prompt_len + response_len tokens a sequence."""
+    fsdp = parallel == "fsdp" and world_size > 1
+    shards = world_size if fsdp else 1
+    P = param_count(cfg)
+    update = state_terms(cfg, shards, bf16, fsdp, optimizer)
+    seq = prompt_len + response_len
+    update["activations"] = activation_bytes(cfg, micro_batch * seq, bf16, checkpointing)
+    update["logits"] = logits_bytes(cfg, micro_batch * response_len, logits_chunk, 3)
+    if reference:  # kl_coef > 0: a frozen fp32 copy of the starting weights, sharded like the policy
+        update["reference"] = 4 * P / shards
+    rollout = {k: v for k, v in update.items() if k not in ("grads", "activations", "logits", "compute copy")}
+    if fsdp:  # runtime.full_model: every rank decodes from a full copy in the training dtype
+        rollout["inference copy"] = (2 if bf16 else 4) * P
+    elif bf16:  # autocast's bf16 casts of the weights
+        rollout["inference copy"] = 2 * P
+    per_tok = kv_bytes_per_token(cfg, bf16)
+    rollout["KV cache"] = kv_pool_bytes if kv_pool_bytes is not None else rollout_rows * seq * per_tok
+    plan = Plan("rl", {"rollout": rollout, "update": update}, kv_bytes_per_token=per_tok, seq_tokens=seq,
+                rows_in_flight=rollout_rows, gpu_bytes=gpu_bytes)
+    if kv_pool_bytes is not None:
+        plan.rows_in_flight = int(kv_pool_bytes // (per_tok * seq))
+    return plan
+
+
+def format_plan(plan: Plan, title: str = "") -> str:
+    """One compact table: a row per term, a column per phase (GB), totals, and the engine's in-flight sequences."""
+    phases = list(plan.phases)
+    names = [n for n in ORDER if any(n in plan.phases[p] for p in phases)]
+    lines = [f"memory per GPU{': ' + title if title else ''} (GB)",
+             f"  {'':<15}" + "".join(f"{p:>10}" for p in phases)]
+    for n in names:
+        lines.append(f"  {n:<15}" + "".join(f"{plan.phases[p].get(n, 0) / GB:>10.2f}" for p in phases))
+    lines.append(f"  {'total':<15}" + "".join(f"{plan.total(p) / GB:>10.2f}" for p in phases))
+    if plan.seq_tokens:
+        lines.append(f"  KV cache: {plan.kv_bytes_per_token / 1024:.0f} KiB a token, "
+                     f"{plan.kv_bytes_per_token * plan.seq_tokens / GB:.2f} GB a {plan.seq_tokens:,}-slot row; "
+                     f"{plan.rows_in_flight} rows in flight; a {plan.gpu_bytes / GB:.0f} GB GPU fits "
+                     f"{plan.kv_capacity()} such rows")
+    if plan.peak() > plan.gpu_bytes:
+        lines.append(f"  warning: the peak {plan.peak() / GB:.1f} GB exceeds the GPU's {plan.gpu_bytes / GB:.0f} GB")
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# from a stage's knobs
+
+
+def uses_bf16(dtype_knob: str, device_type: str) -> bool:
+    return dtype_knob == "bfloat16" or (dtype_knob == "auto" and device_type == "cuda")
+
+
+def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda", gpu_bytes: float = 80 * GB,
+                   kv_pool_bytes: float | None = None) -> Plan:
+    """c: the stage's knobs (midtrain.py / rl.py names). RL's lengths are the largest of the max_response_len
+    schedule; a rank's rows in flight are rollout_batch_size, or its whole share when that is 0."""
+    bf16 = uses_bf16(c.dtype, device_type)
+    common = dict(bf16=bf16, checkpointing=bool(c.grad_checkpointing), logits_chunk=c.logits_chunk,
+                  parallel=c.parallel, world_size=world_size, gpu_bytes=gpu_bytes)
+    if stage == "midtrain":
+        micro = min(c.micro_batch, max(1, c.total_batch_tokens // (c.seq_len * world_size)))
+        return midtrain_plan(cfg, micro_batch=micro, seq_len=c.seq_len, **common)
+    sched = c.max_response_len
+    response = max(sched.values()) if isinstance(sched, dict) else int(sched)
+    share = c.prompts_per_step * c.group_size // world_size
+    rows = min(c.rollout_batch_size, share) if c.rollout_batch_size else share
+    return rl_plan(cfg, micro_batch=c.micro_batch, prompt_len=c.max_prompt_len, response_len=response,
+                   rollout_rows=rows, reference=c.kl_coef > 0, kv_pool_bytes=kv_pool_bytes, **common)
+
+
+def model_config_for(init_from: str):
+    """The LlamaConfig a run starts from, without loading weights: a folder's config.json (our run folders follow
+    `latest`), "scratch:<preset>", or, for a path that does not exist yet (a preset's checkpoint), the Llama 3.2
+    size its name says ("...3b..." -> llama3.2-3b). None when none of these applies."""
+    import json
+
+    import model as model_lib
+    if init_from.startswith("scratch:"):
+        return model_lib.LlamaConfig.from_preset(init_from.split(":", 1)[1])
+    if os.path.isdir(init_from):
+        folder = model_lib.resolve_checkpoint(init_from)
+        with open(os.path.join(folder, "config.json")) as f:
+            return model_lib.LlamaConfig.from_hf_dict(json.load(f))
+    m = re.search(r"(?<![0-9.])([13])b(?![a-z0-9])", os.path.basename(init_from.rstrip("/")).lower()) or \
+        re.search(r"(?<![0-9.])([13])b(?![a-z0-9])", init_from.lower())
+    return model_lib.LlamaConfig.from_preset(f"llama3.2-{m.group(1)}b") if m else None

@@ -1,0 +1,88 @@
+"""memory_model: its arithmetic against the real model's parameter count, its prediction against peak memory
+measured on CPU (fresh processes, as bench/memory.py measures), and its plan printed for every preset."""
+import contextlib
+import glob
+import importlib.util
+import io
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import memory_model
+import model as model_lib
+import runtime
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("bench_memory_plan", os.path.join(ROOT, "bench", "memory.py"))
+bench_memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_memory)
+
+# Llama 3's vocabulary and a 1K-token response, the rest of the model shrunk: the terms that scale with V and T
+# (embedding, its gradient and moments, the logits chunk) dominate, as they do at 1B / 3B.
+SHAPES = dict(vocab_size=128256, dim=256, n_layers=2, n_seqs=2, prompt_len=64, response_len=1024, threads=1)
+TOLERANCE = 0.25  # |predicted - measured| / measured: allocator slack, torch's own temporaries, AdamW's foreach buffers
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """Both cases in parallel fresh processes (each one thread): {case: measurement}."""
+    procs = {case: bench_memory.start_measurement(case, 256, SHAPES) for case in ("rl", "midtrain")}
+    return {case: bench_memory.finish(p) for case, p in procs.items()}
+
+
+@pytest.mark.parametrize("case", ["rl", "midtrain"])
+def test_prediction_matches_measured_peak(measured, case):
+    m = measured[case]
+    predicted = bench_memory.predicted_mb(case, 256, SHAPES)
+    got = m["above_imports_mb"]  # the process's high-water mark above its RSS after the imports
+    assert abs(predicted - got) <= TOLERANCE * got, f"{case}: predicted {predicted:.0f} MiB, measured {got:.0f} MiB"
+
+
+@pytest.mark.parametrize("preset", ["llama3.2-1b", "llama3.2-3b", "micro"])
+def test_param_count_is_the_models(preset):
+    cfg = model_lib.LlamaConfig.from_preset(preset)
+    with torch.device("meta"):  # shapes only: no memory for 3B
+        net = model_lib.Llama(cfg)
+    assert memory_model.param_count(cfg) == sum(p.numel() for p in net.parameters())
+
+
+def test_kv_bytes_are_the_caches():
+    cfg = model_lib.LlamaConfig.from_preset("test")
+    cache = model_lib.KVCache(cfg.n_layers, 3, cfg.n_kv_heads, 10, cfg.head_dim, torch.bfloat16)
+    held = sum(t.numel() * t.element_size() for t in cache.k + cache.v)
+    assert memory_model.kv_bytes_per_token(cfg, bf16=True) * 3 * 10 == held
+
+
+def test_terms_follow_the_knobs():
+    cfg = model_lib.LlamaConfig.from_preset("llama3.2-3b")
+    kw = dict(micro_batch=1, prompt_len=400, response_len=8192, rollout_rows=8, bf16=True, checkpointing=True,
+              logits_chunk=256)
+    ddp, fsdp = memory_model.rl_plan(cfg, **kw), memory_model.rl_plan(cfg, parallel="fsdp", world_size=8, **kw)
+    assert fsdp.phases["update"]["optimizer"] * 8 == pytest.approx(ddp.phases["update"]["optimizer"])
+    full = memory_model.rl_plan(cfg, **{**kw, "logits_chunk": 0, "checkpointing": False})
+    assert full.phases["update"]["logits"] > 5 * ddp.phases["update"]["logits"]
+    assert full.phases["update"]["activations"] > 5 * ddp.phases["update"]["activations"]
+    pool = memory_model.rl_plan(cfg, **kw, kv_pool_bytes=20e9)  # the paged engine's hook: the budget sets in-flight
+    assert pool.phases["rollout"]["KV cache"] == 20e9 and pool.rows_in_flight == int(20e9 // (112 * 1024 * 8592))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "config", "*.py"))), ids=os.path.basename)
+def test_every_preset_prints_a_plan_that_fits(path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        plan = bench_memory.preset_plan(path, 8, 80.0)
+    text = out.getvalue()
+    assert "memory per GPU" in text and "total" in text
+    assert 0 < plan.peak() < 80 * memory_model.GB
+    if plan.stage == "rl":
+        assert "rows in flight" in text and plan.kv_capacity() >= plan.rows_in_flight
+
+
+def test_stages_table_on_cpu():
+    cfg = model_lib.LlamaConfig.from_preset("nano")
+    c = SimpleNamespace(**{k: v for k, v in __import__("rl").DEFAULTS.items()})
+    d = SimpleNamespace(device=torch.device("cpu"), world_size=1)
+    text = runtime.memory_table("rl", cfg, c, d)
+    assert "fp32" in text and "KV cache" in text and "256 rows in flight" in text
