@@ -38,9 +38,10 @@ grad_clip = 1.0
 dtype = "bfloat16"  # autocast over fp32 master weights
 compile = True
 grad_checkpointing = True
-# Parallel, per-GPU memory of the 1.24B parameters (8192-token sequences, micro_batch 1, gradient checkpointing):
-# ddp = 16 bytes a parameter 19.8 GB + 2.5 GB of bf16 autocast weight copies + ~2 GB activations = ~24 GB, fits
-# 40 GB cards, and skips FSDP's per-block all-gathers; fsdp on 8 GPUs would need ~5 GB (2.5 GB of shards)
+# Parallel, per-GPU memory of the 1.24B parameters (8192-token sequences, micro_batch 1, gradient checkpointing;
+# memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 16 bytes a parameter 19.8 GB + 2.5 GB
+# of bf16 autocast weight copies + 4.4 GB activations + 1.5 GB logits chunk = 28.1 GB, fits 40 GB cards, and skips
+# FSDP's per-block all-gathers; fsdp on 8 GPUs would need 9.1 GB (2.5 GB of shards)
 parallel = "ddp"
 eval_interval = 500
 eval_batches = 4

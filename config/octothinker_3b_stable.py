@@ -35,9 +35,10 @@ dtype = "bfloat16"  # autocast over fp32 master weights
 compile = True
 grad_checkpointing = True
 # Parallel, per-GPU memory of the 3.21B parameters on 8 GPUs (8192-token sequences, micro_batch 1, gradient
-# checkpointing): ddp = 16 bytes a parameter (fp32 weights, grads, AdamW moments) 51.4 GB + 6.4 GB of bf16
-# autocast weight copies + ~4 GB activations = ~62 GB, 80 GB cards only; fsdp = 16 / 8 bytes a parameter 6.4 GB
-# of shards + ~1.5 GB of gathered bf16 blocks and embedding + ~4 GB activations = ~12 GB, fits 40-48 GB cards
+# checkpointing; memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 16 bytes a parameter
+# (fp32 weights, grads, AdamW moments) 51.4 GB + 6.4 GB of bf16 autocast weight copies + 4.2 GB activations + 1.9 GB
+# logits chunk = 64.0 GB, 80 GB cards only; fsdp = 16 / 8 bytes a parameter 6.4 GB of shards + 1.2 GB of gathered
+# bf16 blocks and embedding + 4.2 GB activations + 1.9 GB logits chunk = 13.8 GB, fits 40-48 GB cards
 parallel = "fsdp"
 eval_interval = 500
 eval_batches = 4

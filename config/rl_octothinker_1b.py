@@ -10,7 +10,7 @@
 # question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
 # Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_1b.py
 # Memory (per GPU, see parallel below): fp32 master weights + AdamW + grads are ~20 GB for 1B under ddp;
-# the sampler's fp32 KV cache is ~0.6 GB per 8.6k-token sequence (half in bf16), hence 32 rows decoded together;
+# the sampler's bf16 KV cache is 0.28 GB per 8.6k-token sequence (32 KiB a token), hence 32 rows decoded together;
 # training runs two sequences per micro-batch with gradient checkpointing.
 init_from = "out/octothinker_1b_decay_long"
 out_dir = "out/rl_octothinker_1b"
@@ -58,8 +58,10 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 grad_checkpointing = True
-# Parallel, per-GPU memory of the 1.24B policy on 8 GPUs: ddp = 19.8 GB (fp32 weights, grads, AdamW moments)
-# + the KV cache of 32 rows x 8.6k tokens (18 GB in fp32, 9 GB in bf16) + ~2 GB activations = 31-40 GB, at or
-# past the limit of 40-48 GB cards (on 80 GB cards ddp is the faster choice); fsdp = 2.5 GB of shards + a 2.5 GB
-# bf16 rollout copy with its 9 GB bf16 KV cache (freed before the update) = ~14 GB during rollouts
+# Parallel, per-GPU memory of the 1.24B policy on 8 GPUs (memory_model, printed by `python bench/memory.py
+# --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW moments) + 2.5 GB bf16 weight copies + 4.6 GB
+# activations + 1.4 GB logits chunk = 28.3 GB in the update, 26.3 GB during rollouts (grads freed; the bf16 KV
+# cache of 32 rows x 8.6k slots is 9.0 GB), past the limit of 40-48 GB cards with allocator slack (on 80 GB cards
+# ddp is the faster choice); fsdp = 2.5 GB of shards + a 2.5 GB bf16 rollout copy with its 9.0 GB KV cache (freed
+# before the update) = 13.3 GB during rollouts, 9.3 GB during the update
 parallel = "fsdp"

@@ -10,7 +10,7 @@
 # question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
 # Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_3b.py
 # Memory (per GPU, see parallel below): fp32 master weights + AdamW + grads are ~51 GB for 3B under ddp;
-# the sampler's fp32 KV cache is ~2 GB per 8.6k-token sequence (half in bf16), hence 8 rows decoded together;
+# the sampler's bf16 KV cache is 0.99 GB per 8.6k-token sequence (112 KiB a token), hence 8 rows decoded together;
 # training runs one sequence per micro-batch with gradient checkpointing.
 init_from = "out/octothinker_3b_decay_long"
 out_dir = "out/rl_octothinker_3b"
@@ -58,8 +58,10 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 grad_checkpointing = True
-# Parallel, per-GPU memory of the 3.21B policy on 8 GPUs: ddp = 51.4 GB (fp32 weights, grads, AdamW moments)
-# + the KV cache of 8 rows x 8.6k tokens (15.8 GB fp32, 7.9 GB bf16) + activations = 62-70 GB, 80 GB cards only;
-# fsdp = 6.4 GB of shards + a 6.4 GB bf16 rollout copy of the weights with its 7.9 GB bf16 KV cache (both freed
-# before the update) = ~21 GB during rollouts, ~11 GB during the update: fits 40-48 GB cards
+# Parallel, per-GPU memory of the 3.21B policy on 8 GPUs (memory_model, printed by `python bench/memory.py
+# --plan=<this file>`): ddp = 51.4 GB (fp32 weights, grads, AdamW moments) + 6.4 GB bf16 weight copies + 4.5 GB
+# activations + 2.0 GB logits chunk = 64.3 GB in the update, 52.9 GB during rollouts (grads freed; the bf16 KV cache
+# of 8 rows x 8.6k slots is 7.9 GB): 80 GB cards only; fsdp = 6.4 GB of shards + a 6.4 GB bf16 rollout copy of the
+# weights with its 7.9 GB KV cache (both freed before the update) = 19.1 GB during rollouts, 14.0 GB during the
+# update: fits 40-48 GB cards. On 80 GB cards the rollout phase has room for 69 such rows (35 under ddp)
 parallel = "fsdp"
