@@ -3,6 +3,17 @@ Generation speed: sample.generate vs Hugging Face transformers' `generate` on th
 run; and how close our decode step comes to the memory-bandwidth bound.
 
     python bench/sample.py [--preset micro] [--batch_sizes 1,16,64] [--prompt_len 32] [--new_tokens 64] [--threads 1]
+    python bench/sample.py --rl [--prompts 64 --samples 8 --typical 32 --threads 1]   # the RL-shaped case
+
+The RL-shaped case (--rl): prompts x samples responses at temperature 1, lengths spread like real RL: the tiny
+model's EOS probability is set to 1/typical for each of a response's first zone x typical tokens and to 0 after
+(eos_schedule, applied to the logits identically on both sides: our model's forward, transformers' logits
+processor), so most responses stop early at EOS (geometric, mean ~typical) and the ~e^-zone that survive run to the
+cap, cap_factor x typical. A random-weight model has no EOS behaviour of its own; a schedule of the response
+position alone needs no per-row state, so both engines see the same distribution whatever order they decode rows
+in. Reported: useful tokens/s (each response up to and including its EOS; transformers keeps decoding finished
+rows until the batch ends, those tokens do not count) and the KV memory each engine needed at its peak against a
+contiguous per-row cache of prompt + cap slots for every sequence.
 
 Both sides decode greedily a fixed number of new tokens (ours: a tokenizer stand-in with no stop ids; transformers:
 min_new_tokens = max_new_tokens) from the same random prompts with their KV caches, fp32 on CPU. Timings are the
@@ -14,6 +25,7 @@ bandwidth, measured here with a large tensor copy (bytes read + bytes written pe
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -25,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sample  # noqa: E402
 from configurator import UserError, run_cli  # noqa: E402
+import model as model_lib  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 
 
@@ -69,6 +82,125 @@ def step_bytes(model: Llama, batch: int, context: float) -> float:
     return weights + kv
 
 
+class EosTokenizer(FixedLengthTokenizer):
+    """FixedLengthTokenizer whose EOS id ends a row."""
+
+    def __init__(self, vocab_size: int, eos: int):
+        super().__init__(vocab_size)
+        self.stop_ids = frozenset({eos})
+
+
+def eos_schedule(logits: torch.Tensor, t: torch.Tensor, eos: int, typical: int, zone: float) -> None:
+    """In place: logits [B, V] of response token t [B] get the EOS logit that makes P(EOS) = 1/typical at
+    temperature 1 while t < zone * typical, and -inf (no EOS) after."""
+    h = 1.0 / typical
+    others = logits.float().clone()
+    others[:, eos] = float("-inf")
+    target = others.logsumexp(-1) + math.log(h / (1 - h))  # p / (1 - p) = exp(eos - logsumexp(others))
+    logits[:, eos] = torch.where(t < zone * typical, target, torch.full_like(target, float("-inf"))).to(logits.dtype)
+
+
+def with_eos_schedule(model: Llama, prompt_len: int, eos: int, typical: int, zone: float) -> None:
+    """Our side: the model's forward applies eos_schedule to the last position's logits of every cached call
+    (prefill and decode). The response position of the predicted token is the input's last position + 1 -
+    prompt_len (every prompt has prompt_len tokens)."""
+    base = model.forward
+
+    def forward(idx, targets=None, pos=None, cache=None, last_only=False, **kw):
+        p = pos if pos is not None or cache is None else cache.positions(idx.shape[1])  # [B, T]
+        out = base(idx, targets, pos, cache, last_only, **kw)
+        if cache is not None and targets is None:
+            eos_schedule(out[:, -1], p[:, -1] + 1 - prompt_len, eos, typical, zone)
+        return out
+    model.forward = forward
+
+
+class KVTracker:
+    """Peak bytes of today's contiguous model.KVCache: its tensors at allocation, and during a row compaction
+    (select) the old cache plus half the new one (keys are rebuilt while the old keys and values are alive)."""
+
+    def __init__(self):
+        self.peak, self.now = 0, 0
+        self.orig = (model_lib.KVCache.__init__, model_lib.KVCache.select)
+        tracker = self
+
+        def init(cache, *a, **k):
+            tracker.orig[0](cache, *a, **k)
+            tracker.now = self.bytes(cache)
+            tracker.peak = max(tracker.peak, tracker.now)
+
+        def select(cache, rows):
+            old = self.bytes(cache)
+            tracker.orig[1](cache, rows)
+            tracker.now = self.bytes(cache)
+            tracker.peak = max(tracker.peak, old + tracker.now // 2)
+        model_lib.KVCache.__init__, model_lib.KVCache.select = init, select
+
+    @staticmethod
+    def bytes(cache) -> int:
+        return sum(t.numel() * t.element_size() for t in cache.k + cache.v)
+
+    def close(self):
+        model_lib.KVCache.__init__, model_lib.KVCache.select = self.orig
+
+
+def useful_tokens(rows: list[list[int]], eos: int) -> int:
+    """Tokens of each response up to and including its first EOS (all of them when it has none)."""
+    return sum(r.index(eos) + 1 if eos in r else len(r) for r in rows)
+
+
+def rl_case(model: Llama, hf, args) -> dict:
+    """The RL-shaped workload on both engines; prints the table and returns the numbers."""
+    cfg, P, eos = model.config, args.prompt_len, args.eos
+    cap = args.cap_factor * args.typical
+    prompts = torch.randint(2, cfg.vocab_size, (args.prompts, P), generator=torch.Generator().manual_seed(0)).tolist()
+    with_eos_schedule(model, P, eos, args.typical, args.zone)
+    tok = EosTokenizer(cfg.vocab_size, eos)
+    tracker = KVTracker() if not hasattr(sample, "last_stats") else None
+    t0 = time.perf_counter()
+    ours = sample.generate(model, tok, prompts, n=args.samples, max_new_tokens=cap, temperature=1.0, seed=0)
+    t_ours = time.perf_counter() - t0
+    if tracker is not None:
+        tracker.close()
+        kv_ours, pool = tracker.peak, tracker.peak
+    else:  # the paged engine reports its pool and the most blocks it held at once
+        st = sample.last_stats
+        kv_ours, pool = st["peak_blocks"] * st["block_bytes"], st["pool_blocks"] * st["block_bytes"]
+
+    import transformers
+
+    class HFEosSchedule(transformers.LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            t = torch.full((scores.shape[0],), input_ids.shape[1] - P)
+            eos_schedule(scores, t, eos, args.typical, args.zone)
+            return scores
+
+    x = torch.tensor(prompts)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cap, do_sample=True, temperature=1.0,
+                          top_k=0, top_p=1.0, num_return_sequences=args.samples, eos_token_id=eos, pad_token_id=eos,
+                          logits_processor=transformers.LogitsProcessorList([HFEosSchedule()]))
+    t_hf = time.perf_counter() - t0
+    n_ours = useful_tokens([c.tokens for c in ours], eos)
+    n_hf = useful_tokens(out[:, P:].tolist(), eos)
+    lens = sorted(len(c.tokens) for c in ours)
+    rows = args.prompts * args.samples
+    contiguous = rows * (P + cap) * 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4  # fp32, every row at cap
+    r = {"ours_tok_s": n_ours / t_ours, "hf_tok_s": n_hf / t_hf, "ours_s": t_ours, "hf_s": t_hf,
+         "median_len": lens[len(lens) // 2], "mean_len": sum(lens) / rows, "at_cap": sum(n == cap for n in lens) / rows,
+         "kv_peak_mb": kv_ours / 2**20, "kv_pool_mb": pool / 2**20, "contiguous_mb": contiguous / 2**20}
+    print(f"RL-shaped: {args.prompts} prompts x {args.samples} samples, prompt {P}, temperature 1, cap {cap} "
+          f"(= {args.cap_factor} x typical {args.typical}); our responses: median {r['median_len']}, mean "
+          f"{r['mean_len']:.1f}, {r['at_cap']:.1%} at the cap")
+    print(f"  useful tok/s: ours {r['ours_tok_s']:,.0f} ({n_ours:,} in {t_ours:.1f} s), transformers "
+          f"{r['hf_tok_s']:,.0f} ({n_hf:,} in {t_hf:.1f} s): ratio {r['ours_tok_s'] / r['hf_tok_s']:.2f}x")
+    print(f"  KV memory: ours peak {r['kv_peak_mb']:,.1f} MiB (pool {r['kv_pool_mb']:,.1f} MiB) vs a contiguous "
+          f"per-row cache {r['contiguous_mb']:,.1f} MiB: {r['kv_peak_mb'] / r['contiguous_mb']:.2f}x")
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="micro")
@@ -79,7 +211,19 @@ def main():
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads for both sides (0 = torch's default); 1 is steadier on a shared machine, "
                          "where spinning OpenMP threads slow small matmuls down many times over")
+    ap.add_argument("--rl", action="store_true", help="run the RL-shaped case instead of the fixed-length table")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--typical", type=int, default=32, help="mean length of a response that stops at EOS")
+    ap.add_argument("--cap_factor", type=int, default=8, help="the response cap, in typical lengths")
+    ap.add_argument("--zone", type=float, default=3.0, help="EOS can only come in the first zone x typical tokens")
+    ap.add_argument("--eos", type=int, default=1, help="the token id that ends a response")
     args = ap.parse_args()
+    for name in ("prompts", "samples", "typical", "cap_factor"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.typical < 2 or not args.zone > 0:
+        raise UserError(f"--typical must be >= 2 and --zone > 0, got {args.typical}, {args.zone}")
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
@@ -91,6 +235,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:  # the same weights, through our HF export
         model.save_pretrained(tmp)
         hf = transformers.LlamaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    if args.rl:
+        print(f"preset {args.preset}: {model.num_params() / 1e6:.2f}M params, fp32, {torch.get_num_threads()} "
+              f"threads, torch {torch.__version__}, transformers {transformers.__version__}")
+        return rl_case(model, hf, args)
     tok = FixedLengthTokenizer(model.config.vocab_size)
     cfg, P, N = model.config, args.prompt_len, args.new_tokens
     bw = copy_bandwidth()

@@ -86,3 +86,15 @@ def test_stages_table_on_cpu():
     d = SimpleNamespace(device=torch.device("cpu"), world_size=1)
     text = runtime.memory_table("rl", cfg, c, d)
     assert "fp32" in text and "KV cache" in text and "256 rows in flight" in text
+
+
+def test_bench_rl_case_eos_schedule():
+    """bench/sample.py --rl: P(EOS) is 1/typical inside the zone and 0 after, whatever the other logits."""
+    spec = importlib.util.spec_from_file_location("bench_sample_rl", os.path.join(ROOT, "bench", "sample.py"))
+    bench_sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_sample)
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    t = torch.tensor([0, 47, 48, 100])
+    bench_sample.eos_schedule(logits, t, eos=1, typical=16, zone=3.0)
+    p_eos = logits.softmax(-1)[:, 1]
+    assert torch.allclose(p_eos, torch.tensor([1 / 16, 1 / 16, 0.0, 0.0]), atol=1e-6)
