@@ -25,6 +25,7 @@ bandwidth, measured here with a large tensor copy (bytes read + bytes written pe
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -157,8 +158,14 @@ def rl_case(model: Llama, hf, args) -> dict:
     with_eos_schedule(model, P, eos, args.typical, args.zone)
     tok = EosTokenizer(cfg.vocab_size, eos)
     tracker = KVTracker() if not hasattr(sample, "last_stats") else None
+    kw = {}
+    if args.kv_fraction:  # a paged engine's pool at this fraction of the contiguous cache's bytes
+        if "kv_blocks" not in inspect.signature(sample.generate).parameters:
+            raise UserError("--kv_fraction needs the paged engine (sample.generate(kv_blocks=)); this one has none")
+        rows_blocks = args.prompts * args.samples * -(-(P + cap) // 16)  # 16: generate's default block_size
+        kw["kv_blocks"] = max(1, int(args.kv_fraction * rows_blocks))
     t0 = time.perf_counter()
-    ours = sample.generate(model, tok, prompts, n=args.samples, max_new_tokens=cap, temperature=1.0, seed=0)
+    ours = sample.generate(model, tok, prompts, n=args.samples, max_new_tokens=cap, temperature=1.0, seed=0, **kw)
     t_ours = time.perf_counter() - t0
     if tracker is not None:
         tracker.close()
@@ -166,7 +173,14 @@ def rl_case(model: Llama, hf, args) -> dict:
     else:  # the paged engine reports its pool and the most blocks it held at once
         st = sample.last_stats
         kv_ours, pool = st["peak_blocks"] * st["block_bytes"], st["pool_blocks"] * st["block_bytes"]
+        print(f"  paged engine: {st['pool_blocks']} blocks in the pool, peak {st['peak_blocks']} in use, "
+              f"{st.get('preemptions', 0)} preemptions")
 
+    n_ours = useful_tokens([c.tokens for c in ours], eos)
+    if args.ours_only:
+        print(f"ours: {n_ours:,} useful tokens in {t_ours:.1f} s = {n_ours / t_ours:,.0f} tok/s; KV peak "
+              f"{kv_ours / 2**20:,.1f} MiB, pool {pool / 2**20:,.1f} MiB")
+        return {"ours_tok_s": n_ours / t_ours, "kv_peak_mb": kv_ours / 2**20, "kv_pool_mb": pool / 2**20}
     import transformers
 
     class HFEosSchedule(transformers.LogitsProcessor):
@@ -183,7 +197,6 @@ def rl_case(model: Llama, hf, args) -> dict:
                           top_k=0, top_p=1.0, num_return_sequences=args.samples, eos_token_id=eos, pad_token_id=eos,
                           logits_processor=transformers.LogitsProcessorList([HFEosSchedule()]))
     t_hf = time.perf_counter() - t0
-    n_ours = useful_tokens([c.tokens for c in ours], eos)
     n_hf = useful_tokens(out[:, P:].tolist(), eos)
     lens = sorted(len(c.tokens) for c in ours)
     rows = args.prompts * args.samples
@@ -218,12 +231,16 @@ def main():
     ap.add_argument("--cap_factor", type=int, default=8, help="the response cap, in typical lengths")
     ap.add_argument("--zone", type=float, default=3.0, help="EOS can only come in the first zone x typical tokens")
     ap.add_argument("--eos", type=int, default=1, help="the token id that ends a response")
+    ap.add_argument("--kv_fraction", type=float, default=0.0,
+                    help="paged engine only: its KV pool at this fraction of the contiguous cache (0 = its default)")
+    ap.add_argument("--ours_only", action="store_true", help="--rl: time our engine only (comparing engines)")
     args = ap.parse_args()
     for name in ("prompts", "samples", "typical", "cap_factor"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.typical < 2 or not args.zone > 0:
-        raise UserError(f"--typical must be >= 2 and --zone > 0, got {args.typical}, {args.zone}")
+    if args.typical < 2 or not args.zone > 0 or not 0 <= args.kv_fraction <= 1:
+        raise UserError(f"need --typical >= 2, --zone > 0, 0 <= --kv_fraction <= 1; got {args.typical}, {args.zone}, "
+                        f"{args.kv_fraction}")
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
