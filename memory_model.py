@@ -156,14 +156,15 @@ def format_plan(plan: Plan, title: str = "") -> str:
     """One compact table: a row per term, a column per phase (GB), totals, and the engine's in-flight sequences."""
     phases = list(plan.phases)
     names = [n for n in ORDER if any(n in plan.phases[p] for p in phases)]
-    lines = [f"memory per GPU{': ' + title if title else ''} (GB)",
+    unit, scale = ("GB", GB) if plan.peak() >= GB else ("MB", 1e6)  # tiny CPU runs read in MB
+    lines = [f"memory per GPU{': ' + title if title else ''} ({unit})",
              f"  {'':<15}" + "".join(f"{p:>10}" for p in phases)]
     for n in names:
-        lines.append(f"  {n:<15}" + "".join(f"{plan.phases[p].get(n, 0) / GB:>10.2f}" for p in phases))
-    lines.append(f"  {'total':<15}" + "".join(f"{plan.total(p) / GB:>10.2f}" for p in phases))
+        lines.append(f"  {n:<15}" + "".join(f"{plan.phases[p].get(n, 0) / scale:>10.2f}" for p in phases))
+    lines.append(f"  {'total':<15}" + "".join(f"{plan.total(p) / scale:>10.2f}" for p in phases))
     if plan.seq_tokens:
         lines.append(f"  KV cache: {plan.kv_bytes_per_token / 1024:.0f} KiB a token, "
-                     f"{plan.kv_bytes_per_token * plan.seq_tokens / GB:.2f} GB a {plan.seq_tokens:,}-slot row; "
+                     f"{plan.kv_bytes_per_token * plan.seq_tokens / scale:.2f} {unit} a {plan.seq_tokens:,}-slot row; "
                      f"{plan.rows_in_flight} rows in flight; a {plan.gpu_bytes / GB:.0f} GB GPU fits "
                      f"{plan.kv_capacity()} such rows")
     if plan.peak() > plan.gpu_bytes:
@@ -182,7 +183,8 @@ def uses_bf16(dtype_knob: str, device_type: str) -> bool:
 def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda", gpu_bytes: float = 80 * GB,
                    kv_pool_bytes: float | None = None) -> Plan:
     """c: the stage's knobs (midtrain.py / rl.py names). RL's lengths are the largest of the max_response_len
-    schedule; a rank's rows in flight are rollout_batch_size, or its whole share when that is 0."""
+    schedule (the update packs to the longest sequence, so this is its worst case); a rank's rows in flight are
+    rollout_batch_size, or its whole share when that is 0."""
     bf16 = uses_bf16(c.dtype, device_type)
     common = dict(bf16=bf16, checkpointing=bool(c.grad_checkpointing), logits_chunk=c.logits_chunk,
                   parallel=c.parallel, world_size=world_size, gpu_bytes=gpu_bytes)
@@ -193,7 +195,8 @@ def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda
     response = max(sched.values()) if isinstance(sched, dict) else int(sched)
     share = c.prompts_per_step * c.group_size // world_size
     rows = min(c.rollout_batch_size, share) if c.rollout_batch_size else share
-    return rl_plan(cfg, micro_batch=c.micro_batch, prompt_len=c.max_prompt_len, response_len=response,
+    micro = min(c.micro_batch, max(1, share // c.mini_batches))  # a forward never holds more than a mini-batch
+    return rl_plan(cfg, micro_batch=micro, prompt_len=c.max_prompt_len, response_len=response,
                    rollout_rows=rows, reference=c.kl_coef > 0, kv_pool_bytes=kv_pool_bytes, **common)
 
 

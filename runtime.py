@@ -480,9 +480,10 @@ def memory_table(stage: str, cfg, c, d) -> str:
     cuda = d.device.type == "cuda"
     gpu = torch.cuda.get_device_properties(d.device).total_memory if cuda else 80 * memory_model.GB
     plan = memory_model.plan_for_knobs(stage, cfg, c, d.world_size, d.device.type, gpu)
-    title = (f"{memory_model.param_count(cfg) / 1e9:.2f}B params, {d.world_size} rank(s), {c.parallel}, "
-             f"{'bf16' if memory_model.uses_bf16(c.dtype, d.device.type) else 'fp32'}")
-    return memory_model.format_plan(plan, title)
+    n = memory_model.param_count(cfg)
+    size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+    dtype = "bf16" if memory_model.uses_bf16(c.dtype, d.device.type) else "fp32"
+    return memory_model.format_plan(plan, f"{size} params, {d.world_size} rank(s), {c.parallel}, {dtype}")
 
 
 def restore_stop_handler(stop: SimpleNamespace) -> None:
