@@ -1,14 +1,16 @@
 """
 What one GPU holds during a run, by arithmetic on the model's shapes and the run's knobs (no model is built): the
-training stages print it at start (runtime.print_memory_plan), `python bench/memory.py --plan=<config file>`
+training stages print it at start (runtime.memory_table), `python bench/memory.py --plan=<config file>`
 prints it for a preset, and tests/test_memory_model.py checks it against peak memory measured on CPU.
 
 Terms, in bytes per GPU (P = parameters, s = the FSDP shard count, 1 under ddp):
   weights      fp32 master weights, 4P / s
   grads        fp32 gradients, 4P / s (freed between updates: set_to_none)
   optimizer    AdamW's two fp32 moments, 8P / s
-  compute copy bf16 autocast copies of the weights (ddp: all of them, 2P; fsdp: two gathered blocks and the
-               embedding); during rollouts the full inference copy of the weights (fsdp: runtime.full_model)
+  compute copy bf16 autocast copies of the weights in the update (ddp: all of them, 2P; fsdp: two gathered
+               blocks and the embedding)
+  inference    what rollouts decode from: fsdp's full copy in the training dtype (runtime.full_model), or ddp's
+  copy         bf16 autocast casts
   activations  what backward keeps per token and layer (model.Block: its RMSNorm inputs/outputs, q/k/v, attention
                output, the SwiGLU's four ffn-wide tensors); with gradient checkpointing only each block's input plus
                one block recomputed
@@ -17,11 +19,11 @@ Terms, in bytes per GPU (P = parameters, s = the FSDP shard count, 1 under ddp):
                backward accumulates; logits_chunk=0 holds all tokens' logits (4 copies: logits, fp32, softmax, grad)
   KV cache     today's engine: a contiguous cache of (prompt + max response) slots per row in flight, in the
                compute dtype. A paged pool replaces it by a fixed budget: pass kv_pool_bytes (the hook for
-               sample.py's paged engine), and in-flight sequences become pool / (bytes per token x tokens in use).
+               sample.py's paged engine); the rows it guarantees in flight are then pool / (bytes a token x
+               prompt + cap slots), every row at the cap; rows that stop early leave room for more.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
