@@ -25,7 +25,10 @@ def make_rollouts(vocab: int, lens: list[int], advs: list[float], seed: int = 3,
 
 
 def knobs(**kw):
-    return SimpleNamespace(**{**rl.DEFAULTS, "ppo_epochs": 1, "mini_batches": 1, "micro_batch": 64, **kw})
+    # every loss knob pinned here (not rl's defaults, which are tuned for the built-in run)
+    return SimpleNamespace(**{**rl.DEFAULTS, "ppo_epochs": 1, "mini_batches": 1, "micro_batch": 64, "temperature": 1.0,
+                              "kl_coef": 0.0, "entropy_coef": 0.0, "dual_clip": 0.0, "max_log_ratio": 20.0,
+                              "loss_agg": "token-mean", "mask_truncated": False, "overlong_buffer": 0, **kw})
 
 
 @pytest.fixture(scope="module")
