@@ -304,6 +304,13 @@ class Attention(nn.Module):
         import kernels
         B = x.shape[0]
         q, k, v = self.qkv(x)
+        if getattr(cache, "paged", False):  # kvcache.PagedKVCache: writes and reads go through the block table
+            from kernels.decode_attention import decode_attention_paged
+            from kernels.rope import rope_cache_update_paged
+            kp, vp = cache.k[self.layer], cache.v[self.layer]
+            q = rope_cache_update_paged(q, k, v, cos, sin, kp, vp, cache.slot_mapping(1))
+            y = decode_attention_paged(q[:, 0], kp, vp, cache.table, cache.lens + 1)  # [B, H, D]
+            return self.o_proj(y.reshape(B, 1, -1))
         q = kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
         y = kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
                                      cache.slot + 1)  # [B, H, D]

@@ -9,20 +9,23 @@ The one generation engine: batched KV-cache decoding for RL rollouts, benchmark 
 
 How a call runs (top to bottom below):
   1. prompts are encoded (str -> ids with BOS; id lists are taken verbatim) and checked,
-  2. sorted by length (less padding) and packed into chunks of at most `batch_size` sequences,
-  3. per chunk: `prefill` the unique prompts once (left-padded in one KV cache), copy each prompt's cache rows to
-     its n samples with `cache.select`, then `decode_one_token` until every row has hit EOS / a stop string /
-     max_new_tokens; finished rows are dropped from the batch (cache compaction) once a quarter of it is dead,
+  2. a paged KV cache (kvcache.py) is sized: a pool of fixed-size blocks, each sequence holding a block table,
+  3. the Engine loops until every sample is done: admit waiting prompts while batch slots and blocks are free
+     (prefill a prompt once; its n samples share its full blocks and copy the last partial one), give each running
+     row a slot for its next token (preempting the newest sequence when the pool is empty: it is re-prefilled
+     later), run one decode step for all rows, draw each row's next token at its own step, and free the blocks of
+     rows that hit EOS / a stop string / max_new_tokens so waiting sequences take their place at once,
   4. completions are returned in the caller's order: index i * n + j is sample j of prompt i.
 
 Randomness: every sample (prompt i, sample j) has its own seed, hashed from (seed, i, j), and its draw at step t
 depends only on that seed and t. So a sample does not depend on batch_size, on which other rows share its batch, or
-on compaction. Two samplers implement this, both exact draws from the same distribution:
+on preemption. Two samplers implement this, both exact draws from the same distribution:
   - torch (CPU, and whenever top-k / top-p is on): uniforms from a CPU torch.Generator seeded with the sample's
     seed, then inverse-CDF sampling (exactly a multinomial draw);
   - the Triton kernel kernels.sample_logits (the decode kernel path, model.use_decode_kernels: CUDA, or
     NANOOCTO_KERNELS=triton; plain temperature sampling or greedy): Gumbel-max in one pass over the vocab, Philox
-    noise keyed by the sample's seed with the step t as counter.
+    noise keyed by (the sample's seed + t * STEP_KEY) mod 2**63 (rows of one call are at different steps, and
+    the kernel's counter offset is one per call).
 The two map the same seed to different tokens, so a seeded run is reproducible on the same path (and device), not
 across paths. Log-probs are the same quantity on both: log softmax(logits / temperature) of the chosen token.
 """
@@ -32,7 +35,8 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -40,6 +44,11 @@ import torch.nn.functional as F
 
 import model as model_lib
 from configurator import UserError, UserFileError, run_cli
+from kvcache import PagedKVCache, blocks_for_budget, cdiv
+
+STEP_KEY = 0x9E3779B97F4A7C15  # odd: step t moves a row's kernel-sampler key by t * this (mod 2**63)
+MASK63 = 2**63 - 1
+last_stats: dict = {}  # the last generate call's engine counters (prefills, preemptions, pool / peak blocks)
 
 # -----------------------------------------------------------------------------------------------------------------
 # the result
@@ -125,25 +134,24 @@ def use_kernel_sampler(device, temperature: float, top_k: int, top_p: float, voc
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# the two model calls: prompt prefill and one decode step (small, separate functions, each compilable)
+# the two model calls: one sequence's prefill and one decode step for the batch (small, separate, compilable)
 
 
-def prefill(model, idx: torch.Tensor, cache: model_lib.KVCache, max_tokens: int = 2**14) -> torch.Tensor:
-    """Run the left-padded prompts idx [B, P] into the cache; -> the last position's logits [B, V] fp32 (the
-    model computes no other position's logits). Long prompts go through in pieces of at most max_tokens tokens
-    (B x piece length), which bounds the activations ([B, T, ffn_dim] in the MLP, the [B, 1, T, slot+T] mask);
-    the keys/values land in the same cache slots either way."""
-    B, P = idx.shape
-    step = max(1, max_tokens // B)
-    for a in range(0, P, step):
-        piece = idx[:, a:a + step]
-        logits = model(piece, cache=cache, last_only=True)  # [B, 1, V]
-        cache.advance(piece.shape[1])
-    return logits[:, -1].float()
+def prefill(model, ids: list[int], cache: PagedKVCache, blocks: list[int], start: int = 0,
+            max_tokens: int = 2**14) -> torch.Tensor:
+    """Run tokens ids[start:] of one sequence into its blocks (ids[:start] are cached already); -> the last
+    position's logits [V] fp32 (no other position's logits are computed). Long inputs go through in pieces of at
+    most max_tokens tokens, which bounds the activations; the keys land in the same slots either way."""
+    device = cache.device
+    for a in range(start, len(ids), max_tokens):
+        piece = ids[a:a + max_tokens]
+        cache.set_batch([blocks], [a], cdiv(a + len(piece), cache.block_size))
+        logits = model(torch.tensor([piece], device=device), cache=cache, last_only=True)  # [1, 1, V]
+    return logits[0, -1].float()
 
 
-def decode_one_token(model, tokens: torch.Tensor, cache: model_lib.KVCache) -> torch.Tensor:
-    """tokens [B] (the last sampled token of each row) -> next-token logits [B, V] fp32."""
+def decode_one_token(model, tokens: torch.Tensor, cache: PagedKVCache) -> torch.Tensor:
+    """tokens [B] (the last sampled token of each row; cache.set_batch done) -> next-token logits [B, V] fp32."""
     logits = model(tokens[:, None], cache=cache)  # [B, 1, V]
     cache.advance(1)
     return logits[:, -1].float()
@@ -240,115 +248,232 @@ def check_lengths(ids: list[list[int]], max_new_tokens: int, max_seq_len: int):
                         "the prompt")
 
 
-def plan_chunks(lengths: list[int], n: int, batch_size: int | None) -> list[list[tuple[int, int, int]]]:
-    """Pack (prompt i, first sample j0, sample count) units into chunks of <= batch_size rows, longest prompts
-    first so each chunk pads little. A prompt's n samples stay in one unit (one prefill) unless n > batch_size,
-    in which case they are split into pieces of batch_size, each prefilled."""
-    cap = batch_size or len(lengths) * n
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep the caller's order
-    units = [(i, j0, min(cap, n - j0)) for i in order for j0 in range(0, n, cap)]
-    chunks, cur, rows = [], [], 0
-    for u in units:
-        if cur and rows + u[2] > cap:
-            chunks.append(cur)
-            cur, rows = [], 0
-        cur.append(u)
-        rows += u[2]
-    chunks.append(cur)
-    return chunks
+# -----------------------------------------------------------------------------------------------------------------
+# the scheduler: sequences, block tables, admission, preemption
+
+
+@dataclass(eq=False)
+class Seq:
+    i: int  # prompt index
+    j: int  # sample index
+    prompt: list[int]
+    order: int  # admission order: the newest running sequence is preempted first
+    out: list[int] = field(default_factory=list)
+    lp: list[float] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+    cached: int = 0  # tokens whose keys/values are in the blocks (prompt + out[:-1] while running)
+    reason: str | None = None
+
+
+class Engine:
+    """Continuous batching over a paged cache: `waiting` holds (prompt i, [sample j ...]) groups not started yet
+    and preempted sequences (to resume first); `running` holds at most `cap` sequences."""
+
+    def __init__(self, model, cache: PagedKVCache, prompts: list[list[int]], n: int, cap: int):
+        self.model, self.cache, self.pool, self.prompts, self.cap = model, cache, cache.pool, prompts, cap
+        self.waiting: deque = deque((i, list(range(n))) for i in range(len(prompts)))
+        self.running: list[Seq] = []
+        self.admitted = 0
+        self.prefills = 0  # prefill calls (one per prompt group admitted, one per resumed sequence)
+        self.preemptions = 0
+
+    def _fits(self, need: int, length: int, adding: int) -> bool:
+        """Admit (adding sequences of `length` cached tokens, `need` new blocks) only if the next decode step can
+        still give every running row a slot: else it would preempt what was just prefilled. A lone sequence
+        always fits (checked against the pool size up front)."""
+        bs = self.cache.block_size
+        growth = sum(s.cached == len(s.blocks) * bs for s in self.running) + (adding if length % bs == 0 else 0)
+        return self.pool.n_free >= need + (growth if self.running else 0)
+
+    def admit(self) -> list[tuple[Seq, torch.Tensor]]:
+        """Start waiting sequences while batch slots and blocks are free; -> (sequence, next-token logits [V])."""
+        fresh, bs = [], self.cache.block_size
+        while self.waiting and len(self.running) < self.cap:
+            item = self.waiting[0]
+            if isinstance(item, Seq):  # resume: re-prefill prompt + generated tokens into fresh blocks
+                ids = item.prompt + item.out
+                if not self._fits(cdiv(len(ids), bs), len(ids), 1):
+                    break
+                self.waiting.popleft()
+                item.blocks = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
+                logits = prefill(self.model, ids, self.cache, item.blocks)
+                self.prefills += 1
+                item.cached, item.order = len(ids), self._next_order()
+                self.running.append(item)
+                fresh.append((item, logits))
+                continue
+            started = self._admit_group(*item)
+            if not started:
+                break
+            fresh += started
+        return fresh
+
+    def _next_order(self) -> int:
+        self.admitted += 1
+        return self.admitted
+
+    def _admit_group(self, i: int, js: list[int]) -> list[tuple[Seq, torch.Tensor]]:
+        """Up to the free slots of prompt i's waiting samples: one prefill, full prompt blocks shared by all of
+        them, the last partial block copied per sample (they write their own tokens into it)."""
+        bs, ids = self.cache.block_size, self.prompts[i]
+        k = min(len(js), self.cap - len(self.running))
+        n_full, part = divmod(len(ids), bs)
+        if not self._fits(n_full + (k if part else 0), len(ids), k):
+            return []
+        first = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
+        logits = prefill(self.model, ids, self.cache, first)
+        self.prefills += 1
+        seqs = []
+        for m, j in enumerate(js[:k]):
+            blocks = first if m == 0 else [self.pool.share(b) for b in first[:n_full]]
+            if m > 0 and part:
+                blocks.append(self.pool.allocate())
+                self.cache.copy_block(first[-1], blocks[-1])
+            seqs.append(Seq(i, j, ids, self._next_order(), blocks=list(blocks), cached=len(ids)))
+        if k < len(js):
+            self.waiting[0] = (i, js[k:])
+        else:
+            self.waiting.popleft()
+        self.running += seqs
+        return [(s, logits) for s in seqs]
+
+    def preempt(self, s: Seq):
+        """Free a sequence's blocks and queue it to resume first (its tokens so far are kept)."""
+        self.pool.release(s.blocks)
+        s.blocks, s.cached = [], 0
+        self.running.remove(s)
+        self.waiting.appendleft(s)
+        self.preemptions += 1
+
+    def reserve_decode(self, rows: list[Seq]) -> list[Seq]:
+        """Give every row a slot for its next token, preempting the newest running sequences when the pool is
+        empty; -> the rows still running (oldest first)."""
+        bs = self.cache.block_size
+        for s in sorted(rows, key=lambda s: s.order):
+            if s not in self.running or s.cached < len(s.blocks) * bs:
+                continue
+            while self.pool.n_free == 0:
+                self.preempt(max(self.running, key=lambda r: r.order))
+                if s not in self.running:
+                    break
+            if s in self.running:
+                s.blocks.append(self.pool.allocate())
+        return [s for s in rows if s in self.running]
+
+    def decode(self, rows: list[Seq]) -> torch.Tensor:
+        """One decode step for rows (each feeds its last token) -> logits [len(rows), V]."""
+        bs = self.cache.block_size
+        self.cache.set_batch([s.blocks for s in rows], [s.cached for s in rows],
+                             max(cdiv(s.cached + 1, bs) for s in rows))
+        tokens = torch.tensor([s.out[-1] for s in rows], device=self.cache.device)
+        logits = decode_one_token(self.model, tokens, self.cache)
+        for s in rows:
+            s.cached += 1
+        return logits
+
+    def finish(self, s: Seq):
+        self.pool.release(s.blocks)
+        s.blocks = []
+        self.running.remove(s)
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# the decode loop for one chunk
+# the decode loop
 
 
-def generate_chunk(model, tokenizer, prompts: list[list[int]], units: list[tuple[int, int, int]], *,
-                   max_new_tokens: int, temperature: float, top_k: int, top_p: float, stop: tuple[str, ...],
-                   seed: int, n: int, compact_at: float | None, on_token=None, on_finish=None) -> dict:
-    """Generate for the rows of `units`; -> {(i, j): (tokens, logprobs [len] fp32 on CPU, finish_reason)}."""
-    device = model.embed_tokens.weight.device
-    M, stop_ids, V_tok = max_new_tokens, tokenizer.stop_ids, tokenizer.vocab_size
-    lens = torch.tensor([len(prompts[i]) for i, _, _ in units])
-    P = int(lens.max())
-    idx = torch.zeros(len(units), P, dtype=torch.long)  # [U, P] left-padded; pad id 0 is never attended to
-    for u, (i, _, _) in enumerate(units):
-        idx[u, P - len(prompts[i]):] = torch.tensor(prompts[i])
-    cache = model_lib.KVCache.for_model(model, len(units), P + M)
-    cache.start = (P - lens).to(device)
-    logits = prefill(model, idx.to(device), cache)  # [U, V]
+def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_blocks) -> int:
+    """Blocks in the pool: kv_blocks, or kv_budget's (GB, or a fraction of free GPU memory), else enough for every
+    row in flight at full length (no preemption, at most a contiguous cache's memory)."""
+    per_seq = cdiv(longest, block_size)
+    if kv_blocks is None and kv_budget is None:
+        return rows * per_seq
+    blocks, knob = kv_blocks, f"kv_blocks={kv_blocks}"
+    if kv_blocks is None:
+        p = model.embed_tokens.weight
+        dtype = torch.get_autocast_dtype(p.device.type) if torch.is_autocast_enabled(p.device.type) else p.dtype
+        blocks, knob = blocks_for_budget(model.config, kv_budget, block_size, dtype, p.device), f"kv_budget={kv_budget}"
+    if blocks < per_seq:
+        raise UserError(f"{knob} holds {blocks} KV blocks of {block_size} tokens, but one sequence (longest prompt "
+                        f"+ max_new_tokens = {longest} tokens) needs {per_seq}: raise it or lower max_new_tokens")
+    return min(blocks, rows * per_seq)  # more than every row at full length is never used
 
-    # n samples share the prefill: copy each prompt's cache row (and its last logits) to its rows
-    counts = torch.tensor([c for _, _, c in units])
-    rep = torch.repeat_interleave(torch.arange(len(units)), counts).to(device)  # [R]
-    if len(rep) != len(units):
-        cache.select(rep)
-        logits = logits.index_select(0, rep)
-    keys = [(i, j0 + k) for i, j0, c in units for k in range(c)]  # row r is sample keys[r] = (i, j)
-    R = len(keys)
-    kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, logits.shape[-1])
-    u_all = seeds = None
+
+def draw(logits, rows: list[Seq], n: int, *, temperature, top_k, top_p, u_all, seeds_of, kernel_sampler):
+    """The next token of every row, each from its own seeded stream at its own step len(out)."""
     if kernel_sampler:
         import kernels  # here only: CPU runs stay free of the triton import
-    if temperature > 0 and kernel_sampler:  # per-row seeds [R]: the kernel keys its noise by (seed, step)
-        seeds = torch.tensor([sample_seed(seed, i, j) for i, j in keys], dtype=torch.long, device=device)
-    elif temperature > 0:
-        u_all = row_uniforms(seed, keys, M).to(device)  # [R, M]
-    lp_all = torch.zeros(R, M, device=device)  # [R, M] logprob of the token row r picked at step t
-    out_tokens: list[list[int]] = [[] for _ in range(R)]
-    reason: list[str | None] = [None] * R
-    live = list(range(R))  # the rows in the batch, in cache-row order (finished ones linger until compaction)
-    live_t = torch.arange(R, device=device)
-    tail = stop_tail_len(stop)
-    vocab_mask = None
-    if logits.shape[-1] > V_tok:  # model rows past the tokenizer's ids (a padded embedding) are not tokens
-        vocab_mask = torch.arange(logits.shape[-1], device=device) >= V_tok
+        seeds = 0
+        if temperature > 0:  # the kernel's counter offset is shared by the batch: fold each row's step into its key
+            seeds = torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows],
+                                 dtype=torch.long, device=logits.device)
+        return kernels.sample_logits(logits, temperature, seeds, 0)
+    u = None
+    if temperature > 0:
+        at = torch.tensor([[s.i * n + s.j, len(s.out)] for s in rows])  # [B, 2]: (row of u_all, step)
+        u = u_all[at[:, 0], at[:, 1]].to(logits.device)
+    return sample_logits(logits, temperature, top_k, top_p, u)
 
-    for t in range(M):
+
+def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_tokens: int, temperature: float,
+               top_k: int, top_p: float, stop: tuple[str, ...], seed: int, batch_size: int | None, kv_budget,
+               kv_blocks: int | None, block_size: int, on_token=None, on_finish=None) -> tuple[dict, Engine]:
+    """Generate every (prompt i, sample j); -> ({(i, j): (tokens, logprobs [len] fp32, finish_reason)}, engine)."""
+    device = model.embed_tokens.weight.device
+    M, stop_ids, V_tok = max_new_tokens, tokenizer.stop_ids, tokenizer.vocab_size
+    R = len(prompts) * n
+    cap = min(batch_size or R, R)
+    longest = max(len(p) for p in prompts) + M
+    blocks = pool_blocks(model, cap, longest, block_size, kv_budget, kv_blocks)
+    cache = PagedKVCache.for_model(model, blocks, block_size)
+    eng = Engine(model, cache, prompts, n, cap)
+    keys = [(i, j) for i in range(len(prompts)) for j in range(n)]
+    kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, model.config.vocab_size)
+    u_all = seeds_of = None
+    if temperature > 0 and kernel_sampler:
+        seeds_of = {k: sample_seed(seed, *k) for k in keys}
+    elif temperature > 0:
+        u_all = row_uniforms(seed, keys, M)  # [R, M], row i * n + j
+    vocab_mask = None
+    if model.config.vocab_size > V_tok:  # model rows past the tokenizer's ids (a padded embedding) are not tokens
+        vocab_mask = torch.arange(model.config.vocab_size, device=device) >= V_tok
+    tail, results = stop_tail_len(stop), {}
+    while eng.waiting or eng.running:
+        fresh = eng.admit()
+        new = {id(s) for s, _ in fresh}
+        rows = eng.reserve_decode([s for s in eng.running if id(s) not in new])
+        fresh = [(s, lg) for s, lg in fresh if s in eng.running]  # reserve_decode may preempt fresh ones
+        parts = [torch.stack([lg for _, lg in fresh])] if fresh else []
+        if rows:
+            parts.append(eng.decode(rows))
+        batch = [s for s, _ in fresh] + rows
+        if not batch:
+            continue
+        logits = torch.cat(parts)  # [len(batch), V]
         if vocab_mask is not None:
             logits = logits.masked_fill(vocab_mask, float("-inf"))
-        if kernel_sampler:  # offset t: all live rows are at step t, so a row's noise is keyed by (its seed, t) only
-            tok, lp = kernels.sample_logits(logits, temperature, seeds[live_t] if seeds is not None else 0, t)
-        else:
-            u = u_all[live_t, t] if u_all is not None else None
-            tok, lp = sample_logits(logits, temperature, top_k, top_p, u)
-        lp_all[live_t, t] = lp
+        tok, lp = draw(logits, batch, n, temperature=temperature, top_k=top_k, top_p=top_p, u_all=u_all,
+                       seeds_of=seeds_of, kernel_sampler=kernel_sampler)
         # one host sync per step; NaN logits (an overflowing model) show up as id -1 instead of a silent token
         host = torch.where(torch.isnan(lp), -1, tok).tolist()
-        n_dead = 0
-        for r, x in zip(live, host):
-            if reason[r] is not None:
-                n_dead += 1
-                continue
+        for s, x, p in zip(batch, host, lp.tolist()):
             if x < 0:
-                raise RuntimeError(f"the model produced NaN logits at step {t} (prompt {keys[r][0]})")
-            seq = out_tokens[r]
-            seq.append(x)
+                raise RuntimeError(f"the model produced NaN logits at step {len(s.out)} (prompt {s.i})")
+            s.out.append(x)
+            s.lp.append(p)
             if on_token is not None:
-                on_token(keys[r][0] * n + keys[r][1], x)
+                on_token(s.i * n + s.j, x)
             if x in stop_ids:
-                reason[r] = "eos"
-            elif stop and find_stop(tokenizer.decode(seq[-tail:]), stop) >= 0:
-                reason[r] = "stop"
-            elif len(seq) == M:
-                reason[r] = "length"
-            if reason[r] is not None:
-                n_dead += 1
+                s.reason = "eos"
+            elif stop and find_stop(tokenizer.decode(s.out[-tail:]), stop) >= 0:
+                s.reason = "stop"
+            elif len(s.out) == M:
+                s.reason = "length"
+            if s.reason is not None:
+                eng.finish(s)
+                results[(s.i, s.j)] = (s.out, torch.tensor(s.lp, dtype=torch.float32), s.reason)
                 if on_finish is not None:
-                    on_finish(len(seq))
-        if n_dead == len(live):
-            break
-        if compact_at is not None and n_dead > 0 and n_dead >= compact_at * len(live):
-            # drop finished rows so they stop costing compute (index_select copies the cache: done rarely)
-            keep = [p for p, r in enumerate(live) if reason[r] is None]
-            keep_t = torch.tensor(keep, device=device)
-            cache.select(keep_t)
-            tok = tok.index_select(0, keep_t)
-            live = [live[p] for p in keep]
-            live_t = live_t.index_select(0, keep_t)
-        logits = decode_one_token(model, tok, cache)
-
-    lp_all = lp_all.cpu()
-    return {keys[r]: (out_tokens[r], lp_all[r, :len(out_tokens[r])], reason[r]) for r in range(R)}
+                    on_finish(len(s.out))
+    return results, eng
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -358,23 +483,30 @@ def generate_chunk(model, tokenizer, prompts: list[list[int]], units: list[tuple
 def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256, temperature: float = 0.0,
              top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
              batch_size: int | None = None, progress: bool = False,
-             on_token: Callable[[int, int], None] | None = None, compact_at: float | None = 0.25) -> list[Completion]:
+             on_token: Callable[[int, int], None] | None = None, kv_budget: float | None = None,
+             kv_blocks: int | None = None, block_size: int = 16) -> list[Completion]:
     """Complete each prompt n times; -> list of Completion, index i * n + j = sample j of prompt i.
 
     prompts: str (encoded with BOS when the tokenizer has one) or token-id lists (taken verbatim).
     temperature 0 is greedy (top_k/top_p are then ignored). stop: strings that end a row (checked on the
     generated text only); the tokenizer's stop_ids end a row as "eos". seed None draws one from torch's global RNG.
-    batch_size: sequences decoded together (default: all). on_token(index, token_id) is called for every generated
-    token as it arrives (streaming). compact_at: drop finished rows from the batch once this fraction of it is
-    finished (None: never; results are the same either way, it only saves compute)."""
+    batch_size: sequences decoded together (default: all); a finished row's slot goes to a waiting sequence at once.
+    on_token(index, token_id) is called for every generated token as it arrives (streaming).
+    kv_budget: the KV pool's size, GB (> 1) or a fraction (<= 1) of free GPU memory; None = enough for batch_size
+    rows at full length. A smaller pool preempts the newest sequence when it runs out (recomputed later: the same
+    tokens, more compute). kv_blocks: the pool's size in blocks instead (wins over kv_budget). block_size: tokens
+    per KV block. last_stats (module global) has the run's counters."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)
-    if compact_at is not None and not (isinstance(compact_at, (int, float)) and 0 <= compact_at <= 1):
-        raise UserError(f"compact_at must be a fraction in [0, 1] or None (never compact), got {compact_at!r}")
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+        raise UserError(f"block_size must be an int >= 1 (tokens per KV block), got {block_size!r}")
+    if kv_budget is not None and (not isinstance(kv_budget, (int, float)) or not kv_budget > 0):
+        raise UserError(f"kv_budget must be > 0 (GB, or a fraction <= 1 of free GPU memory) or None, got {kv_budget!r}")
+    if kv_blocks is not None and (not isinstance(kv_blocks, int) or isinstance(kv_blocks, bool) or kv_blocks < 1):
+        raise UserError(f"kv_blocks must be an int >= 1 (KV pool size in blocks) or None, got {kv_blocks!r}")
     ids = encode_prompts(tokenizer, prompts, model.config.vocab_size)
     check_lengths(ids, max_new_tokens, model.config.max_seq_len)
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())  # follows torch.manual_seed, like torch.multinomial would
-    results = {}
     was_training = model.training
     model.eval()
     bar = None
@@ -392,11 +524,15 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
 
     try:
         with torch.inference_mode():
-            for units in plan_chunks([len(p) for p in ids], n, batch_size):
-                results.update(generate_chunk(
-                    model, tokenizer, ids, units, max_new_tokens=max_new_tokens, temperature=float(temperature),
-                    top_k=top_k, top_p=float(top_p), stop=stop, seed=seed, n=n, compact_at=compact_at,
-                    on_token=on_token, on_finish=on_finish))
+            results, eng = run_engine(
+                model, tokenizer, ids, n=n, max_new_tokens=max_new_tokens, temperature=float(temperature),
+                top_k=top_k, top_p=float(top_p), stop=stop, seed=seed, batch_size=batch_size, kv_budget=kv_budget,
+                kv_blocks=kv_blocks, block_size=block_size, on_token=on_token, on_finish=on_finish)
+        k0 = eng.cache.k[0]
+        last_stats.clear()
+        last_stats.update(prefills=eng.prefills, preemptions=eng.preemptions, pool_blocks=eng.pool.num_blocks,
+                          peak_blocks=eng.pool.peak_used,
+                          block_bytes=2 * len(eng.cache.k) * k0[0].numel() * k0.element_size())
     finally:
         model.train(was_training)
         if bar is not None:

@@ -7,6 +7,11 @@ Decode attention (one new query token per row) over the KV cache, flash-decoding
 A row whose range is empty (start[b] >= end) gets zeros: there is nothing to attend to, and zeros (rather than
 NaN) keep a dead row from poisoning anything that is later reduced over the batch.
 
+Paged cache (kvcache.py): decode_attention_paged reads pools [num_blocks, Hkv, PAGE, D] through a block table
+[B, W]: row b's key s lives in block table[b, s // PAGE] at offset s % PAGE, and row b attends to keys
+0 .. lens[b]-1. Same kernel with PAGE = block size (the START pointer then carries lens); PAGE = 0 is the
+contiguous cache, compiled without the table loads.
+
 Design (memory-bound: every K/V byte is read exactly once):
   1. _partials_kernel, grid (B, Hkv, num_splits). Each row's own range [start[b], end) is cut into num_splits
      chunks (a multiple of BLOCK_N keys each, so only a chunk's last tile is partial; trailing chunks of short rows
@@ -70,18 +75,23 @@ def decode_attention_torch(q, k_cache, v_cache, start, end, scale=None):
 
 
 @jit
-def _partials_kernel(Q, K, V, START, M_OUT, L_OUT, ACC_OUT, OUT, end, qk_scale,
-                     sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h,
+def _partials_kernel(Q, K, V, START, TABLE, M_OUT, L_OUT, ACC_OUT, OUT, end, qk_scale,
+                     sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, st_b,
                      G: tl.constexpr, D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, PAGE: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1).to(tl.int64)
     split = tl.program_id(2)
-    row_start = tl.maximum(tl.load(START + b).to(tl.int32), 0)  # a negative start means "from slot 0"
-    n = tl.maximum(end - row_start, 0)
+    if PAGE > 0:  # paged: keys 0 .. lens[b]-1, lens passed as START
+        row_start = 0
+        row_end = tl.load(START + b).to(tl.int32)
+    else:
+        row_start = tl.maximum(tl.load(START + b).to(tl.int32), 0)  # a negative start means "from slot 0"
+        row_end = end
+    n = tl.maximum(row_end - row_start, 0)
     chunk = tl.cdiv(tl.cdiv(n, NUM_SPLITS), BLOCK_N) * BLOCK_N  # whole tiles per split
     lo = row_start + split * chunk
-    hi = tl.minimum(lo + chunk, end)
+    hi = tl.minimum(lo + chunk, row_end)
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
@@ -90,8 +100,12 @@ def _partials_kernel(Q, K, V, START, M_OUT, L_OUT, ACC_OUT, OUT, end, qk_scale,
     heads = kvh * G + g  # query heads served by this kv head
     q = tl.load(Q + b * sq_b + heads[:, None] * sq_h + d[None, :], mask=gmask[:, None] & dmask[None, :], other=0.0)
     q = q.to(tl.float32) * qk_scale  # [BLOCK_G, BLOCK_D], log2 units
-    k_base = K + b * sk_b + kvh * sk_h
-    v_base = V + b * sv_b + kvh * sv_h
+    if PAGE > 0:  # the block (dim 0 of the pools) comes from the table, per key
+        k_base = K + kvh * sk_h
+        v_base = V + kvh * sv_h
+    else:
+        k_base = K + b * sk_b + kvh * sk_h
+        v_base = V + b * sv_b + kvh * sv_h
 
     m = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_G], tl.float32)
@@ -101,14 +115,21 @@ def _partials_kernel(Q, K, V, START, M_OUT, L_OUT, ACC_OUT, OUT, end, qk_scale,
         s = s0 + n_off
         smask = s < hi
         kv_mask = smask[:, None] & dmask[None, :]
-        k = tl.load(k_base + s[:, None].to(tl.int64) * sk_s + d[None, :], mask=kv_mask, other=0.0)
+        if PAGE > 0:
+            blk = tl.load(TABLE + b * st_b + s // PAGE, mask=smask, other=0).to(tl.int64)  # [BLOCK_N]
+            k_off = blk * sk_b + (s % PAGE).to(tl.int64) * sk_s
+            v_off = blk * sv_b + (s % PAGE).to(tl.int64) * sv_s
+        else:
+            k_off = s.to(tl.int64) * sk_s
+            v_off = s.to(tl.int64) * sv_s
+        k = tl.load(k_base + k_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
         qk = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision=PRECISION)  # [BLOCK_G, BLOCK_N]
         qk = tl.where(smask[None, :], qk, float("-inf"))
         m_new = tl.maximum(m, tl.max(qk, axis=1))  # finite: every tile has >= 1 valid key
         alpha = tl.exp2(m - m_new)  # 0 on the first tile (m = -inf)
         p = tl.exp2(qk - m_new[:, None])
         l = l * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + s[:, None].to(tl.int64) * sv_s + d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + v_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision=PRECISION)
         m = m_new
 
@@ -198,10 +219,11 @@ def tile_config(D: int, block_g: int, cache_bytes: int, fp32_dot: bool, limit: i
 
 
 def plan_decode_attention(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None, cc=None,
-                          sm_count=1):
+                          sm_count=1, block_table=None):
     """out [B, H, D] (allocated like q), fp32 partials when split, and the launches that fill out (the partials
     kernel, then the reduce kernel when num_splits > 1; none for an empty batch). cc: the target's compute
-    capability (None: the interpreter); sm_count feeds the split heuristic."""
+    capability (None: the interpreter); sm_count feeds the split heuristic. block_table [B, W]: the caches are
+    paged pools, start holds each row's key count and end bounds them (W * block size)."""
     B, H, D = q.shape
     Hkv = k_cache.shape[1]
     G = H // Hkv
@@ -230,11 +252,13 @@ def plan_decode_attention(q, k_cache, v_cache, start, end, scale=None, num_split
         m = l = acc = out
     extra = {"num_stages": num_stages} if cc is not None else {}  # the interpreter has no pipeline
     launches = [Launch(_partials_kernel, (B, Hkv, num_splits),
-                       (q, k, v, start, m, l, acc, out, end, scale * LOG2E,
-                        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
-                        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1)),
+                       (q, k, v, start, start if block_table is None else block_table, m, l, acc, out, end,
+                        scale * LOG2E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+                        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
+                        0 if block_table is None else block_table.stride(0)),
                        dict(G=G, D=D, NUM_SPLITS=num_splits, BLOCK_G=BLOCK_G, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-                            PRECISION=precision, num_warps=4, **extra))]
+                            PRECISION=precision, PAGE=0 if block_table is None else k.shape[2], num_warps=4,
+                            **extra))]
     if num_splits > 1:
         launches.append(Launch(_reduce_kernel, (B, H), (m, l, acc, out, out.stride(0), out.stride(1)),
                                dict(D=D, NUM_SPLITS=num_splits, BLOCK_S=next_pow2(num_splits), BLOCK_D=BLOCK_D,
@@ -242,11 +266,59 @@ def plan_decode_attention(q, k_cache, v_cache, start, end, scale=None, num_split
     return out, launches
 
 
-def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None):
-    """block_n overrides the key-tile size (tests use 16 so that short caches still span several splits)."""
+def decode_attention_triton(q, k_cache, v_cache, start, end, scale=None, num_splits=None, block_n=None,
+                            block_table=None):
+    """block_n overrides the key-tile size (tests use 16 so that short caches still span several splits).
+    block_table: paged pools (see plan_decode_attention)."""
     cuda = q.device.type == "cuda"
     out, launches = plan_decode_attention(q, k_cache, v_cache, start, end, scale, num_splits, block_n,
-                                          device_cc(q.device), num_sms(q.device) if cuda else 1)
+                                          device_cc(q.device), num_sms(q.device) if cuda else 1, block_table)
     for launch in launches:  # interpreter: one split unless asked (sm_count 1)
         run(launch)
     return out
+
+
+def decode_attention_paged_torch(q, k_pool, v_pool, block_table, lens, scale=None):
+    """Plain-torch reference of decode_attention_paged: gather each row's blocks, then attend to keys < lens[b]."""
+    B, W = block_table.shape
+    NB, Hkv, PAGE, D = k_pool.shape
+    k = k_pool[block_table].permute(0, 2, 1, 3, 4).reshape(B, Hkv, W * PAGE, D)  # [B, W, Hkv, PAGE, D] -> rows
+    v = v_pool[block_table].permute(0, 2, 1, 3, 4).reshape(B, Hkv, W * PAGE, D)
+    # keys lens[b] .. end-1 are another row's or nobody's: masked by shifting the window so it ends at lens[b]
+    end = W * PAGE
+    shift = end - lens  # [B]
+    idx = (torch.arange(end, device=q.device)[None, :] - shift[:, None]) % end  # row b's keys end at slot end-1
+    k = k.gather(2, idx[:, None, :, None].expand(B, Hkv, end, D))
+    v = v.gather(2, idx[:, None, :, None].expand(B, Hkv, end, D))
+    return decode_attention_torch(q, k, v, shift, end, scale)
+
+
+def _check_paged(q, k_pool, v_pool, block_table, lens):
+    if q.dim() != 3 or k_pool.dim() != 4 or v_pool.shape != k_pool.shape:
+        raise ValueError(f"decode_attention (paged): q [B, H, D] and pools [NB, Hkv, PAGE, D] expected, got "
+                         f"{tuple(q.shape)}, {tuple(k_pool.shape)}, {tuple(v_pool.shape)}")
+    B, H, D = q.shape
+    if k_pool.shape[3] != D or H % k_pool.shape[1]:
+        raise ValueError(f"decode_attention (paged): pools {tuple(k_pool.shape)} do not match q {tuple(q.shape)}")
+    if block_table.dim() != 2 or block_table.shape[0] != B or block_table.dtype != torch.int64:
+        raise ValueError(f"decode_attention (paged): block_table must be int64 [B={B}, W], got "
+                         f"{block_table.dtype} {tuple(block_table.shape)}")
+    if lens.shape != (B,) or lens.dtype != torch.int64:
+        raise ValueError(f"decode_attention (paged): lens must be int64 [B={B}], got {lens.dtype} {tuple(lens.shape)}")
+    devs = {t.device for t in (q, k_pool, v_pool, block_table, lens)}
+    if len(devs) != 1:
+        raise ValueError(f"decode_attention (paged): all tensors must be on one device, got {sorted(map(str, devs))}")
+
+
+def decode_attention_paged(q, k_pool, v_pool, block_table, lens, scale=None, impl=None, num_splits=None,
+                           block_n=None):
+    """One query token per row over a paged cache: q [B, H, D] attends to row b's keys 0 .. lens[b]-1, key s in
+    block block_table[b, s // PAGE] of the pools [NB, Hkv, PAGE, D] at offset s % PAGE. -> [B, H, D] in q.dtype
+    (zeros for lens[b] == 0). Every lens[b] must be <= block_table.shape[1] * PAGE (not checked: no device sync)."""
+    from kernels.dispatch import resolve_impl
+    _check_paged(q, k_pool, v_pool, block_table, lens)
+    if resolve_impl(impl, q.device) != "triton":
+        return decode_attention_paged_torch(q, k_pool, v_pool, block_table, lens, scale)
+    end = block_table.shape[1] * k_pool.shape[2]  # bounds every row's length (for the split heuristic)
+    return decode_attention_triton(q, k_pool, v_pool, lens.contiguous(), end, scale, num_splits, block_n,
+                                   block_table.contiguous())

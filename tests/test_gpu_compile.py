@@ -68,6 +68,8 @@ def plan_cases(cc: int, torch):
                                                           cc, 132)[1]
                     for launch in launches:
                         cases.append((f"decode_attention[{launch.kernel.__name__}] {tag} splits={splits}", launch))
+                if act == cache_dt:  # sample.py's paged pool (block 16) holds the compute dtype: fp32 or bf16
+                    cases += paged_cases(torch, rope, attn, cc, q, k, cs, tag, D == 128 and act == bf16)
     # sample.py hands the sampler fp32 logits (it upcasts the [B, V] row once): every mode in fp32; bf16 / fp16
     # logits (the kernel takes them) greedy only
     for dt in (f32, bf16, f16):
@@ -78,6 +80,22 @@ def plan_cases(cc: int, torch):
             per_row = not isinstance(seed, int)
             cases.append((f"sample_logits V={VOCAB} logits={name[dt]} t={temperature} per_row_seed={per_row}",
                           launch))
+    return cases
+
+
+def paged_cases(torch, rope, attn, cc, q, k, cs, tag, split):
+    """The paged cache's launches: rope writing through a slot mapping, decode attention reading through a block
+    table (and its split epilogue once). Pools [NB, Hkv, 16, D] hold BATCH rows of CACHE_LEN, laid out as
+    kvcache.PagedKVCache stores them ([NB, 16, Hkv, D] memory, a transposed view)."""
+    meta = lambda *shape, dtype: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
+    pool = meta(BATCH * CACHE_LEN // 16, 16, k.shape[2], k.shape[3], dtype=k.dtype).transpose(1, 2)
+    slots = meta(BATCH, 1, dtype=torch.int64)
+    cases = [(f"rope paged {tag}", rope.plan_rope_cache_update(q, k, k, cs, cs, pool, pool, slots, cc)[1])]
+    table, lens = meta(BATCH, CACHE_LEN // 16, dtype=torch.int64), meta(BATCH, dtype=torch.int64)
+    for splits in (1, 8) if split else (1,):
+        for launch in attn.plan_decode_attention(q[:, 0], pool, pool, lens, CACHE_LEN, None, splits, None, cc, 132,
+                                                 table)[1]:
+            cases.append((f"decode_attention paged[{launch.kernel.__name__}] {tag} splits={splits}", launch))
     return cases
 
 
@@ -164,7 +182,8 @@ def compiled(tmp_path_factory):
 @pytest.mark.parametrize("cc", TARGETS)
 def test_every_kernel_compiles_and_fits_shared_memory(compiled, cc):
     mine = [r for r in compiled if r["cc"] == cc]
-    assert len(mine) == 49  # 14 norms, 12 rope, 15 + 3 attention (partials + reduce), 5 sampling launches
+    # 14 norms, 12 + 4 paged rope, 15 + 3 + 5 + 1 paged attention (partials + reduce), 5 sampling launches
+    assert len(mine) == 59
     failed = [f"{r['name']}: {r['error']}" for r in mine if not r["ok"]]
     assert not failed, f"sm_{cc}: {len(failed)} launches do not compile:\n" + "\n".join(failed[:8])
     too_big = [f"{r['name']}: {r['shared']} B > {r['limit']} B ({r['kwargs']})" for r in mine

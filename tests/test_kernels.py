@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from kernels.decode_attention import decode_attention_paged
+from kernels.rope import rope_cache_update_paged
 from kernels import dispatch
 from kernels.decode_attention import MAX_SPLITS, MIN_KEYS_PER_SPLIT, tile_config
 from kernels.launch import smem_limit
@@ -340,6 +342,62 @@ def test_decode_attention_rejects_bad_input():
         kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.long), 9, impl="triton")
     with pytest.raises(ValueError, match="int64"):
         kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.int32), 4, impl="triton")
+
+
+def scattered_pool(dtype, B=3, Hkv=2, D=64, page=16, lens=(37, 5, 64)):
+    """Contiguous per-row caches [B, Hkv, S, D] and the same keys in a paged pool, blocks in a scrambled order."""
+    S = max(lens)
+    W = -(-S // page)
+    kc, vc = randn(B, Hkv, S, D, dtype=dtype, seed=1), randn(B, Hkv, S, D, dtype=dtype, seed=2)
+    # 2 blocks no row uses: garbage the kernel must not read
+    order = torch.randperm(B * W + 2, generator=torch.Generator().manual_seed(0))
+    table = order[:B * W].view(B, W)
+    NB = B * W + 2
+    kp, vp = randn(NB, Hkv, page, D, dtype=dtype, seed=3), randn(NB, Hkv, page, D, dtype=dtype, seed=4)
+    for b in range(B):
+        for w in range(W):
+            kp[table[b, w]] = kc[b, :, w * page:(w + 1) * page]
+            vp[table[b, w]] = vc[b, :, w * page:(w + 1) * page]
+    return kc, vc, kp, vp, table, torch.tensor(lens)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_decode_attention_paged_matches_contiguous(dtype, num_splits):
+    """Reading K/V through the block table (page 16, 16-key tiles so a row spans several tiles and splits) gives
+    the contiguous kernel's result row by row; the torch reference (gathers) too."""
+    kc, vc, kp, vp, table, lens = scattered_pool(dtype)
+    q = randn(3, 8, 64, dtype=dtype, seed=5)
+    want = torch.cat([kernels.decode_attention(q[b:b + 1], kc[b:b + 1], vc[b:b + 1], torch.zeros(1, dtype=torch.long),
+                                               int(lens[b]), impl="torch") for b in range(3)])
+    got = decode_attention_paged(q, kp, vp, table, lens, impl="triton", num_splits=num_splits, block_n=16)
+    ref = decode_attention_paged(q, kp, vp, table, lens, impl="torch")
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert (got.float() - want.float()).abs().max().item() < tol
+    assert (ref.float() - want.float()).abs().max().item() < tol
+    zero = decode_attention_paged(q, kp, vp, table, torch.tensor([0, 5, 64]), impl="triton", block_n=16)
+    assert zero[0].abs().max() == 0  # no keys: zeros
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_rope_cache_update_paged_writes_each_token_to_its_slot(impl):
+    """Token (b, t) lands at flat slot slots[b, t] (block slot // page, offset slot % page), as the contiguous
+    kernel writes it at (b, slot); nothing else in the pool changes."""
+    B, T, H, Hkv, D, page = 2, 3, 4, 2, 64, 4
+    q, k, v = randn(B, T, H, D, seed=1), randn(B, T, Hkv, D, seed=2), randn(B, T, Hkv, D, seed=3)
+    cos, sin = randn(B, T, D // 2, seed=4), randn(B, T, D // 2, seed=5)
+    kc, vc = torch.zeros(B, Hkv, 8, D), torch.zeros(B, Hkv, 8, D)
+    q_want = kernels.rope_cache_update(q, k, v, cos, sin, kc, vc, 2, impl="torch")
+    slots = torch.tensor([[9, 10, 11], [0, 1, 22]])  # row 1 crosses into block 5
+    kp, vp = torch.zeros(6, Hkv, page, D), torch.zeros(6, Hkv, page, D)
+    q_rot = rope_cache_update_paged(q, k, v, cos, sin, kp, vp, slots, impl=impl)
+    assert torch.allclose(q_rot, q_want, atol=1e-6)
+    for b in range(B):
+        for t in range(T):
+            s = int(slots[b, t])
+            assert torch.allclose(kp[s // page, :, s % page], kc[b, :, 2 + t], atol=1e-6)
+            assert torch.allclose(vp[s // page, :, s % page], vc[b, :, 2 + t])
+    assert kp.ne(0).any(-1).sum() == B * T * Hkv  # only those slots were written
 
 
 # -----------------------------------------------------------------------------------------------------------------

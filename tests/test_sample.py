@@ -9,7 +9,8 @@ import model as model_lib
 import sample
 from data.tokenizer import Tokenizer
 from model import Llama, LlamaConfig
-from sample import generate, inverse_cdf, plan_chunks, sample_logits
+from kvcache import PagedKVCache
+from sample import generate, inverse_cdf, sample_logits
 
 TEXT = ["the quick brown fox jumps over the lazy dog; 12345 + 678 = ? café naïve déjà vu"] * 40
 
@@ -238,51 +239,80 @@ def test_n_samples_share_one_prefill(tok, model, monkeypatch):
     calls = []
     real = sample.prefill
 
-    def counting(m, idx, cache, **kw):
-        calls.append(idx.shape[0])
-        return real(m, idx, cache, **kw)
+    def counting(m, ids, cache, blocks, **kw):
+        calls.append(len(ids))
+        return real(m, ids, cache, blocks, **kw)
 
     monkeypatch.setattr(sample, "prefill", counting)
     outs = generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0)
-    assert calls == [3] and len(outs) == 12  # one call, each prompt once
-    calls.clear()
-    generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0, batch_size=8, progress=True)
-    assert calls == [2, 1]  # chunks of 2 prompts x 4 samples
+    lens = [len(c.prompt_tokens) for c in outs[::4]]
+    assert calls == lens and len(outs) == 12  # each prompt prefilled once for its 4 samples
     calls.clear()
     generate(model, tok, PROMPTS[:2], n=5, max_new_tokens=4, temperature=1.0, seed=0, batch_size=2)
-    assert sum(calls) == 6  # n > batch_size: each prompt's samples in pieces of 2, 2, 1
+    assert len(calls) == 6  # n > batch_size: each prompt's samples start in groups of 2, 2, 1
 
 
 def test_prefill_in_pieces_equals_one_pass(model):
     # long prompts are prefilled a few positions at a time to bound the activations; same cache, same logits
-    idx = torch.randint(0, model.config.vocab_size, (3, 23))
+    ids = torch.randint(0, model.config.vocab_size, (23,)).tolist()
     out = []
-    for budget in (2**14, 3 * 5):  # one pass; pieces of 5 positions (the last one 3)
-        cache = model_lib.KVCache.for_model(model, 3, 30)
-        cache.start = torch.tensor([0, 4, 11])
+    for budget in (2**14, 5):  # one pass; pieces of 5 positions (the last one 3)
+        cache = PagedKVCache.for_model(model, 6, 4)
+        blocks = [5, 0, 3, 1, 2, 4]  # any blocks, in any order
         with torch.no_grad():
-            out.append((sample.prefill(model, idx, cache, max_tokens=budget), cache))
+            out.append((sample.prefill(model, ids, cache, blocks, max_tokens=budget), cache))
     (a, ca), (b, cb) = out
-    assert ca.slot == cb.slot == 23
     assert torch.allclose(a, b, atol=1e-5)
-    with torch.no_grad():  # and it is the last position's row of a plain full forward
-        for r, s0 in enumerate([0, 4, 11]):
-            assert torch.allclose(a[r], model(idx[r:r + 1, s0:])[0, -1], atol=1e-4)
+    with torch.no_grad():  # the last position's row of a plain full forward
+        assert torch.allclose(a, model(torch.tensor([ids]))[0, -1], atol=1e-4)
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(ca.k + ca.v, cb.k + cb.v))
 
 
-def test_plan_chunks():
-    chunks = plan_chunks([3, 9, 5], n=2, batch_size=4)
-    assert chunks == [[(1, 0, 2), (2, 0, 2)], [(0, 0, 2)]]  # longest first, 2 prompts x 2 samples per chunk
-    assert plan_chunks([3, 9], n=3, batch_size=None) == [[(1, 0, 3), (0, 0, 3)]]
-    # n > batch_size: each prompt's samples in pieces of batch_size
-    assert plan_chunks([4, 4], n=5, batch_size=2) == [[(0, 0, 2)], [(0, 2, 2)], [(0, 4, 1)],
-                                                     [(1, 0, 2)], [(1, 2, 2)], [(1, 4, 1)]]
-    for lengths, n, bs in [([1, 2, 3, 4, 5], 3, 7), ([5, 1, 4], 10, 4), ([2] * 6, 1, None)]:
-        chunks = plan_chunks(lengths, n, bs)
-        rows = [(i, j0 + k) for ch in chunks for i, j0, c in ch for k in range(c)]
-        assert sorted(rows) == [(i, j) for i in range(len(lengths)) for j in range(n)]  # each sample once
-        assert all(sum(c for _, _, c in ch) <= (bs or len(rows)) for ch in chunks)
+def test_prefix_sharing_counts_blocks(tok, model):
+    """n samples of a prompt share its full blocks (one prefill); each copies only the last partial block."""
+    ids = torch.randint(0, tok.vocab_size, (37,)).tolist()  # 4 full blocks of 8 + 5 tokens
+    outs = generate(model, tok, [ids], n=4, max_new_tokens=1, temperature=1.0, seed=0, block_size=8)
+    assert len(outs) == 4 and sample.last_stats["prefills"] == 1
+    assert sample.last_stats["peak_blocks"] == 4 + 4  # unshared: 4 x 5 = 20
+    generate(model, tok, [ids[:32]], n=4, max_new_tokens=2, temperature=1.0, seed=0, block_size=8)
+    assert sample.last_stats["peak_blocks"] == 4 + 4  # all prompt blocks full: shared; each sample opens its own
+
+
+def test_preemption_under_a_tiny_pool_changes_nothing(tok, model):
+    """A pool that holds ~2 sequences for 8 slots: the newest sequences are preempted and re-prefilled later,
+    with the same tokens, log-probs and finish reasons as an unconstrained run (sampled, stop strings, n > 1)."""
+    kw = dict(n=3, max_new_tokens=20, temperature=1.0, top_p=0.95, seed=3, stop=["e"], batch_size=8, block_size=4)
+    free = generate(model, tok, PROMPTS, **kw)
+    assert sample.last_stats["preemptions"] == 0
+    tight = generate(model, tok, PROMPTS, kv_blocks=14, **kw)
+    assert sample.last_stats["preemptions"] > 3 and sample.last_stats["peak_blocks"] <= 14
+    for x, y in zip(tight, free):
+        assert (x.tokens, x.text, x.finish_reason) == (y.tokens, y.text, y.finish_reason)
+        assert torch.allclose(x.logprobs, y.logprobs, atol=1e-4)
+    greedy = generate(model, tok, PROMPTS, max_new_tokens=20, block_size=4)
+    tight = generate(model, tok, PROMPTS, max_new_tokens=20, block_size=4, kv_blocks=12)
+    assert sample.last_stats["preemptions"] > 0 and [c.tokens for c in tight] == [c.tokens for c in greedy]
+
+
+def test_paged_cache_writes_through_the_block_table(model):
+    """Token p of a row lands in block table[p // bs] at offset p % bs; rows of different lengths decode together
+    and match a full forward."""
+    seqs = [torch.randint(0, model.config.vocab_size, (L,)).tolist() for L in (9, 3)]
+    cache = PagedKVCache.for_model(model, 8, 4)
+    tables = [[6, 1, 4], [0, 7]]
+    with torch.no_grad():
+        for ids, blocks in zip(seqs, tables):
+            sample.prefill(model, ids[:-1], cache, blocks)
+        cache.set_batch(tables, [len(s) - 1 for s in seqs], 3)
+        step = sample.decode_one_token(model, torch.tensor([s[-1] for s in seqs]), cache)  # [2, V]
+        for r, ids in enumerate(seqs):
+            assert torch.allclose(step[r], model(torch.tensor([ids]))[0, -1], atol=1e-4)
+    assert cache.lens.tolist() == [9, 3]
+    k0 = cache.k[0]  # position 5 of row 0: block 1, offset 1; a block no row uses stays empty
+    ref = PagedKVCache.for_model(model, 3, 4)
+    with torch.no_grad():
+        sample.prefill(model, seqs[0], ref, [0, 1, 2])
+    assert torch.allclose(k0[1, :, 1], ref.k[0][1, :, 1], atol=1e-5) and k0[5].abs().sum() == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -363,31 +393,30 @@ def test_rows_finish_independently_and_compaction_changes_nothing(tok, monkeypat
     succ_c[ids_c[-1]] = ids_c[0]
     m = chain_model(tok, {**succ_a, **succ_b, **succ_c})
     prompts = [ids_a[:1], ids_b[:1], ids_c[:2]]
-    outs = generate(m, tok, prompts, max_new_tokens=5, compact_at=0.0)
+    outs = generate(m, tok, prompts, max_new_tokens=5)
     assert [c.finish_reason for c in outs] == ["eos", "length", "length"]
     assert [len(c.tokens) for c in outs] == [3, 5, 5]
-    outs = generate(m, tok, prompts, max_new_tokens=20, compact_at=0.0)
+    outs = generate(m, tok, prompts, max_new_tokens=20)
     cycle = [ids_c[(2 + k) % 4] for k in range(20)]
     assert [c.tokens for c in outs] == [ids_a[1:] + [tok.eos_id], ids_b[1:] + [tok.eos_id], cycle]
     assert [c.finish_reason for c in outs] == ["eos", "eos", "length"]
     assert [c.text for c in outs] == ["b!", "defgh", tok.decode(cycle)]
 
-    # a random model with sampling and several stop strings: rows end at scattered steps
-    selects = []
-    real = model_lib.KVCache.select
-
-    def counting(self, rows):
-        selects.append(len(rows))
-        return real(self, rows)
-
-    monkeypatch.setattr(model_lib.KVCache, "select", counting)
+    # a random model with sampling and several stop strings: rows end at scattered steps, and with 3 batch slots
+    # for 12 rows every finished row's slot is refilled by a waiting one at once
     rm = random_model(tok, seed=2, std=0.1)
     kw = dict(n=3, max_new_tokens=24, temperature=1.0, top_k=50, seed=11, stop=["e", "o", "1"])
-    on = generate(rm, tok, PROMPTS, compact_at=0.0, **kw)
-    n_on = len(selects)
-    selects.clear()
-    off = generate(rm, tok, PROMPTS, compact_at=None, **kw)
-    assert len(selects) == 1 and n_on > 2  # off: only the n-sample copy; on: compactions happened
+    steps = []  # (rows decoded, sequences still waiting) per decode step
+    real = sample.Engine.decode
+
+    def spy(self, rows):
+        steps.append((len(self.running), len(self.waiting)))
+        return real(self, rows)
+
+    monkeypatch.setattr(sample.Engine, "decode", spy)
+    on = generate(rm, tok, PROMPTS, batch_size=3, **kw)
+    assert all(r == 3 for r, w in steps if w) and sum(1 for _, w in steps if w) > 5  # full while any wait
+    off = generate(rm, tok, PROMPTS, **kw)
     lengths = {len(c.tokens) for c in on}
     assert len(lengths) > 2  # rows really finished at different steps
     for x, y in zip(on, off):
@@ -441,7 +470,10 @@ def test_bad_inputs(tok, model):
         (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
         (dict(temperature=-0.1), "temperature"), (dict(temperature=float("nan")), "temperature"),
         (dict(n=0), "n "), (dict(top_k=-1), "top_k"), (dict(max_new_tokens=0), "max_new_tokens"),
-        (dict(batch_size=0), "batch_size"), (dict(compact_at=2.0), "compact_at"), (dict(stop=["x", ""]), "stop"), (dict(prompts=[]), "empty"),
+        (dict(batch_size=0), "batch_size"), (dict(block_size=0), "block_size"), (dict(kv_budget=-1.0), "kv_budget"),
+        (dict(kv_budget=0.5, max_new_tokens=4), "fraction of free GPU memory"),
+        (dict(kv_blocks=1, max_new_tokens=30, block_size=8), "kv_blocks=1 holds 1 KV blocks of 8 tokens"),
+        (dict(stop=["x", ""]), "stop"), (dict(prompts=[]), "empty"),
     ]
     for kw, msg in cases:
         kw = {"prompts": ["hi"], **kw}
