@@ -17,10 +17,11 @@ Terms, in bytes per GPU (P = parameters, s = the FSDP shard count, 1 under ddp):
   logits       the lm_head transient: chunk x vocab fp32 matrices (3 live at once in the chunked log-probs with
                entropy, 2 in the chunked cross-entropy) plus the fp32 [vocab, dim] weight gradient the chunked
                backward accumulates; logits_chunk=0 holds all tokens' logits (4 copies: logits, fp32, softmax, grad)
-  KV cache     today's engine: a contiguous cache of (prompt + max response) slots per row in flight, in the
-               compute dtype. A paged pool replaces it by a fixed budget: pass kv_pool_bytes (the hook for
-               sample.py's paged engine); the rows it guarantees in flight are then pool / (bytes a token x
-               prompt + cap slots), every row at the cap; rows that stop early leave room for more.
+  KV cache     (prompt + max response) slots per row in flight, in the compute dtype: a contiguous per-row
+               cache, and sample.py's paged pool at its default size (kv_budget None), which is what rl.py runs.
+               A pool given a budget: pass kv_pool_bytes; the rows it guarantees in flight are then
+               pool / (bytes a token x prompt + cap slots), every row at the cap; rows that stop early leave room
+               for more (bench/sample.py --rl measures how much).
 """
 from __future__ import annotations
 
