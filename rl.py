@@ -73,7 +73,9 @@ max_prompt_len = 256  # tokens (BOS and template included); longer prompts are d
 group_size = 8  # responses per prompt (GRPO's group, n)
 prompts_per_step = 32  # over all ranks
 max_response_len = {0: 192}  # tokens; an int, or a stair schedule {from_step: tokens} (long-CoT answers: ~200)
-temperature = 1.0  # sampling temperature; the trainer's log-probs use the same one, so ratios are consistent
+# sampling temperature; the trainer's log-probs use the same one, so ratios are consistent. 0.7 for the built-in
+# ~1M model: at 1.0 its samples are right half as often as its greedy answers (12% vs 25% held out)
+temperature = 0.7
 top_p = 1.0
 rollout_batch_size = 0  # sequences decoded together per rank; 0 = all of a rank's rollouts at once
 # reward: the last \boxed{} answer graded against the gold answer
@@ -101,7 +103,9 @@ beta2 = 0.999
 grad_clip = 1.0  # 0 = off
 clip_low = 0.2  # ratio clipped to [1 - clip_low, 1 + clip_high]; clip_high > clip_low is DAPO's "clip-higher"
 clip_high = 0.2
-kl_coef = 0.0  # > 0: k3 KL to a frozen copy of init_from, added to the loss (the reference is loaded only then)
+# > 0: k3 KL to a frozen copy of init_from, added to the loss (the reference is loaded only then). 0.1 for the
+# built-in model: without it RL drifts to boxing the world's commonest answer ("1") on problems it cannot compute
+kl_coef = 0.1
 entropy_coef = 0.0  # > 0: entropy bonus
 dual_clip = 0.0  # > 1: verl's dual-clip c (3.0): a negative-advantage token's loss is capped at -advantage * c
 max_log_ratio = 20.0  # log(new / old) is clamped to +-this before exp: stale ratios (epochs, mini-batches) stay finite
