@@ -48,6 +48,7 @@ from kvcache import PagedKVCache, blocks_for_budget, cdiv
 
 STEP_KEY = 0x9E3779B97F4A7C15  # odd: step t moves a row's kernel-sampler key by t * this (mod 2**63)
 MASK63 = 2**63 - 1
+GROW_FROM = 64  # blocks a default (growing) pool starts with
 last_stats: dict = {}  # the last generate call's engine counters (prefills, preemptions, pool / peak blocks)
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -269,8 +270,9 @@ class Engine:
     """Continuous batching over a paged cache: `waiting` holds (prompt i, [sample j ...]) groups not started yet
     and preempted sequences (to resume first); `running` holds at most `cap` sequences."""
 
-    def __init__(self, model, cache: PagedKVCache, prompts: list[list[int]], n: int, cap: int):
+    def __init__(self, model, cache: PagedKVCache, prompts: list[list[int]], n: int, cap: int, max_blocks: int):
         self.model, self.cache, self.pool, self.prompts, self.cap = model, cache, cache.pool, prompts, cap
+        self.max_blocks = max_blocks  # > the pool's size: it doubles (up to this) before anything is preempted
         self.waiting: deque = deque((i, list(range(n))) for i in range(len(prompts)))
         self.running: list[Seq] = []
         self.admitted = 0
@@ -283,7 +285,13 @@ class Engine:
         always fits (checked against the pool size up front)."""
         bs = self.cache.block_size
         growth = sum(s.cached == len(s.blocks) * bs for s in self.running) + (adding if length % bs == 0 else 0)
-        return self.pool.n_free >= need + (growth if self.running else 0)
+        return self.make_free(need + (growth if self.running else 0))
+
+    def make_free(self, k: int) -> bool:
+        """Are k blocks free, after growing the pool if it may grow?"""
+        while self.pool.n_free < k and self.pool.num_blocks < self.max_blocks:
+            self.cache.grow(min(self.max_blocks, 2 * self.pool.num_blocks))
+        return self.pool.n_free >= k
 
     def admit(self) -> list[tuple[Seq, torch.Tensor]]:
         """Start waiting sequences while batch slots and blocks are free; -> (sequence, next-token logits [V])."""
@@ -352,7 +360,7 @@ class Engine:
         for s in sorted(rows, key=lambda s: s.order):
             if s not in self.running or s.cached < len(s.blocks) * bs:
                 continue
-            while self.pool.n_free == 0:
+            while not self.make_free(1):
                 self.preempt(max(self.running, key=lambda r: r.order))
                 if s not in self.running:
                     break
@@ -381,12 +389,14 @@ class Engine:
 # the decode loop
 
 
-def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_blocks) -> int:
-    """Blocks in the pool: kv_blocks, or kv_budget's (GB, or a fraction of free GPU memory), else enough for every
-    row in flight at full length (no preemption, at most a contiguous cache's memory)."""
+def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_blocks) -> tuple[int, int]:
+    """(blocks allocated up front, most blocks the pool may grow to). kv_blocks, or kv_budget's (GB, or a fraction
+    of free GPU memory), allocated at once; else a pool that starts small and doubles as sequences need blocks, up
+    to every row in flight at full length (no preemption, at most a contiguous cache's memory; a pool at the
+    doubling's peak holds < 2x the blocks in use, plus the old copy while it grows)."""
     per_seq = cdiv(longest, block_size)
     if kv_blocks is None and kv_budget is None:
-        return rows * per_seq
+        return min(rows * per_seq, max(per_seq, GROW_FROM)), rows * per_seq
     blocks, knob = kv_blocks, f"kv_blocks={kv_blocks}"
     if kv_blocks is None:
         p = model.embed_tokens.weight
@@ -395,7 +405,8 @@ def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_b
     if blocks < per_seq:
         raise UserError(f"{knob} holds {blocks} KV blocks of {block_size} tokens, but one sequence (longest prompt "
                         f"+ max_new_tokens = {longest} tokens) needs {per_seq}: raise it or lower max_new_tokens")
-    return min(blocks, rows * per_seq)  # more than every row at full length is never used
+    blocks = min(blocks, rows * per_seq)  # more than every row at full length is never used
+    return blocks, blocks
 
 
 def draw(logits, rows: list[Seq], n: int, *, temperature, top_k, top_p, u_all, seeds_of, kernel_sampler):
@@ -423,9 +434,9 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
     R = len(prompts) * n
     cap = min(batch_size or R, R)
     longest = max(len(p) for p in prompts) + M
-    blocks = pool_blocks(model, cap, longest, block_size, kv_budget, kv_blocks)
+    blocks, max_blocks = pool_blocks(model, cap, longest, block_size, kv_budget, kv_blocks)
     cache = PagedKVCache.for_model(model, blocks, block_size)
-    eng = Engine(model, cache, prompts, n, cap)
+    eng = Engine(model, cache, prompts, n, cap, max_blocks)
     keys = [(i, j) for i in range(len(prompts)) for j in range(n)]
     kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, model.config.vocab_size)
     u_all = seeds_of = None
@@ -492,8 +503,8 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
     generated text only); the tokenizer's stop_ids end a row as "eos". seed None draws one from torch's global RNG.
     batch_size: sequences decoded together (default: all); a finished row's slot goes to a waiting sequence at once.
     on_token(index, token_id) is called for every generated token as it arrives (streaming).
-    kv_budget: the KV pool's size, GB (> 1) or a fraction (<= 1) of free GPU memory; None = enough for batch_size
-    rows at full length. A smaller pool preempts the newest sequence when it runs out (recomputed later: the same
+    kv_budget: the KV pool's size, GB (> 1) or a fraction (<= 1) of free GPU memory, allocated at once; None = a
+    pool that doubles as needed up to batch_size rows at full length. A smaller pool preempts the newest sequence when it runs out (recomputed later: the same
     tokens, more compute). kv_blocks: the pool's size in blocks instead (wins over kv_budget). block_size: tokens
     per KV block. last_stats (module global) has the run's counters."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)

@@ -45,3 +45,15 @@ def test_mask_and_positions_follow_each_rows_length():
     assert m[1, 1].tolist() == [True] * 3 + [False] * 5
     cache.advance(2)
     assert cache.lens.tolist() == [7, 3]
+
+
+def test_grow_keeps_blocks_and_hands_out_new_ids_last():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("test")).eval()
+    cache = PagedKVCache.for_model(model, 2, 4)
+    a = cache.pool.allocate()
+    cache.k[0][a].normal_()
+    before = cache.k[0][a].clone()
+    cache.grow(5)
+    assert cache.k[0].shape[0] == 5 and torch.equal(cache.k[0][a], before)
+    assert [cache.pool.allocate() for _ in range(4)] == [1, 2, 3, 4] and cache.pool.n_free == 0

@@ -294,6 +294,22 @@ def test_preemption_under_a_tiny_pool_changes_nothing(tok, model):
     assert sample.last_stats["preemptions"] > 0 and [c.tokens for c in tight] == [c.tokens for c in greedy]
 
 
+def test_default_pool_grows_with_use(tok, model, monkeypatch):
+    """Without kv_blocks / kv_budget the pool starts small and doubles as sequences need blocks (never preempting):
+    the same samples as a pool allocated up front, in fewer blocks than every row at full length."""
+    kw = dict(n=3, max_new_tokens=20, temperature=1.0, seed=5, stop=["e"], block_size=4)
+    full = 12 * -(-(max(len(tok.encode(p)) + 1 for p in PROMPTS) + 20) // 4)  # 12 rows at full length
+    upfront = generate(model, tok, PROMPTS, kv_blocks=full, **kw)
+    assert sample.last_stats["pool_blocks"] == full
+    monkeypatch.setattr(sample, "GROW_FROM", 2)
+    grown = generate(model, tok, PROMPTS, **kw)
+    st = sample.last_stats
+    assert st["preemptions"] == 0 and st["peak_blocks"] <= st["pool_blocks"] < full and st["pool_blocks"] >= 16
+    for x, y in zip(grown, upfront):
+        assert (x.tokens, x.finish_reason) == (y.tokens, y.finish_reason)
+        assert torch.allclose(x.logprobs, y.logprobs, atol=1e-5)
+
+
 def test_paged_cache_writes_through_the_block_table(model):
     """Token p of a row lands in block table[p // bs] at offset p % bs; rows of different lengths decode together
     and match a full forward."""
