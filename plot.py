@@ -5,7 +5,7 @@ matplotlib (`pip install matplotlib`); nothing else in the project does.
 
     python plot.py                                           # out/midtrain -> out/midtrain/curves.png
     python plot.py --run=out/rl                              # reward, response length, accuracy of an RL run
-    python plot.py --run=out/stable,out/midtrain --x=tokens  # several runs overlaid; x in tokens (mid-training)
+    python plot.py --run=out/midtrain/stable,out/midtrain --x=tokens  # several runs overlaid; x in tokens (mid-training)
 
 The stages' optional Weights & Biases logging of the same records (`--wandb_log=True`) is runtime.wandb_init /
 wandb_record: a logger is part of running a stage, not of drawing its curves.

@@ -1,6 +1,6 @@
 """
 Peak memory and time of the two vocabulary-sized steps, with the whole logits at once (logits_chunk=0, the previous
-path) vs a chunk of tokens at a time (model.chunked_logprobs), at shapes that keep Llama 3's real vocabulary and long
+path) vs a chunk of tokens at a time (lm_head.chunked_logprobs), at shapes that keep Llama 3's real vocabulary and long
 sequences but shrink the rest of the model so a CPU runs them:
 
     python bench/memory.py                       # 2 layers, d=256, V=128,256; 2 x 1,024 response tokens

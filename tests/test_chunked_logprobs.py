@@ -1,4 +1,4 @@
-"""Chunked log-probs and loss (model.chunked_logprobs, forward(chunk_size=, logprobs=)): the same values and
+"""Chunked log-probs and loss (lm_head.chunked_logprobs, forward(chunk_size=, logprobs=)): the same values and
 gradients as the whole-logits path, for RL (temperature, padded vocabulary rows cut, entropy bonus) and for the
 mid-training cross-entropy, and a measured drop in the RL update's peak memory at Llama 3's vocabulary."""
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from conftest import ROOT  # noqa: F401  first: it puts the repo root on sys.path
 import midtrain  # noqa: E402
 import rl  # noqa: E402
-from model import Llama, LlamaConfig, chunked_logprobs  # noqa: E402
+from lm_head import chunked_logprobs  # noqa: E402
+from model import Llama, LlamaConfig  # noqa: E402
 
 SOLO = SimpleNamespace(ddp=False, rank=0, world_size=1)
 USED_VOCAB = 219  # the model has 256 rows: 37 padded ones, left out of the softmax
