@@ -78,6 +78,9 @@ max_response_len = {0: 192}  # tokens; an int, or a stair schedule {from_step: t
 temperature = 0.7
 top_p = 1.0
 rollout_batch_size = 0  # sequences decoded together per rank; 0 = all of a rank's rollouts at once
+# the rollout engine's KV pool: GB (> 1) or a fraction (<= 1) of free GPU memory, allocated at once (the newest
+# sequence is preempted and recomputed when it runs out); 0 = a pool that grows as needed (sample.generate)
+kv_budget = 0.0
 # reward: the last \boxed{} answer graded against the gold answer
 reward_correct = 1.0
 reward_wrong = -1.0
@@ -162,8 +165,7 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise UserError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
     for name in ("rollout_batch_size", "max_refill_rounds", "loss_max_len", "lr_warmup_steps", "eval_interval",
-                 "logits_chunk",
-                 "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
+                 "logits_chunk", "kv_budget", "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
         if getattr(c, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.prompts_per_step % world_size:
@@ -304,7 +306,8 @@ def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int,
     with autocast():
         comps = sample.generate(model, tok, [ex["prompt_ids"] for ex in examples], n=c.group_size,
                                 max_new_tokens=max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                stop=tuple(c.stop), seed=seed, batch_size=c.rollout_batch_size or None)
+                                stop=tuple(c.stop), seed=seed, batch_size=c.rollout_batch_size or None,
+                                kv_budget=c.kv_budget or None)
     out = [Rollout(cp.prompt_tokens, cp.tokens, cp.logprobs, cp.text, cp.finish_reason,
                    float(reward_fn(cp, examples[cp.prompt_index]))
                    + overlong_penalty(len(cp.tokens), max_new_tokens, c.overlong_buffer, c.overlong_penalty),
