@@ -162,7 +162,9 @@ def test_ranks_agree_to_stop_when_one_rank_is_signalled(data, tmp_path):
     assert f"stopped by SIGTERM after step {stopped}; checkpoint {out / f'ckpt-{stopped:06d}'}" in text, text[-3000:]
     assert model_lib.resolve_checkpoint(str(out)).endswith(f"ckpt-{stopped:06d}") and stopped < LONG
     assert "torchrun --standalone --nproc_per_node=2 midtrain.py" in text
-    # rank 0 stopped without a signal of its own, by the graceful path (torchrun lists its exit status; rank 1 may be
-    # listed with 143 or, when torchrun's own SIGTERM reached it after the checkpoint, with -15)
+    # rank 0 stopped without a signal of its own, by the graceful path: the "stopped by" line above is printed only by
+    # rank 0, after the checkpoint. Its exit status is a race in torchrun's teardown: once the first rank exits,
+    # torchrun sends SIGTERM to the others, so a rank still unwinding after its message is listed with -15 (seen in
+    # CI for rank 0) instead of 143; either way after the checkpoint and the resume line
     rank0 = re.search(r"rank\s*: 0 \(local_rank: 0\)\s*exitcode\s*:\s*(-?\d+)", text)
-    assert rank0 and rank0.group(1) == "143", text[-3000:]
+    assert rank0 and rank0.group(1) in ("143", "-15"), text[-3000:]
