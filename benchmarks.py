@@ -413,22 +413,14 @@ def load_prompts(path: str, tok, template: str, max_prompt_len: int, question_fi
             if "synth" in path else ""
         raise UserFileError(f"prompt_file {path!r} does not exist{hint}")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or question_field not in row or answer_field not in row:
-                have = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise UserError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
-                                f"(question_field / answer_field knobs), has {have}")
-            q = row[question_field]
-            if not isinstance(q, str) or not q.strip():
-                raise UserError(f"{path}:{lineno}: empty or non-string {question_field!r}")
-            rows.append({"question": q, "answer": gold_answer(row[answer_field])})
+    for lineno, row in _read_jsonl_lines(path):
+        if question_field not in row or answer_field not in row:
+            raise UserError(f"{path}:{lineno}: needs fields {question_field!r} and {answer_field!r} "
+                            f"(question_field / answer_field knobs), has {sorted(row)}")
+        q = row[question_field]
+        if not isinstance(q, str) or not q.strip():
+            raise UserError(f"{path}:{lineno}: empty or non-string {question_field!r}")
+        rows.append({"question": q, "answer": gold_answer(row[answer_field])})
     if not rows:
         raise UserError(f"{path}: no problems in it")
     bos = tok.bos_id is not None  # the same prompt sample.generate would build from the text (BOS first)
