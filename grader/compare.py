@@ -23,20 +23,20 @@ def _probe_env(names: list[str], trial: int) -> dict:
     return {n: complex(_PROBE_POINTS[trial][i % 32] + 0.013 * (i // 32)) for i, n in enumerate(names)}
 
 
-def _probe(tree_a, tree_b, names, combine) -> bool:
-    """Whether the two trees clearly differ as functions: `combine(va, vb)` is True (differ) at >= 2 of 3 random
-    points where both evaluate. Only ever used to say "not equal" before asking sympy."""
-    differ = 0
+def _probe_values(tree_a, tree_b, names):
+    """(va, vb) complex values of both trees at each of the 3 probe points where both evaluate."""
     for trial in range(3):
         env = _probe_env(names, trial)
         try:
-            va = _as_complex(_num_eval(tree_a, env)[0])
-            vb = _as_complex(_num_eval(tree_b, env)[0])
+            yield _as_complex(_num_eval(tree_a, env)[0]), _as_complex(_num_eval(tree_b, env)[0])
         except (_TooBig, _Undefined, OverflowError, ZeroDivisionError, ValueError):
             continue
-        if combine(va, vb):
-            differ += 1
-    return differ >= 2
+
+
+def _probe(tree_a, tree_b, names, combine) -> bool:
+    """Whether the two trees clearly differ as functions: `combine(va, vb)` is True (differ) at >= 2 of 3 random
+    points where both evaluate. Only ever used to say "not equal" before asking sympy."""
+    return sum(bool(combine(va, vb)) for va, vb in _probe_values(tree_a, tree_b, names)) >= 2
 
 
 def _far(x: complex, y: complex) -> bool:
@@ -110,13 +110,7 @@ def _equal_trees(a, b, deadline: float, percent: tuple[bool, bool]) -> bool:
 def _ratio_varies(d1, d2, names) -> bool:
     """For equations d1 = 0 and d2 = 0: d1/d2 clearly not constant over the probe points."""
     ratios = []
-    for trial in range(3):
-        env = _probe_env(names, trial)
-        try:
-            v1 = _as_complex(_num_eval(d1, env)[0])
-            v2 = _as_complex(_num_eval(d2, env)[0])
-        except (_TooBig, _Undefined, OverflowError, ZeroDivisionError, ValueError):
-            continue
+    for v1, v2 in _probe_values(d1, d2, names):
         if abs(v2) < 1e-9:
             if abs(v1) > 1e-6:
                 return True
