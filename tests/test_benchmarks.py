@@ -2,7 +2,6 @@
 sample.generate's contract; the layering around it (the stages share it, never each other)."""
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import math
@@ -339,14 +338,8 @@ def test_load_prompts_fields_gsm8k_gold_and_length_filter(problems):
 
 def imported_names(name: str) -> set[str]:
     """Top-level module names a project file imports, function-level imports included."""
-    tree = ast.parse(open(os.path.join(ROOT, f"{name}.py")).read())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+    from test_runtime import imported_modules
+    return imported_modules(os.path.join(ROOT, f"{name}.py"))
 
 
 def test_benchmarks_sit_below_the_stages():
