@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 import benchmarks
 import grader
+import grpo
 import model as model_lib
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
@@ -144,7 +145,6 @@ seed = 1337
 
 DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
 
-LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 # -----------------------------------------------------------------------------------------------------------------
 # config checks: every mistake we can see before loading a model
@@ -152,8 +152,8 @@ LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 def check_config(c, world_size: int) -> list[tuple[int, int]]:
     """Raise ValueError naming the first bad knob; return the response-length schedule."""
-    if c.loss_agg not in LOSS_AGGS:
-        raise UserError(f"loss_agg must be one of {LOSS_AGGS}, got {c.loss_agg!r}")
+    if c.loss_agg not in grpo.LOSS_AGGS:
+        raise UserError(f"loss_agg must be one of {grpo.LOSS_AGGS}, got {c.loss_agg!r}")
     if c.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
@@ -279,27 +279,6 @@ def make_math_reward(correct: float = 1.0, wrong: float = -1.0, no_answer: float
     return reward
 
 
-def compute_advantages(rewards: torch.Tensor, norm_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
-    """rewards [G, n] (n responses to each of G prompts) -> advantages [G, n]: reward minus its group's mean,
-    divided by the group's (unbiased) std + eps unless norm_by_std is False (Dr. GRPO). A group whose rewards are
-    all equal gets advantage 0: it carries no signal."""
-    if rewards.dim() != 2 or rewards.shape[1] < 2:
-        raise ValueError(f"rewards must be [groups, n >= 2], got shape {tuple(rewards.shape)}")
-    rewards = rewards.double()
-    adv = rewards - rewards.mean(dim=1, keepdim=True)
-    if norm_by_std:
-        adv = adv / (rewards.std(dim=1, keepdim=True) + eps)
-    return adv.float()
-
-
-def overlong_penalty(n_tokens: int, max_len: int, buffer: int, penalty: float = 1.0) -> float:
-    """DAPO's soft overlong punishment: 0 up to max_len - buffer tokens, then falling linearly to -penalty at
-    max_len (where a response is cut). buffer 0 = off. A buffer longer than max_len starts at 0 tokens."""
-    if buffer <= 0:
-        return 0.0
-    return -penalty * min(max(n_tokens - (max_len - buffer), 0) / buffer, 1.0)
-
-
 def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int, reward_fn: Callable,
             autocast=contextlib.nullcontext) -> list[Rollout]:
     """group_size responses to each example, graded; -> rollouts in order (group g = example g), advantages set."""
@@ -310,10 +289,10 @@ def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int,
                                 kv_budget=c.kv_budget or None)
     out = [Rollout(cp.prompt_tokens, cp.tokens, cp.logprobs, cp.text, cp.finish_reason,
                    float(reward_fn(cp, examples[cp.prompt_index]))
-                   + overlong_penalty(len(cp.tokens), max_new_tokens, c.overlong_buffer, c.overlong_penalty),
+                   + grpo.overlong_penalty(len(cp.tokens), max_new_tokens, c.overlong_buffer, c.overlong_penalty),
                    cp.prompt_index) for cp in comps]
     rewards = torch.tensor([r.reward for r in out]).view(len(examples), c.group_size)  # [G, n]
-    adv = compute_advantages(rewards, c.norm_adv_by_std, c.adv_eps).view(-1).tolist()
+    adv = grpo.compute_advantages(rewards, c.norm_adv_by_std, c.adv_eps).view(-1).tolist()
     for r, a in zip(out, adv):
         r.advantage = a
     return out
@@ -321,78 +300,6 @@ def rollout(model, tok, examples: list[dict], c, seed: int, max_new_tokens: int,
 
 def is_uniform(group: list[Rollout]) -> bool:
     return len({r.reward for r in group}) == 1
-
-
-# -----------------------------------------------------------------------------------------------------------------
-# the loss: small pure functions over [B, T] per-token tensors and a response mask [B, T] (True = a response token)
-
-
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float = 0.0, max_log_ratio: float = 20.0):
-    """PPO's clipped surrogate per token. logp, old_logp [B, T]; adv [B] (one advantage per sequence).
-    -> (loss [B, T] (0 outside the mask), clipped_high [B, T] bool, clipped_low [B, T] bool, ratio [B, T]).
-    A token is "clipped" when its gradient is cut: ratio > 1 + clip_high with a positive advantage, ratio < 1 -
-    clip_low with a negative one, or (dual_clip c > 1) ratio > c with a negative one, whose loss the dual clip caps
-    at -A * c (counted as clipped_high). The log-ratio is clamped to +-max_log_ratio first, so a ratio that ran away
-    over several epochs gives a large but finite loss (with no gradient: it is clipped anyway)."""
-    log_ratio = torch.where(mask, logp - old_logp, 0.0)  # 0 on padding: ratio 1, no inf * 0
-    ratio = log_ratio.clamp(-max_log_ratio, max_log_ratio).exp()
-    a = adv[:, None]  # [B, 1] broadcast over tokens
-    unclipped = -a * ratio
-    clipped = -a * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.maximum(unclipped, clipped)
-    cut = clipped > unclipped
-    if dual_clip > 0:
-        cap = -a * dual_clip  # > 0 where A < 0
-        dual = (a < 0) & (loss > cap)
-        loss = torch.where(dual, cap.expand_as(loss), loss)
-        cut = cut | dual
-    loss = torch.where(mask, loss, 0.0)
-    cut = mask & cut
-    return loss, cut & (ratio > 1.0), cut & (ratio < 1.0), ratio
-
-
-def token_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, c,
-               ref_logp: torch.Tensor | None = None, entropy: torch.Tensor | None = None) -> SimpleNamespace:
-    """update_policy's per-token loss [B, T]: the clipped surrogate (knobs clip_low, clip_high, dual_clip,
-    max_log_ratio of c), plus kl_coef x the k3 KL to the reference (when ref_logp is given; minimising it pulls
-    logp toward ref_logp), minus entropy_coef x the entropy (minimising it raises the entropy).
-    -> namespace(loss, clipped_high, clipped_low, ratio, kl (None without ref_logp))."""
-    loss, hi, lo, ratio = policy_loss(logp, old_logp, adv, mask, c.clip_low, c.clip_high, c.dual_clip,
-                                      c.max_log_ratio)
-    kl = None
-    if ref_logp is not None:
-        kl = torch.where(mask, kl_k3(logp, ref_logp), 0.0)
-        loss = loss + c.kl_coef * kl
-    if c.entropy_coef > 0:
-        loss = loss - c.entropy_coef * torch.where(mask, entropy, 0.0)
-    return SimpleNamespace(loss=loss, clipped_high=hi, clipped_low=lo, ratio=ratio, kl=kl)
-
-
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(policy || reference) estimate k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased)."""
-    d = ref_logp - logp
-    return d.exp() - d - 1.0
-
-
-def aggregate(x: torch.Tensor, mask: torch.Tensor, mode: str, n_tokens=None, n_seqs=None, max_len=None):
-    """Reduce per-token losses x [B, T] over the response mask to one scalar.
-      token-mean               sum of all tokens / n_tokens (DAPO; n_tokens: of the whole batch)
-      seq-mean-token-mean      mean over sequences of each one's token mean (GRPO); divided by n_seqs
-      seq-mean-token-sum-norm  each sequence's token sum / max_len (a constant), mean over n_seqs (Dr. GRPO)
-    n_tokens / n_seqs default to this x's own counts; a micro-batch passes the counts of the whole (global)
-    mini-batch, so the micro-batch losses add up to the mini-batch loss and ranks add up to one process."""
-    if mode not in LOSS_AGGS:
-        raise ValueError(f"loss aggregation must be one of {LOSS_AGGS}, got {mode!r}")
-    x = torch.where(mask, x, 0.0)
-    n_seqs = x.shape[0] if n_seqs is None else n_seqs
-    if mode == "token-mean":
-        return x.sum() / (mask.sum() if n_tokens is None else n_tokens)
-    if mode == "seq-mean-token-mean":
-        return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
-    if max_len is None or max_len <= 0:
-        raise ValueError("seq-mean-token-sum-norm needs max_len > 0 (the constant response length)")
-    return x.sum() / (max_len * n_seqs)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -541,11 +448,12 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                     old_t = per_token(rs, [old[i] for i in micro], mask)
                 adv = torch.tensor([r.advantage for r in rs], device=dev)
                 ref_t = per_token(rs, [ref[i] for i in micro], mask) if ref_model is not None else None
-                tl = token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent)
+                tl = grpo.token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent)
                 hi, lo, ratio = tl.clipped_high, tl.clipped_low, tl.ratio
                 if tl.kl is not None:
                     acc[8] += tl.kl.detach()[mask].sum().item()
-                loss = aggregate(tl.loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs, max_len=loss_max_len)
+                loss = grpo.aggregate(tl.loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs,
+                                      max_len=loss_max_len)
                 loss.backward()
                 loss_sum += loss.item()
                 with torch.no_grad():
@@ -790,7 +698,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         if c.log_interval and (step % c.log_interval == 0 or step == 1):
             log(f"step {step:>4} | reward {rs['reward']:+.3f} | acc {rs['accuracy']:6.1%} | len "
                 f"{rs['response_len']:5.1f} (max {rs['response_len_max']}, trunc {rs['truncated']:.0%}) | uniform "
-                f"{rs['uniform_groups']:.0%} | clip {us['clip_frac']:.3f} | kl {us['approx_kl']:.2e} | ent "
+                f"{rs['uniform_groups']:.0%} | clip {us['clip_frac']:.3f} | kl old {us['approx_kl']:.1e} ref "
+                f"{us['ref_kl']:.1e} | ent "
                 f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} | "
                 f"{t_rollout:.1f}+{us['recompute_s']:.1f}+{us['update_s']:.1f} s | {rec['gen_tok_s']:,.0f} gen tok/s")
         last = step == c.max_steps

@@ -1,6 +1,7 @@
-"""rl.py's loss math where a wrong sign or count still trains: the KL term pulls toward the reference, the entropy
-bonus raises entropy, token-mean divides by every token of the mini-batch (uniform groups included), and the
-knobs for long responses and stale ratios (overlong punishment, truncation masking, dual-clip, log-ratio clamp)."""
+"""The GRPO objective (grpo.py) by hand, and rl.py's update around it where a wrong sign or count still trains: the
+KL term pulls toward the reference, the entropy bonus raises entropy, token-mean divides by every token of the
+mini-batch (uniform groups included), and the knobs for long responses and stale ratios (overlong punishment,
+truncation masking, dual-clip, log-ratio clamp)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT  # noqa: F401  first: it puts the repo root on sys.path
+import grpo  # noqa: E402
 import rl  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 
@@ -54,7 +56,7 @@ def seq_stats(net, ref, rollouts):
     with torch.no_grad():
         logp, ent, mask = rl.response_logprobs(net, idx, targets, 1.0, need_entropy=True)
         ref_logp, _, _ = rl.response_logprobs(ref, idx, targets, 1.0)
-    return rl.kl_k3(logp, ref_logp)[mask].mean().item(), ent[mask].mean().item()
+    return grpo.kl_k3(logp, ref_logp)[mask].mean().item(), ent[mask].mean().item()
 
 
 def sgd_update(net, ref, rollouts, **kw):
@@ -97,14 +99,14 @@ def test_one_token_toy_gradients():
     ent = -(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum().view(1, 1)
     mask = torch.ones(1, 1, dtype=torch.bool)
     c = knobs(kl_coef=1.0, entropy_coef=0.0)
-    out = rl.token_loss(logp, logp.detach(), torch.zeros(1), mask, c, ref_logp=ref_logp, entropy=ent)
+    out = grpo.token_loss(logp, logp.detach(), torch.zeros(1), mask, c, ref_logp=ref_logp, entropy=ent)
     out.loss.sum().backward()
     assert z.grad[0] > 0  # descent lowers the sampled token's logit: its prob is above the reference's 1/3
     z.grad = None
     logp = torch.log_softmax(z, -1)[0].view(1, 1)
     ent = -(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum().view(1, 1)
     c = knobs(kl_coef=0.0, entropy_coef=1.0)
-    rl.token_loss(logp, logp.detach(), torch.zeros(1), mask, c, entropy=ent).loss.sum().backward()
+    grpo.token_loss(logp, logp.detach(), torch.zeros(1), mask, c, entropy=ent).loss.sum().backward()
     assert z.grad[0] > 0 and z.grad[2] < 0  # descent flattens the distribution
 
 
@@ -130,9 +132,9 @@ def test_uniform_groups_count_in_the_denominator(nets, agg, expected):
 
 def test_overlong_penalty_is_linear_over_the_buffer():
     # max_len 100, buffer 20: free up to 80 tokens, then -1/20 per token, -1 (x penalty) at the cap
-    got = [rl.overlong_penalty(n, 100, 20, 0.5) for n in (10, 80, 81, 90, 100)]
+    got = [grpo.overlong_penalty(n, 100, 20, 0.5) for n in (10, 80, 81, 90, 100)]
     assert got == pytest.approx([0.0, 0.0, -0.5 / 20, -0.25, -0.5])
-    assert rl.overlong_penalty(100, 100, 0) == 0.0  # off
+    assert grpo.overlong_penalty(100, 100, 0) == 0.0  # off
 
 
 def test_rollout_rewards_carry_the_overlong_penalty(nets):
@@ -145,7 +147,7 @@ def test_rollout_rewards_carry_the_overlong_penalty(nets):
     c = knobs(group_size=4, stop=[], overlong_buffer=4, overlong_penalty=0.5)
     outs = rl.rollout(net, tok, ex, c, seed=0, max_new_tokens=6, reward_fn=lambda comp, e: 1.0)
     for r in outs:  # a random model rarely stops early: most responses hit the cap
-        assert r.reward == pytest.approx(1.0 + rl.overlong_penalty(len(r.tokens), 6, 4, 0.5))
+        assert r.reward == pytest.approx(1.0 + grpo.overlong_penalty(len(r.tokens), 6, 4, 0.5))
     assert any(r.reward == pytest.approx(0.5) for r in outs)
 
 
@@ -168,15 +170,15 @@ def test_dual_clip_caps_negative_advantage_losses():
     logp = torch.tensor([[0.5, 2.0, 5.0]]).log().requires_grad_(True)
     mask = torch.ones(1, 3, dtype=torch.bool)
     old = torch.zeros(1, 3)
-    plain, hi0, _, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, 0.2, 0.2)
-    loss, hi, lo, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, 0.2, 0.2, dual_clip=3.0)
+    plain, hi0, _, _ = grpo.policy_loss(logp, old, torch.tensor([-1.0]), mask, 0.2, 0.2)
+    loss, hi, lo, _ = grpo.policy_loss(logp, old, torch.tensor([-1.0]), mask, 0.2, 0.2, dual_clip=3.0)
     assert torch.allclose(plain, torch.tensor([[0.8, 2.0, 5.0]]))
     assert torch.allclose(loss, torch.tensor([[0.8, 2.0, 3.0]]))
     assert hi.tolist() == [[False, False, True]] and not hi0.any() and lo.tolist() == [[True, False, False]]
     loss.sum().backward()
     assert logp.grad.tolist()[0] == pytest.approx([0.0, 2.0, 0.0])  # capped: no gradient, like any clipped token
     # a positive advantage is never touched by the dual clip
-    pos, _, _, _ = rl.policy_loss(logp, old, torch.tensor([1.0]), mask, 0.2, 0.2, dual_clip=3.0)
+    pos, _, _, _ = grpo.policy_loss(logp, old, torch.tensor([1.0]), mask, 0.2, 0.2, dual_clip=3.0)
     assert torch.allclose(pos, torch.tensor([[-0.5, -1.2, -1.2]]))
 
 
@@ -186,11 +188,11 @@ def test_log_ratio_clamp_keeps_a_runaway_ratio_finite():
     logp = torch.tensor([[0.0, -1.0]], requires_grad=True)
     old = torch.tensor([[-200.0, -1.0]])
     mask = torch.ones(1, 2, dtype=torch.bool)
-    raw, _, _, _ = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, max_log_ratio=1e9)
+    raw, _, _, _ = grpo.policy_loss(logp, old, torch.tensor([-1.0]), mask, max_log_ratio=1e9)
     assert math.isinf(raw[0, 0].item())
-    loss, _, _, ratio = rl.policy_loss(logp, old, torch.tensor([-1.0]), mask, max_log_ratio=20.0)
+    loss, _, _, ratio = grpo.policy_loss(logp, old, torch.tensor([-1.0]), mask, max_log_ratio=20.0)
     assert ratio[0, 0].item() == pytest.approx(math.exp(20.0), rel=1e-5)
-    rl.aggregate(loss, mask, "token-mean").backward()
+    grpo.aggregate(loss, mask, "token-mean").backward()
     assert torch.isfinite(loss).all() and torch.isfinite(logp.grad).all()
 
 
@@ -199,3 +201,91 @@ def test_new_knob_errors():
                      ({"overlong_buffer": -1}, "overlong_buffer")]:
         with pytest.raises(ValueError, match=msg):
             rl.check_config(knobs(**bad, out_dir="/nonexistent/rl"), world_size=1)
+
+
+def test_advantages_by_hand():
+    r = torch.tensor([[1.0, -1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 2.0]])
+    adv = grpo.compute_advantages(r, norm_by_std=True, eps=0.0 + 1e-6)
+    # group 0: mean -0.5, deviations (1.5, -0.5, -0.5, -0.5), unbiased variance (2.25 + 3 * 0.25) / 3 = 1
+    assert torch.allclose(adv[0], torch.tensor([1.5, -0.5, -0.5, -0.5]), atol=1e-5)
+    assert torch.equal(adv[1], torch.zeros(4))  # a uniform group carries no signal
+    # group 2: mean 1, deviations +-1, unbiased std sqrt(4 / 3)
+    assert torch.allclose(adv[2], torch.tensor([-1.0, 1.0, -1.0, 1.0]) / (4 / 3) ** 0.5, atol=1e-5)
+    drgrpo = grpo.compute_advantages(r, norm_by_std=False)  # Dr. GRPO: only the mean is removed
+    assert torch.allclose(drgrpo[0], torch.tensor([1.5, -0.5, -0.5, -0.5]))
+    assert torch.allclose(drgrpo[2], torch.tensor([-1.0, 1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="groups"):
+        grpo.compute_advantages(torch.ones(4))
+
+
+# ---- the clipped surrogate ---------------------------------------------------------------------------------------
+
+
+def test_policy_loss_clips_both_sides_and_cuts_gradients():
+    # one token per sequence; ratios 1.5, 0.5, 1.5, 0.5, 1.1 with advantages +1, -1, -1, +1, +2 (clip 0.2 / 0.2)
+    ratio = torch.tensor([1.5, 0.5, 1.5, 0.5, 1.1])
+    old = torch.zeros(5, 1)
+    logp = ratio.log()[:, None].clone().requires_grad_(True)
+    adv = torch.tensor([1.0, -1.0, -1.0, 1.0, 2.0])
+    mask = torch.ones(5, 1, dtype=torch.bool)
+    loss, hi, lo, r = grpo.policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.2)
+    # max(-A r, -A clip(r)): +A above 1+eps -> -1.2 (clipped); -A below 1-eps -> 0.8 (clipped);
+    # -A above -> 1.5 (not clipped: the pessimistic term is the unclipped one); +A below -> -0.5; inside -> -2.2
+    assert torch.allclose(loss[:, 0], torch.tensor([-1.2, 0.8, 1.5, -0.5, -2.2]), atol=1e-6)
+    assert hi[:, 0].tolist() == [True, False, False, False, False]
+    assert lo[:, 0].tolist() == [False, True, False, False, False]
+    assert torch.allclose(r[:, 0], ratio)
+    loss.sum().backward()
+    # d(-A r)/dlogp = -A r where not clipped, 0 where clipped
+    assert torch.allclose(logp.grad[:, 0], torch.tensor([0.0, 0.0, 1.5, -0.5, -2.2]), atol=1e-6)
+
+
+def test_policy_loss_clip_higher_is_asymmetric_and_mask_zeroes():
+    logp = torch.tensor([[1.25, 0.85, 9.0]]).log()  # the third token is padding with a wild value
+    mask = torch.tensor([[True, True, False]])
+    old = torch.zeros(1, 3)
+    # clip-higher: [1 - 0.2, 1 + 0.28]: 1.25 with A > 0 is still inside
+    loss, hi, lo, _ = grpo.policy_loss(logp, old, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.28)
+    assert not hi.any() and not lo.any()
+    assert torch.allclose(loss, torch.tensor([[-1.25, -0.85, 0.0]]))
+    # a tighter low clip: 0.85 < 1 - 0.1 with A < 0 is clipped, at 0.9
+    loss, hi, lo, _ = grpo.policy_loss(logp, old, torch.tensor([-1.0]), mask, clip_low=0.1, clip_high=0.28)
+    assert lo.tolist() == [[False, True, False]] and not hi.any()
+    assert torch.allclose(loss, torch.tensor([[1.25, 0.9, 0.0]]))
+
+
+def test_kl_k3():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    ref = torch.tensor([-1.0, -1.0, -2.0])
+    d = ref - logp
+    assert torch.allclose(grpo.kl_k3(logp, ref), d.exp() - d - 1)
+    assert grpo.kl_k3(logp, ref)[0] == 0 and (grpo.kl_k3(logp, ref) >= 0).all()
+
+
+# ---- aggregation -------------------------------------------------------------------------------------------------
+
+X = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 100.0, 100.0, 100.0]])  # 100 = padding / prompt: must not count
+M = torch.tensor([[True, True, True, False], [True, False, False, False]])
+
+
+def test_aggregate_by_hand():
+    assert grpo.aggregate(X, M, "token-mean").item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert grpo.aggregate(X, M, "seq-mean-token-mean").item() == pytest.approx((6 / 3 + 4 / 1) / 2)
+    assert grpo.aggregate(X, M, "seq-mean-token-sum-norm", max_len=4).item() == pytest.approx((6 / 4 + 4 / 4) / 2)
+    with pytest.raises(ValueError, match="max_len"):
+        grpo.aggregate(X, M, "seq-mean-token-sum-norm")
+    with pytest.raises(ValueError, match="aggregation"):
+        grpo.aggregate(X, M, "sum")
+
+
+@pytest.mark.parametrize("mode", grpo.LOSS_AGGS)
+def test_aggregate_micro_batches_add_up_with_global_counts(mode):
+    """Split rows over micro-batches (or ranks), pass the whole batch's counts: the pieces sum to the whole."""
+    whole = grpo.aggregate(X, M, mode, max_len=4)
+    n_tok, n_seq = M.sum().item(), 2
+    parts = sum(grpo.aggregate(X[i:i + 1], M[i:i + 1], mode, n_tokens=n_tok, n_seqs=n_seq, max_len=4)
+                for i in range(2))
+    assert parts.item() == pytest.approx(whole.item())
+
+
+# ---- small pieces ------------------------------------------------------------------------------------------------
