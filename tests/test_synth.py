@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from collections import Counter
 
 import pytest
 
-from data import synth
+from data import synth, synth_problems
 
 SMALL = dict(scale=0.02, n_heldout=60, n_rl=60)  # ~60k web chars, 400 QA rows: well under a second
 EQ = re.compile(r"(?<![-+*/] )\b(\d+) ([-+*/]) (\d+) = (\d+)\b")
@@ -30,7 +31,7 @@ def wrong_equations(text: str) -> list[tuple]:
 
 
 # ---- an independent solver: reads the question text sentence by sentence ----------------------------------------
-ITEM_FORMS = {form: plur for sing, plur, _ in synth.ITEMS for form in (sing, plur)}
+ITEM_FORMS = {form: plur for sing, plur, _ in synth_problems.ITEMS for form in (sing, plur)}
 NAME = r"([A-Z][a-z]+)"
 NUM_ITEM = r"(\d+) ([a-z]+(?: [a-z]+)?)"
 
@@ -146,9 +147,9 @@ def test_heldout_and_rl_never_in_training_text(corpus):
     qa = {r["question"] for n in ("qa_short.jsonl", "qa_long.jsonl") for r in rows(corpus, n)}
     assert len(set(heldout)) == len(heldout) and len(set(rl)) == len(rl)
     assert not set(heldout) & (qa | set(rl)) and not set(rl) & qa
-    assert all(synth.problem_bucket(q) == "heldout" for q in heldout)
-    assert all(synth.problem_bucket(q) == "rl" for q in rl)
-    assert all(synth.problem_bucket(q) == "train" for q in qa)
+    assert all(synth_problems.problem_bucket(q) == "heldout" for q in heldout)
+    assert all(synth_problems.problem_bucket(q) == "rl" for q in rl)
+    assert all(synth_problems.problem_bucket(q) == "train" for q in qa)
     training_text = "\n".join(r.get("text") or r["question"] + r["answer"] for n in
                               ("web.jsonl", "web_noisy.jsonl", "instruct.jsonl", "qa_short.jsonl", "qa_long.jsonl")
                               for r in rows(corpus, n))
@@ -206,9 +207,9 @@ def test_difficulty_knobs(tmp_path):
     qa = synth.make_qa(knobs, "short")
     assert {r["steps"] for r in qa} == {1, 2}
     for i in range(50):
-        with_d = synth.word_problem(synth.random.Random(i), 2, 20, 1.0, "small")
+        with_d = synth_problems.word_problem(random.Random(i), 2, 20, 1.0, "small")
         assert len(with_d.distractors) == 2 and all(d in with_d.question for d in with_d.distractors)
-        assert not synth.word_problem(synth.random.Random(i), 2, 20, 0.0, "small").distractors
+        assert not synth_problems.word_problem(random.Random(i), 2, 20, 0.0, "small").distractors
 
 
 def test_skips_complete_corpus_and_regenerates_otherwise(tmp_path):
