@@ -95,20 +95,19 @@ decay_mixtures = {
 # the noisy arm swaps the clean web for the noisy one in its decay too: hybrid with web -> web_noisy (compare the two)
 noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.35, "qa_long": 0.2}
 # RL: the same GRPO budget for every arm
-rl_steps = 24
-rl_prompts = 12  # prompts per step
+rl_steps = 48
+rl_prompts = 16  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
-# the recipe the README's study table was measured with; rl.py's own defaults (T 0.7, KL 0.1) lift the default
-# run's held-out greedy accuracy, but the study has not been re-measured with them yet
-rl_temperature = 1.0
-rl_kl_coef = 0.0
+rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
+rl_kl_coef = 0.1  # k3 KL to the arm's own start model (rl.py's default); 0 = none
+rl_eval_interval = 8  # held-out greedy accuracy every this many RL steps (the plot's middle panel); 0 = off
 # evaluation on the held-out synthetic problems (never seen in training), before and after RL
 eval_problems = 150  # the first eval_problems of heldout.jsonl; 0 = all
-maj_k = 4  # samples per problem at temperature 1 for maj@k (and sampled accuracy); 0 = greedy only
+sample_k = 8  # samples per problem at rl_temperature: pass@1 (sampled accuracy), pass@k, maj@k; 0 = greedy only
 eval_max_new_tokens = 320
-eval_batch_size = 1024  # rows decoded together: maj@k's eval_problems x maj_k rows in one batch
+eval_batch_size = 1024  # rows decoded together: the sampled eval's eval_problems x sample_k rows in one batch
 device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
 # RL runs and evaluations at a time, each in its own process with cores / parallel torch threads (mid-training stages
 # run one at a time on every core). Decoding a tiny model is latency-bound: on 2 cores, two 1-thread GRPO runs of the
@@ -164,8 +163,12 @@ def check_config(c) -> None:
                  "eval_max_new_tokens", "eval_batch_size"):
         if getattr(c, name) <= 0:
             raise UserError(f"{name} must be > 0, got {getattr(c, name)}")
-    if c.eval_problems < 0 or c.maj_k < 0 or c.maj_k == 1:
-        raise UserError(f"eval_problems must be >= 0 and maj_k 0 (off) or >= 2; got {c.eval_problems}, {c.maj_k}")
+    if c.eval_problems < 0 or c.sample_k < 0 or c.sample_k == 1:
+        raise UserError(f"eval_problems must be >= 0 and sample_k 0 (off) or >= 2; got {c.eval_problems}, "
+                        f"{c.sample_k}")
+    if not c.rl_temperature > 0 or c.rl_kl_coef < 0 or c.rl_eval_interval < 0:
+        raise UserError(f"need rl_temperature > 0, rl_kl_coef >= 0 and rl_eval_interval >= 0; got "
+                        f"{c.rl_temperature}, {c.rl_kl_coef}, {c.rl_eval_interval}")
     if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
         raise UserError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, "
                         f"got {c.model!r}")
@@ -212,8 +215,11 @@ def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
             f"--lr={c.rl_lr}", f"--max_response_len={c.rl_max_response_len}", f"--seed={seed}",
             f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}",
             f"--max_prompt_len={model_lib.PRESETS[c.model]['max_seq_len'] - c.rl_max_response_len}",
-            f"--device={c.device}", "--eval_interval=0", "--log_interval=0", "--resume=True", "--keep_last_n=1",
-            "--ckpt_interval=10"]
+            f"--device={c.device}", "--log_interval=0", "--resume=True", "--keep_last_n=1", "--ckpt_interval=10",
+            # held-out greedy accuracy during RL, with the study's own evaluation knobs (the plot's middle panel)
+            f"--eval_interval={c.rl_eval_interval}", "--eval_benchmarks=synth", "--eval_style=fewshot",
+            f"--eval_data_dir={c.synth_dir}", f"--eval_limit={c.eval_problems}",
+            f"--eval_max_new_tokens={c.eval_max_new_tokens}", f"--eval_batch_size={c.eval_batch_size}"]
 
 
 def stage_argv(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> list[str]:
@@ -259,11 +265,12 @@ def write_json(path: str, obj) -> None:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# evaluation: greedy accuracy and maj@k on the same held-out problems, cached per model
+# evaluation: greedy accuracy, and pass@1 / pass@k / maj@k of samples at the RL temperature, on the same held-out
+# problems, cached per model
 
 
 def eval_knobs(c) -> dict:
-    return {k: getattr(c, k) for k in ("eval_problems", "maj_k", "eval_max_new_tokens")}
+    return {k: getattr(c, k) for k in ("eval_problems", "sample_k", "rl_temperature", "eval_max_new_tokens")}
 
 
 def cached_eval(c, out: str) -> dict | None:
@@ -277,7 +284,8 @@ def cached_eval(c, out: str) -> dict | None:
 
 
 def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
-    """-> {"greedy", "greedy_len", "sampled", "maj"} (accuracies in [0, 1]; sampled/maj None when maj_k = 0)."""
+    """-> {"greedy", "greedy_len", "sampled" (pass@1: the mean over samples), "pass_k", "maj"} (accuracies in
+    [0, 1]; the sampled ones None when sample_k = 0)."""
     t0 = time.time()
     use_cuda = c.device == "cuda" or (c.device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda" if use_cuda else "cpu")
@@ -287,15 +295,20 @@ def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
                   limit=c.eval_problems or None, batch_size=c.eval_batch_size, progress=False)
     with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints its own table; ours comes at the end
         greedy = benchmarks.evaluate(model, tok, ["synth"], out_dir=os.path.join(out, "greedy"), **common)
-        sampled = (benchmarks.evaluate(model, tok, ["synth"], n=c.maj_k, temperature=1.0, seed=0,
-                                       out_dir=os.path.join(out, f"maj{c.maj_k}"), **common) if c.maj_k else None)
+        sampled = (benchmarks.evaluate(model, tok, ["synth"], n=c.sample_k, temperature=c.rl_temperature, seed=0,
+                                       out_dir=os.path.join(out, sampled_folder(c)), **common) if c.sample_k else None)
     g = greedy["benchmarks"]["synth"]
     s = sampled["benchmarks"]["synth"] if sampled else None
     res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],
-           "sampled": s["accuracy"] if s else None, "maj": s[f"maj@{c.maj_k}"] if s else None,
+           "sampled": s["accuracy"] if s else None, "pass_k": s[f"pass@{c.sample_k}"] if s else None,
+           "maj": s[f"maj@{c.sample_k}"] if s else None,
            "problems": g["count"], "seconds": time.time() - t0, "knobs": eval_knobs(c)}
     write_json(os.path.join(out, "summary.json"), res)
     return res
+
+
+def sampled_folder(c) -> str:
+    return f"sample{c.sample_k}-t{c.rl_temperature:g}"
 
 
 def same_weights(a_dir: str, b_dir: str) -> bool:
@@ -305,18 +318,22 @@ def same_weights(a_dir: str, b_dir: str) -> bool:
 
 
 def rl_curve(folder: str) -> dict:
-    """Per-step reward and mean response length of an RL run (its metrics.jsonl)."""
-    steps, reward, length = [], [], []
+    """An RL run's curves from its metrics.jsonl: per step reward and mean response length; held-out greedy
+    accuracy at eval_step (step 0 = before RL, then every rl_eval_interval steps and the last)."""
+    cv = {"step": [], "reward": [], "response_len": [], "eval_step": [], "heldout": []}
     path = os.path.join(folder, "metrics.jsonl")
     if os.path.isfile(path):  # absent until the run's first step
         with open(path) as f:
             for line in f:
                 r = json.loads(line)
                 if r.get("kind") == "train":
-                    steps.append(r["step"])
-                    reward.append(r["reward"])
-                    length.append(r["response_len"])
-    return {"step": steps, "reward": reward, "response_len": length}
+                    cv["step"].append(r["step"])
+                    cv["reward"].append(r["reward"])
+                    cv["response_len"].append(r["response_len"])
+                elif r.get("kind") == "eval" and r["step"] not in cv["eval_step"]:  # a resumed run may repeat one
+                    cv["eval_step"].append(r["step"])
+                    cv["heldout"].append(r["accuracy"]["synth"])
+    return cv
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -402,8 +419,8 @@ def run_seed(c, seed: int, log) -> dict:
     eval_out = lambda model: os.path.join(seed_dir, "eval", model)  # noqa: E731
 
     def eval_job(model):
-        def progress():  # greedy, then maj@k: each writes its results.json when done
-            parts = ["greedy"] + ([f"maj{c.maj_k}"] if c.maj_k else [])
+        def progress():  # greedy, then the samples: each writes its results.json when done
+            parts = ["greedy"] + ([sampled_folder(c)] if c.sample_k else [])
             return sum(os.path.isfile(os.path.join(eval_out(model), p, "results.json")) for p in parts), len(parts)
         return (("eval", model), evaluate_model, (c, folder(model), eval_out(model)), progress)
 
@@ -429,7 +446,8 @@ def run_seed(c, seed: int, log) -> dict:
             return after_rl(name[:-3])
         evals[name] = result
         log(f"[study] seed {seed}: eval {name}: greedy {100 * result['greedy']:.1f}%"
-            + (f", maj@{c.maj_k} {100 * result['maj']:.1f}%" if c.maj_k else "") + f" ({result['seconds']:.0f} s)")
+            + (f", pass@1 {100 * result['sampled']:.1f}%, pass@{c.sample_k} {100 * result['pass_k']:.1f}%"
+               if c.sample_k else "") + f" ({result['seconds']:.0f} s)")
         return []
 
     jobs = []  # the RL runs first: the longest jobs, and the evaluations after RL wait for them
@@ -481,34 +499,37 @@ def first_last(curve: dict, key: str, k: int = 5) -> tuple[float, float]:
 
 
 def results_table(c, by_seed: dict) -> str:
-    k = c.maj_k
-    head = ["arm", "greedy acc before RL", "after RL"] + ([f"maj@{k} before", f"maj@{k} after"] if k else []) + \
-        ["RL reward first -> last 5 steps", "resp len (RL, last 5)", "greedy resp len after", "wall s"]
+    k = c.sample_k
+    head = ["arm", "greedy before RL", "greedy after RL"] + \
+        ([f"pass@1 before", "pass@1 after", f"pass@{k} before", f"pass@{k} after"] if k else []) + \
+        ["RL reward first -> last 5 steps", "resp len (RL, last 5)", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in c.arms:
         rows = [by_seed[s][arm] for s in c.seeds]
         col = lambda f, scale=100.0, d=1: mean_spread([f(r) for r in rows], scale, d)  # noqa: E731
-        cells = [arm, col(lambda r: r["before"]["greedy"]), col(lambda r: r["after"]["greedy"])]
-        if k:
-            cells += [col(lambda r: r["before"]["maj"]), col(lambda r: r["after"]["maj"])]
+        cells = [arm] + [col(lambda r, w=w, m=m: r[w][m]) for m in ("greedy",) + (("sampled", "pass_k") if k else ())
+                         for w in ("before", "after")]
         cells += [f"{col(lambda r: first_last(r['curve'], 'reward')[0], 1, 2)} -> "
                   f"{col(lambda r: first_last(r['curve'], 'reward')[1], 1, 2)}",
-                  col(lambda r: first_last(r["curve"], "response_len")[1], 1, 0),
-                  col(lambda r: r["after"]["greedy_len"], 1, 0), col(lambda r: r["wall_s"], 1, 0)]
+                  col(lambda r: first_last(r["curve"], "response_len")[1], 1, 0), col(lambda r: r["wall_s"], 1, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     n = by_seed[c.seeds[0]][c.arms[0]]["before"]["problems"]
     lines.append("")
-    lines.append(f"Accuracies in % on {n} held-out synthetic problems (greedy; maj@{k} of {k} samples at temperature "
-                 f"1), {len(c.seeds)} seed(s) (mean +- sample std). RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
-                 f"prompts x {c.rl_group} responses, reward +1 right / -1 wrong. Wall s: the arm's own stages and "
-                 "evaluations (its decay, RL and evals; 'noisy' includes its own stable stage; 'base' and 'stable' "
-                 "are shared by the arms below them)" + (f"; RL runs and evals ran {c.parallel} at a time, each on "
-                 f"1/{c.parallel} of the cores, so their seconds overlap." if c.parallel > 1 else "."))
+    lines.append(f"Accuracies in % on {n} held-out synthetic problems: greedy" + (
+                 f"; pass@1 = the mean over {k} samples per problem at the RL temperature {c.rl_temperature:g}, "
+                 f"pass@{k} = at least one of them right" if k else "") +
+                 f". {len(c.seeds)} seed(s) (mean +- sample std). RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
+                 f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, KL {c.rl_kl_coef:g}, reward "
+                 "+1 right / -1 wrong. Wall s: the arm's own stages and evaluations (its decay, RL and evals; 'noisy' "
+                 "includes its own stable stage; 'base' and 'stable' are shared by the arms below them)" +
+                 (f"; RL runs and evals ran {c.parallel} at a time, each on 1/{c.parallel} of the cores, so their "
+                  "seconds overlap." if c.parallel > 1 else "."))
     return "\n".join(lines)
 
 
 def plot_curves(c, by_seed: dict, path: str, log) -> bool:
-    """Reward and response length over RL steps per arm (mean over seeds). False when matplotlib is missing."""
+    """Per arm (mean over seeds): reward, held-out greedy accuracy and response length over RL steps. False when
+    matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -516,16 +537,19 @@ def plot_curves(c, by_seed: dict, path: str, log) -> bool:
     except ImportError:
         log("[study] matplotlib is not installed: no plot (pip install matplotlib); the table is complete")
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for arm in c.arms:
         curves = [by_seed[s][arm]["curve"] for s in c.seeds]
-        n = min(len(cv["step"]) for cv in curves)
-        for ax, key in zip(axes, ("reward", "response_len")):
-            ys = [statistics.mean(cv[key][i] for cv in curves) for i in range(n)]
-            ax.plot(curves[0]["step"][:n], smooth(ys), label=arm)
-    axes[0].set(title="mean reward per RL step (smoothed)", xlabel="RL step", ylabel="reward (+1 / -1)")
-    axes[1].set(title="mean response length", xlabel="RL step", ylabel="tokens")
-    axes[0].legend()
+        for ax, x, key, smoothed in ((axes[0], "step", "reward", True), (axes[1], "eval_step", "heldout", False),
+                                     (axes[2], "step", "response_len", True)):
+            n = min(len(cv[key]) for cv in curves)
+            ys = [statistics.mean(cv[key][i] for cv in curves) * (100 if key == "heldout" else 1) for i in range(n)]
+            if n:
+                ax.plot(curves[0][x][:n], smooth(ys) if smoothed else ys, label=arm, marker=None if smoothed else "o")
+    axes[0].set(title="mean reward per RL step (smoothed over 5)", xlabel="RL step", ylabel="reward (+1 / -1)")
+    axes[1].set(title=f"held-out greedy accuracy during RL", xlabel="RL step", ylabel="% correct")
+    axes[2].set(title="mean response length (smoothed over 5)", xlabel="RL step", ylabel="tokens")
+    axes[1].legend()
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)

@@ -28,7 +28,7 @@ TINY_STUDY = ["--synth_scale=0.02", "--synth_vocab_size=300", "--tokenizer=data/
               "--data_root=data/synth_study/shards", "--seq_len=128", "--micro_batch=4", "--total_batch_tokens=512",
               "--base_tokens=2048", "--warmup_tokens=512", "--stable_tokens=1536", "--decay_tokens=1024",
               "--rl_steps=2", "--rl_prompts=2", "--rl_group=2", "--rl_max_response_len=8", "--eval_problems=4",
-              "--maj_k=2", "--eval_max_new_tokens=8", "--arms=['base']", "--parallel=1"]  # workers: test_study
+              "--sample_k=2", "--eval_max_new_tokens=8", "--arms=['base']", "--parallel=1"]  # workers: test_study
 TINY = {
     "midtrain.py": TINY_MIDTRAIN,
     "rl.py": ["--wandb_log=True", "--max_steps=2", "--prompts_per_step=4", "--group_size=2", "--max_response_len=16",

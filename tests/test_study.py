@@ -16,7 +16,7 @@ def tiny_argv(tmp_path, *extra):
             f"--tokenizer={synth / 'tok'}", f"--data_root={synth / 'shards'}", "--model=nano", "--seq_len=128",
             "--micro_batch=4", "--total_batch_tokens=512", "--base_tokens=2048", "--warmup_tokens=512",
             "--stable_tokens=1536", "--decay_tokens=1024", "--rl_steps=2", "--rl_prompts=2", "--rl_group=2",
-            "--rl_max_response_len=8", "--eval_problems=4", "--maj_k=2", "--eval_max_new_tokens=8", *extra]
+            "--rl_max_response_len=8", "--eval_problems=4", "--sample_k=2", "--eval_max_new_tokens=8", *extra]
 
 
 def test_study_end_to_end_and_resume(tmp_path, capfd):
@@ -28,7 +28,12 @@ def test_study_end_to_end_and_resume(tmp_path, capfd):
         assert any(line.startswith(f"| {arm} |") for line in table.splitlines()), arm
         row = by_seed[1337][arm]
         assert 0.0 <= row["before"]["greedy"] <= 1.0 and 0.0 <= row["after"]["maj"] <= 1.0
+        assert row["after"]["sampled"] <= row["after"]["pass_k"]  # pass@1 <= pass@2
         assert row["curve"]["step"] == [1, 2]  # the RL run's per-step metrics
+        # held-out greedy accuracy during RL: before its first step and at its end (rl_eval_interval 8 > 2 steps),
+        # with the study's own eval knobs, so its ends are the table's greedy numbers
+        assert row["curve"]["eval_step"] == [0, 2]
+        assert row["curve"]["heldout"] == [row["before"]["greedy"], row["after"]["greedy"]]
         assert (out / "seed-1337" / f"{arm}_rl" / "study_done.json").is_file()
         # an RL run that left the weights as they were is not evaluated again: its row repeats `before`
         unchanged = study.same_weights(str(out / "seed-1337" / arm), str(out / "seed-1337" / f"{arm}_rl"))
@@ -58,7 +63,7 @@ def test_study_end_to_end_and_resume(tmp_path, capfd):
 
 def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     # one job at a time in this process (the end-to-end test above runs them in two worker processes)
-    study.main(tiny_argv(tmp_path, '--arms=["stable"]', "--maj_k=0", "--parallel=1"))
+    study.main(tiny_argv(tmp_path, '--arms=["stable"]', "--sample_k=0", "--parallel=1"))
     done = sorted(p.parent.name for p in (tmp_path / "study" / "seed-1337").rglob("study_done.json"))
     assert done == ["base", "stable", "stable_rl"]
     seed_dir = tmp_path / "study" / "seed-1337"
@@ -71,7 +76,8 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ("--seeds=[]", "seeds must be"),
     ('--decay_mixtures={"short": {"qa_short": 1.0}}', "decay_mixtures needs"),
     ("--rl_group=1", "rl_group"),
-    ("--maj_k=1", "maj_k"),
+    ("--sample_k=1", "sample_k"),
+    ("--rl_temperature=0", "rl_temperature"),
     ("--parallel=0", "parallel must be"),
     ("--stable_tokens=512", "must exceed warmup_tokens"),
     ('--stable_mixture={"web": -1.0}', "stable_mixture"),
