@@ -20,12 +20,13 @@ anneals the LR while mixing in QA with short or long chain of thought and a litt
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
 
-Time: one seed (13 stages + 11-12 evaluations) took 25-26 min (1,490-1,538 s: mid-training 925-947 s on both
-cores, then RL and evaluations 547-591 s, two at a time in 1-thread worker processes) on an idle 2-core AMD EPYC
-without AVX-512, plus ~30 s to build the study's world on the first run; each stage's seconds are in its
-study_done.json (plain `python study.py` from a fresh clone: 1,501 s in all). With --parallel=1 (everything in
-this process, on both cores) it took 28-32 min. To go faster, lower stable_tokens / decay_tokens / rl_steps /
-rl_max_response_len (the base and long arms roll out up to 320 tokens) / eval_problems; to go bigger, raise them.
+Time: one seed (13 stages + 12 evaluations) took 22 min (1,313 s: mid-training 260 s on both cores, then RL and
+evaluations 1,053 s, two at a time in 1-thread worker processes) alone on a 2-core Intel Xeon with AVX-512, plus
+~40 s to build the study's world on the first run; each stage's seconds are in its study_done.json. An AMD EPYC
+without AVX-512 is ~3x slower: there the earlier budget (rl_steps=24, rl_prompts=12, sample_k=4) took 25 min a
+seed. The longest jobs are the base and long arms' RL (their rollouts run to ~250 and ~210 tokens). To go faster,
+lower rl_steps / rl_prompts / stable_tokens / decay_tokens / rl_max_response_len / eval_problems; to go bigger,
+raise them.
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
@@ -501,7 +502,7 @@ def first_last(curve: dict, key: str, k: int = 5) -> tuple[float, float]:
 def results_table(c, by_seed: dict) -> str:
     k = c.sample_k
     head = ["arm", "greedy before RL", "greedy after RL"] + \
-        ([f"pass@1 before", "pass@1 after", f"pass@{k} before", f"pass@{k} after"] if k else []) + \
+        (["pass@1 before", "pass@1 after", f"pass@{k} before", f"pass@{k} after"] if k else []) + \
         ["RL reward first -> last 5 steps", "resp len (RL, last 5)", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in c.arms:
@@ -547,7 +548,7 @@ def plot_curves(c, by_seed: dict, path: str, log) -> bool:
             if n:
                 ax.plot(curves[0][x][:n], smooth(ys) if smoothed else ys, label=arm, marker=None if smoothed else "o")
     axes[0].set(title="mean reward per RL step (smoothed over 5)", xlabel="RL step", ylabel="reward (+1 / -1)")
-    axes[1].set(title=f"held-out greedy accuracy during RL", xlabel="RL step", ylabel="% correct")
+    axes[1].set(title="held-out greedy accuracy during RL", xlabel="RL step", ylabel="% correct")
     axes[2].set(title="mean response length (smoothed over 5)", xlabel="RL step", ylabel="tokens")
     axes[1].legend()
     fig.tight_layout()
