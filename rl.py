@@ -1,8 +1,8 @@
 """
 Reinforcement learning with a verifiable reward (GRPO), the OctoThinker way: a base model answers math problems,
 each answer is graded (+1 when its last \\boxed{} is right, -1 otherwise), and the policy is pushed towards the
-answers that beat their group's average. One file, read top to bottom: knobs, prompts, rollouts and rewards,
-advantages, the loss, the update, the loop.
+answers that beat their group's average. Read top to bottom: knobs, prompts, rollouts and rewards, the update, the
+loop; the objective itself (advantages, clipped surrogate, KL, loss aggregation) is in grpo.py.
 
     python rl.py                                         # built-in default: synthetic problems, out/midtrain, CPU
     python rl.py config/rl_octothinker_3b.py             # the paper's recipe (GPUs)
