@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from configurator import UserError
+from lm_head import autocast_dtype
 
 
 def cdiv(a: int, b: int) -> int:
@@ -112,8 +113,7 @@ class PagedKVCache:
         """dtype defaults to the compute dtype (autocast's inside an autocast region), as model.KVCache.for_model."""
         cfg, p = model.config, model.embed_tokens.weight
         if dtype is None:
-            dev = p.device.type
-            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else p.dtype
+            dtype = autocast_dtype(p)
         return cls(cfg.n_layers, num_blocks, block_size, cfg.n_kv_heads, cfg.head_dim, dtype, p.device)
 
     @property

@@ -25,7 +25,7 @@ import torch.utils.checkpoint
 
 # the folder atomics live in data/files.py; save_pretrained / save_checkpoint use them (older callers import them here)
 from data.files import atomic_dir, fsync_path, fsync_tree, remove_stale_temp_dirs, write_atomic  # noqa: F401
-from lm_head import chunked_cross_entropy, chunked_logprobs, full_logprobs
+from lm_head import autocast_dtype, chunked_cross_entropy, chunked_logprobs, full_logprobs
 
 # -----------------------------------------------------------------------------------------------------------------
 # config
@@ -228,8 +228,7 @@ class KVCache:
         rounding the model does not do anyway: k/v come out of bf16 matmuls (DESIGN.md "GPU" has the numbers)."""
         cfg, p = model.config, model.embed_tokens.weight
         if dtype is None:
-            dev = p.device.type
-            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else p.dtype
+            dtype = autocast_dtype(p)
         return cls(cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype, p.device)
 
     @property

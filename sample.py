@@ -45,6 +45,7 @@ import torch.nn.functional as F
 import model as model_lib
 from configurator import UserError, UserFileError, run_cli
 from kvcache import PagedKVCache, blocks_for_budget, cdiv
+from lm_head import autocast_dtype
 
 STEP_KEY = 0x9E3779B97F4A7C15  # odd: step t moves a row's kernel-sampler key by t * this (mod 2**63)
 MASK63 = 2**63 - 1
@@ -400,8 +401,8 @@ def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_b
     blocks, knob = kv_blocks, f"kv_blocks={kv_blocks}"
     if kv_blocks is None:
         p = model.embed_tokens.weight
-        dtype = torch.get_autocast_dtype(p.device.type) if torch.is_autocast_enabled(p.device.type) else p.dtype
-        blocks, knob = blocks_for_budget(model.config, kv_budget, block_size, dtype, p.device), f"kv_budget={kv_budget}"
+        blocks, knob = (blocks_for_budget(model.config, kv_budget, block_size, autocast_dtype(p), p.device),
+                        f"kv_budget={kv_budget}")
     if blocks < per_seq:
         raise UserError(f"{knob} holds {blocks} KV blocks of {block_size} tokens, but one sequence (longest prompt "
                         f"+ max_new_tokens = {longest} tokens) needs {per_seq}: raise it or lower max_new_tokens")
