@@ -277,7 +277,7 @@ def use_decode_kernels(device) -> bool:
     """Triton decode kernels on CUDA (or when NANOOCTO_KERNELS=triton forces them); plain torch otherwise."""
     if device.type != "cuda" and os.environ.get("NANOOCTO_KERNELS", "auto").lower() != "triton":
         return False  # keeps CPU runs free of the triton import
-    from kernels import resolve_impl
+    from octo_kernels import resolve_impl
     return resolve_impl(None, device) == "triton"
 
 
@@ -301,18 +301,18 @@ class Attention(nn.Module):
     def decode_step(self, x, cos, sin, cache: KVCache):
         """One token per row through the Triton kernels: rotary fused with the cache write, then split-K decode
         attention over each row's slots start[b] .. slot. x [B, 1, dim] -> [B, 1, dim]."""
-        import kernels
+        import octo_kernels
         B = x.shape[0]
         q, k, v = self.qkv(x)
         if getattr(cache, "paged", False):  # kvcache.PagedKVCache: writes and reads go through the block table
-            from kernels.decode_attention import decode_attention_paged
-            from kernels.rope import rope_cache_update_paged
+            from octo_kernels.decode_attention import decode_attention_paged
+            from octo_kernels.rope import rope_cache_update_paged
             kp, vp = cache.k[self.layer], cache.v[self.layer]
             q = rope_cache_update_paged(q, k, v, cos, sin, kp, vp, cache.slot_mapping(1))
             y = decode_attention_paged(q[:, 0], kp, vp, cache.table, cache.lens + 1)  # [B, H, D]
             return self.o_proj(y.reshape(B, 1, -1))
-        q = kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
-        y = kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
+        q = octo_kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
+        y = octo_kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
                                      cache.slot + 1)  # [B, H, D]
         return self.o_proj(y.reshape(B, 1, -1))
 
@@ -357,13 +357,13 @@ class Block(nn.Module):
         RMSNorm that follows it. The add that ends a block is left to the next block's input norm, so this takes
         the residual stream x [B, 1, dim] *before* the previous block's MLP output delta was added (delta None for
         the first block) and returns its own (x, delta): the caller's final norm does the last add."""
-        import kernels
+        import octo_kernels
         norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
         if delta is None:
-            h = kernels.rms_norm(x, norm1.weight, norm1.eps)
+            h = octo_kernels.rms_norm(x, norm1.weight, norm1.eps)
         else:
-            h, x = kernels.rms_norm(delta, norm1.weight, norm1.eps, residual=x)  # x <- x + delta
-        h, x = kernels.rms_norm(self.self_attn.decode_step(h, cos, sin, cache), norm2.weight, norm2.eps, residual=x)
+            h, x = octo_kernels.rms_norm(delta, norm1.weight, norm1.eps, residual=x)  # x <- x + delta
+        h, x = octo_kernels.rms_norm(self.self_attn.decode_step(h, cos, sin, cache), norm2.weight, norm2.eps, residual=x)
         return x, self.mlp(h)
 
 
@@ -468,11 +468,11 @@ class Llama(nn.Module):
     def decode_layers(self, x, cos, sin, cache: KVCache):
         """The blocks and the final norm for one token per row, all through the kernels (no autograd): every
         RMSNorm is one kernel fused with the residual add before it. x [B, 1, dim] -> normed [B, 1, dim]."""
-        import kernels
+        import octo_kernels
         delta = None
         for block in self.layers:
             x, delta = block.decode_step(x, delta, cos, sin, cache)
-        return kernels.rms_norm(delta, self.norm.weight, self.norm.eps, residual=x)[0]  # norm(x + delta)
+        return octo_kernels.rms_norm(delta, self.norm.weight, self.norm.eps, residual=x)[0]  # norm(x + delta)
 
     # --- bookkeeping -------------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ depends only on that seed and t. So a sample does not depend on batch_size, on w
 on preemption. Two samplers implement this, both exact draws from the same distribution:
   - torch (CPU, and whenever top-k / top-p is on): uniforms from a CPU torch.Generator seeded with the sample's
     seed, then inverse-CDF sampling (exactly a multinomial draw);
-  - the Triton kernel kernels.sample_logits (the decode kernel path, model.use_decode_kernels: CUDA, or
+  - the Triton kernel octo_kernels.sample_logits (the decode kernel path, model.use_decode_kernels: CUDA, or
     NANOOCTO_KERNELS=triton; plain temperature sampling or greedy): Gumbel-max in one pass over the vocab, Philox
     noise keyed by (the sample's seed + t * STEP_KEY) mod 2**63 (rows of one call are at different steps, and
     the kernel's counter offset is one per call).
@@ -413,12 +413,12 @@ def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_b
 def draw(logits, rows: list[Seq], n: int, *, temperature, top_k, top_p, u_all, seeds_of, kernel_sampler):
     """The next token of every row, each from its own seeded stream at its own step len(out)."""
     if kernel_sampler:
-        import kernels  # here only: CPU runs stay free of the triton import
+        import octo_kernels  # here only: CPU runs stay free of the triton import
         seeds = 0
         if temperature > 0:  # the kernel's counter offset is shared by the batch: fold each row's step into its key
             seeds = torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows],
                                  dtype=torch.long, device=logits.device)
-        return kernels.sample_logits(logits, temperature, seeds, 0)
+        return octo_kernels.sample_logits(logits, temperature, seeds, 0)
     u = None
     if temperature > 0:
         at = torch.tensor([[s.i * n + s.j, len(s.out)] for s in rows])  # [B, 2]: (row of u_all, step)

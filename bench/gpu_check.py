@@ -69,7 +69,7 @@ def tol(dtype) -> float:
 
 
 def check_kernels(B: int, S: int) -> None:
-    import kernels
+    import octo_kernels
     dev = DEV
     f32, bf16 = torch.float32, torch.bfloat16
     g = torch.Generator(device=dev).manual_seed(0)
@@ -80,8 +80,8 @@ def check_kernels(B: int, S: int) -> None:
         for x_dt, r_dt, w_dt in ((bf16, f32, f32), (bf16, bf16, bf16), (f32, f32, f32)):
             def norm(x_dt=x_dt, r_dt=r_dt, w_dt=w_dt):
                 x, r, w = rnd(B, 1, dim, dtype=x_dt), rnd(B, 1, dim, dtype=r_dt, scale=8.0), rnd(dim, dtype=w_dt) + 1
-                y, h = kernels.rms_norm(x, w, 1e-5, residual=r, impl="triton")
-                y_ref, h_ref = kernels.rms_norm(x, w, 1e-5, residual=r, impl="torch")
+                y, h = octo_kernels.rms_norm(x, w, 1e-5, residual=r, impl="triton")
+                y_ref, h_ref = octo_kernels.rms_norm(x, w, 1e-5, residual=r, impl="torch")
                 err = max(max_err(y, y_ref), max_err(h, h_ref) / 8)
                 return y.dtype == y_ref.dtype and err <= tol(y.dtype), f"max err {err:.2e}"
             check(f"rms_norm {preset} x={x_dt} stream={r_dt} w={w_dt}".replace("torch.", ""), norm)
@@ -92,8 +92,8 @@ def check_kernels(B: int, S: int) -> None:
                 q, k, v = rnd(B, 1, H, D, dtype=act), rnd(B, 1, Hkv, D, dtype=act), rnd(B, 1, Hkv, D, dtype=act)
                 ang = torch.rand(B, 1, D // 2, device=dev, generator=g) * 100
                 caches = [torch.zeros(B, Hkv, 16, D, dtype=cache_dt, device=dev) for _ in range(4)]
-                q1 = kernels.rope_cache_update(q, k, v, ang.cos(), ang.sin(), caches[0], caches[1], 5, impl="triton")
-                q2 = kernels.rope_cache_update(q, k, v, ang.cos(), ang.sin(), caches[2], caches[3], 5, impl="torch")
+                q1 = octo_kernels.rope_cache_update(q, k, v, ang.cos(), ang.sin(), caches[0], caches[1], 5, impl="triton")
+                q2 = octo_kernels.rope_cache_update(q, k, v, ang.cos(), ang.sin(), caches[2], caches[3], 5, impl="torch")
                 err = max(max_err(q1, q2), max_err(caches[0], caches[2]), max_err(caches[1], caches[3]))
                 return err <= tol(act), f"max err {err:.2e}"
 
@@ -101,8 +101,8 @@ def check_kernels(B: int, S: int) -> None:
                 q = rnd(B, H, D, dtype=act)
                 kc, vc = rnd(B, Hkv, S, D, dtype=cache_dt), rnd(B, Hkv, S, D, dtype=cache_dt)
                 start = torch.randint(0, S // 2, (B,), device=dev, generator=g)
-                ref = kernels.decode_attention(q, kc, vc, start, S, impl="torch")
-                errs = [max_err(kernels.decode_attention(q, kc, vc, start, S, impl="triton", num_splits=n), ref)
+                ref = octo_kernels.decode_attention(q, kc, vc, start, S, impl="torch")
+                errs = [max_err(octo_kernels.decode_attention(q, kc, vc, start, S, impl="triton", num_splits=n), ref)
                         for n in (None, 1)]  # the split heuristic, and one split
                 return max(errs) <= tol(act), f"max err {max(errs):.2e} (split, unsplit)"
             check(f"rope + cache write {tag}", rope)
@@ -110,10 +110,10 @@ def check_kernels(B: int, S: int) -> None:
     for dt in (f32, bf16):
         def sampling(dt=dt):
             logits = rnd(B, VOCAB, dtype=dt, scale=3.0)
-            tok_g, lp_g = kernels.sample_logits(logits, 0.0, 0, 0, impl="triton")
+            tok_g, lp_g = octo_kernels.sample_logits(logits, 0.0, 0, 0, impl="triton")
             ref_g = logits.float().argmax(-1)
-            tok_t, lp_t = kernels.sample_logits(logits, 0.8, 7, 3, impl="triton")
-            tok_r, _ = kernels.sample_logits(logits, 0.8, 7, 3, impl="torch")
+            tok_t, lp_t = octo_kernels.sample_logits(logits, 0.8, 7, 3, impl="triton")
+            tok_r, _ = octo_kernels.sample_logits(logits, 0.8, 7, 3, impl="torch")
             want = torch.log_softmax(logits.float() / 0.8, -1).gather(-1, tok_t[:, None])[:, 0]
             same = (tok_t == tok_r).float().mean().item()
             ok = torch.equal(tok_g, ref_g) and max_err(lp_t, want) < 1e-3 and same >= 0.99

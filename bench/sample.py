@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sample  # noqa: E402
+from bench import hf_peer  # noqa: E402
 from configurator import UserError, run_cli  # noqa: E402
 import model as model_lib  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
@@ -181,7 +182,7 @@ def rl_case(model: Llama, hf, args) -> dict:
         print(f"ours: {n_ours:,} useful tokens in {t_ours:.1f} s = {n_ours / t_ours:,.0f} tok/s; KV peak "
               f"{kv_ours / 2**20:,.1f} MiB, pool {pool / 2**20:,.1f} MiB")
         return {"ours_tok_s": n_ours / t_ours, "kv_peak_mb": kv_ours / 2**20, "kv_pool_mb": pool / 2**20}
-    import transformers
+    transformers = hf_peer.transformers()
 
     class HFEosSchedule(transformers.LogitsProcessor):
         def __call__(self, input_ids, scores):
@@ -245,13 +246,13 @@ def main():
         raise UserError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    import transformers
+    transformers = hf_peer.transformers()
 
     torch.manual_seed(0)
     model = Llama(LlamaConfig.from_preset(args.preset)).eval()
     with tempfile.TemporaryDirectory() as tmp:  # the same weights, through our HF export
         model.save_pretrained(tmp)
-        hf = transformers.LlamaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        hf = hf_peer.load_llama(tmp)
     if args.rl:
         print(f"preset {args.preset}: {model.num_params() / 1e6:.2f}M params, fp32, {torch.get_num_threads()} "
               f"threads, torch {torch.__version__}, transformers {transformers.__version__}")

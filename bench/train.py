@@ -74,7 +74,7 @@ def timed_round(fn, n: int, dev: torch.device) -> float:
 
 def main(argv=None):
     c = configure(globals(), argv)
-    from transformers import LlamaForCausalLM
+    from bench.hf_peer import load_llama
 
     dev = torch.device(c["device"])
     train_dtype, autocast = runtime.autocast_for(c["dtype"], dev)
@@ -86,7 +86,7 @@ def main(argv=None):
     ours = Llama(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         ours.save_pretrained(tmp)  # the same weights for both, through the HF format
-        hf = LlamaForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="sdpa")
+        hf = load_llama(tmp, attn_implementation="sdpa")
     ours.to(dev).train()
     hf.to(dev).train()
     x = torch.randint(0, cfg.vocab_size, (c["micro_batch"], c["seq_len"]), device=dev)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import eval_math
-import kernels
+import octo_kernels
 import midtrain
 import rl
 import sample
@@ -30,7 +30,7 @@ from data.tokenizer import Tokenizer
 from kvcache import PagedKVCache
 from model import KVCache, Llama, LlamaConfig, save_checkpoint
 
-pytestmark = pytest.mark.skipif(not kernels.HAVE_TRITON or not kernels.INTERPRET,
+pytestmark = pytest.mark.skipif(not octo_kernels.HAVE_TRITON or not octo_kernels.INTERPRET,
                                 reason="needs triton and TRITON_INTERPRET=1 (set by conftest) to run kernels on CPU")
 
 BF16, F32 = torch.bfloat16, torch.float32
@@ -69,7 +69,7 @@ def tiny(tmp_path_factory):
 def seen(monkeypatch):
     """Force the kernel path and record, per kernel call, the dtypes it was given (and the residual stream's dtype
     that fused norms returned)."""
-    monkeypatch.setenv(kernels.ENV_VAR, "triton")
+    monkeypatch.setenv(octo_kernels.ENV_VAR, "triton")
     calls = set()
 
     def spy(name, fn, describe):
@@ -77,17 +77,17 @@ def seen(monkeypatch):
             out = fn(*a, **kw)
             calls.add((name, *describe(a, out)))
             return out
-        monkeypatch.setattr(kernels, name, wrapped)
-        for mod in ("kernels.rope", "kernels.decode_attention"):  # the paged cache's entry points call these
+        monkeypatch.setattr(octo_kernels, name, wrapped)
+        for mod in ("octo_kernels.rope", "octo_kernels.decode_attention"):  # the paged cache's entry points call these
             if hasattr(importlib.import_module(mod), name):
                 monkeypatch.setattr(importlib.import_module(mod), name, wrapped)
 
-    spy("rms_norm_triton", kernels.rms_norm_triton,
+    spy("rms_norm_triton", octo_kernels.rms_norm_triton,
         lambda a, out: (a[0].dtype, a[1].dtype, a[3].dtype if a[3] is not None else None,
                         out[1].dtype if isinstance(out, tuple) else None))
-    spy("rope_cache_update_triton", kernels.rope_cache_update_triton, lambda a, out: (a[0].dtype, a[5].dtype))
-    spy("decode_attention_triton", kernels.decode_attention_triton, lambda a, out: (a[0].dtype, a[1].dtype))
-    spy("sample_logits_triton", kernels.sample_logits_triton, lambda a, out: (a[0].dtype,))
+    spy("rope_cache_update_triton", octo_kernels.rope_cache_update_triton, lambda a, out: (a[0].dtype, a[5].dtype))
+    spy("decode_attention_triton", octo_kernels.decode_attention_triton, lambda a, out: (a[0].dtype, a[1].dtype))
+    spy("sample_logits_triton", octo_kernels.sample_logits_triton, lambda a, out: (a[0].dtype,))
     return calls
 
 
@@ -135,7 +135,7 @@ def test_sampler_matches_trainer_under_autocast(tiny, seen, monkeypatch):
     prompts = [tok.encode(p, bos=True) for p in ("Mia has", "Question: How many apples", "Answer:")]
 
     def gap(impl):
-        monkeypatch.setenv(kernels.ENV_VAR, impl)
+        monkeypatch.setenv(octo_kernels.ENV_VAR, impl)
         with torch.no_grad(), gpu_autocast():
             outs = sample.generate(net, tok, prompts, max_new_tokens=8, temperature=1.0, seed=4)
             worst = 0.0

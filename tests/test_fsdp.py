@@ -138,10 +138,10 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
     assert diff < 1e-5
 
     # the sharded run's folder is an HF model folder
-    from transformers import LlamaForCausalLM
+    from bench.hf_peer import load_llama
 
     ours = model_lib.load_checkpoint(str(full))[0].eval()
-    hf = LlamaForCausalLM.from_pretrained(model_lib.resolve_checkpoint(str(full))).eval()
+    hf = load_llama(model_lib.resolve_checkpoint(str(full)))
     x = torch.randint(0, ours.config.vocab_size, (2, 12))
     with torch.no_grad():
         assert torch.allclose(hf(x).logits, ours(x), atol=1e-4)

@@ -1,6 +1,6 @@
 """
 Every Triton kernel compiled for real GPU targets (sm_80, sm_86, sm_89, sm_90) without a GPU, through the same plan
-functions the wrappers launch with (kernels/launch.py: Triton's frontend, the NVIDIA backend and ptxas), for every
+functions the wrappers launch with (octo_kernels/launch.py: Triton's frontend, the NVIDIA backend and ptxas), for every
 dtype combination the pipeline produces at the shapes of the real presets; each compiled kernel's shared memory must
 fit its target's per-block limit.
 
@@ -35,10 +35,10 @@ def plan_cases(cc: int, torch):
     """(name, Launch) for every kernel launch the pipeline can make on sm_<cc>, built by the wrappers' own plan
     functions from meta tensors (shapes, dtypes and strides, no memory)."""
     import importlib
-    norm = importlib.import_module("kernels.rms_norm")
-    rope = importlib.import_module("kernels.rope")
-    attn = importlib.import_module("kernels.decode_attention")
-    samp = importlib.import_module("kernels.sampling")
+    norm = importlib.import_module("octo_kernels.rms_norm")
+    rope = importlib.import_module("octo_kernels.rope")
+    attn = importlib.import_module("octo_kernels.decode_attention")
+    samp = importlib.import_module("octo_kernels.sampling")
     f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
     name = {f32: "fp32", bf16: "bf16", f16: "fp16"}
     meta = lambda *shape, dtype=f32: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
@@ -116,8 +116,8 @@ def worker(targets):
     import torch
 
     sys.path.insert(0, ROOT)
-    from kernels.decode_attention import smem_estimate
-    from kernels.launch import compile_launch, smem_limit
+    from octo_kernels.decode_attention import smem_estimate
+    from octo_kernels.launch import compile_launch, smem_limit
     results, seen = [], {}
     for cc in targets:
         for name, launch in plan_cases(cc, torch):

@@ -1,5 +1,5 @@
 """
-kernels/: every Triton kernel (run by the interpreter on CPU tensors, TRITON_INTERPRET=1 from conftest) against
+octo_kernels/: every Triton kernel (run by the interpreter on CPU tensors, TRITON_INTERPRET=1 from conftest) against
 its torch reference and against independent textbook formulas; plus the dispatch rules.
 """
 from __future__ import annotations
@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels
-from kernels.decode_attention import decode_attention_paged
-from kernels.rope import rope_cache_update_paged
-from kernels import dispatch
-from kernels.decode_attention import MAX_SPLITS, MIN_KEYS_PER_SPLIT, tile_config
-from kernels.launch import smem_limit
-from kernels.sampling import philox4x32
+import octo_kernels
+from octo_kernels.decode_attention import decode_attention_paged
+from octo_kernels.rope import rope_cache_update_paged
+from octo_kernels import dispatch
+from octo_kernels.decode_attention import MAX_SPLITS, MIN_KEYS_PER_SPLIT, tile_config
+from octo_kernels.launch import smem_limit
+from octo_kernels.sampling import philox4x32
 
-pytestmark = pytest.mark.skipif(not kernels.HAVE_TRITON or not kernels.INTERPRET,
+pytestmark = pytest.mark.skipif(not octo_kernels.HAVE_TRITON or not octo_kernels.INTERPRET,
                                 reason="needs triton and TRITON_INTERPRET=1 (set by conftest) to run kernels on CPU")
 
 DTYPES = [torch.float32, torch.bfloat16]
@@ -74,8 +74,8 @@ def test_rms_norm_matches_reference_and_hf(dtype, D, lead):
     x = randn(*lead, D, dtype=dtype, scale=3.0, seed=D)
     w = randn(D, dtype=dtype, seed=1) + 1.0
     eps = 1e-5
-    ref = kernels.rms_norm(x, w, eps, impl="torch")
-    out = kernels.rms_norm(x, w, eps, impl="triton")
+    ref = octo_kernels.rms_norm(x, w, eps, impl="torch")
+    out = octo_kernels.rms_norm(x, w, eps, impl="triton")
     assert_close(out, ref, dtype, min_exact=0.99)  # same rounding points as HF, not just close
     # the reference is HF's LlamaRMSNorm exactly (same ops, same rounding points)
     assert torch.equal(ref, hf_rms_norm(x, w, eps))
@@ -91,13 +91,13 @@ def test_rms_norm_residual(dtype, D):
     x = randn(2, 5, D, dtype=dtype, seed=3)
     r = randn(2, 5, D, dtype=dtype, scale=4.0, seed=4)
     w = randn(D, dtype=dtype, seed=5)
-    y_ref, h_ref = kernels.rms_norm(x, w, 1e-6, residual=r, impl="torch")
-    y, h = kernels.rms_norm(x, w, 1e-6, residual=r, impl="triton")
+    y_ref, h_ref = octo_kernels.rms_norm(x, w, 1e-6, residual=r, impl="torch")
+    y, h = octo_kernels.rms_norm(x, w, 1e-6, residual=r, impl="triton")
     expected_h = (x.float() + r.float()).to(dtype)  # added in fp32, stored in x.dtype
     assert torch.equal(h, expected_h) and torch.equal(h_ref, expected_h)
     assert_close(y, y_ref, dtype, min_exact=0.99)
     # fused = unfused: norm of the (rounded) sum
-    assert torch.equal(y_ref, kernels.rms_norm(expected_h, w, 1e-6, impl="torch"))
+    assert torch.equal(y_ref, octo_kernels.rms_norm(expected_h, w, 1e-6, impl="torch"))
 
 
 @pytest.mark.parametrize("impl", ["torch", "triton"])
@@ -107,7 +107,7 @@ def test_rms_norm_residual_keeps_an_fp32_stream(impl):
     x = randn(2, 3, 64, seed=8).to(torch.bfloat16)  # the block's output
     r = randn(2, 3, 64, scale=40.0, seed=9)  # the stream: large next to x, where bf16 rounding would eat x
     w = randn(64, seed=10) + 1.0
-    y, h = kernels.rms_norm(x, w, 1e-6, residual=r, impl=impl)
+    y, h = octo_kernels.rms_norm(x, w, 1e-6, residual=r, impl=impl)
     assert h.dtype == torch.float32 and y.dtype == torch.float32
     assert torch.equal(h, x.float() + r)
     h64 = h.double()
@@ -119,16 +119,16 @@ def test_rms_norm_non_contiguous_rows():
     base = randn(4, 2, 64, seed=6)
     x = base.transpose(0, 1)  # [2, 4, 64], rows not in memory order
     w = randn(64, seed=7)
-    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-5, impl="triton"),
-                               kernels.rms_norm(x.contiguous(), w, 1e-5, impl="torch"), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(octo_kernels.rms_norm(x, w, 1e-5, impl="triton"),
+                               octo_kernels.rms_norm(x.contiguous(), w, 1e-5, impl="torch"), atol=1e-5, rtol=1e-5)
 
 
 def test_rms_norm_rejects_bad_input():
     x = randn(2, 64)
     with pytest.raises(ValueError, match="weight shape"):
-        kernels.rms_norm(x, torch.ones(32), 1e-5, impl="triton")
+        octo_kernels.rms_norm(x, torch.ones(32), 1e-5, impl="triton")
     with pytest.raises(ValueError, match="residual shape"):
-        kernels.rms_norm(x, torch.ones(64), 1e-5, residual=randn(3, 64), impl="triton")
+        octo_kernels.rms_norm(x, torch.ones(64), 1e-5, residual=randn(3, 64), impl="triton")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_rope_cache_update(dtype, D, H, Hkv, B, T, slot):
     for impl in ("torch", "triton"):
         kc = torch.full((B, Hkv, S, D), sentinel, dtype=dtype)
         vc = torch.full((B, Hkv, S, D), sentinel, dtype=dtype)
-        q_rot = kernels.rope_cache_update(q, k, v, cos, sin, kc, vc, slot, impl=impl)
+        q_rot = octo_kernels.rope_cache_update(q, k, v, cos, sin, kc, vc, slot, impl=impl)
         caches[impl] = (q_rot, kc, vc)
     q_rot, kc, vc = caches["triton"]
     # triton == torch reference: identical fp32 math, so equal up to the final rounding
@@ -193,7 +193,7 @@ def test_rope_broadcast_cos_sin_and_strided_q():
     outs = []
     for impl, cs in (("triton", (cos, sin)), ("triton", (cos[0], sin[0])), ("torch", (cos, sin))):
         kc, vc = torch.zeros(B, Hkv, 8, D), torch.zeros(B, Hkv, 8, D)
-        outs.append((kernels.rope_cache_update(q, k, v, *cs, kc, vc, 2, impl=impl), kc, vc))
+        outs.append((octo_kernels.rope_cache_update(q, k, v, *cs, kc, vc, 2, impl=impl), kc, vc))
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
@@ -206,11 +206,11 @@ def test_rope_rejects_bad_input():
     cos, sin = rope_angles(1, 2, 64)
     kc = torch.zeros(1, 2, 4, 64)
     with pytest.raises(ValueError, match="slot"):
-        kernels.rope_cache_update(q, k, k, cos, sin, kc, kc.clone(), 3, impl="triton")  # 3 + 2 > 4 slots
+        octo_kernels.rope_cache_update(q, k, k, cos, sin, kc, kc.clone(), 3, impl="triton")  # 3 + 2 > 4 slots
     with pytest.raises(ValueError, match="broadcast"):
-        kernels.rope_cache_update(q, k, k, cos[..., :16], sin[..., :16], kc, kc.clone(), 0, impl="triton")
+        octo_kernels.rope_cache_update(q, k, k, cos[..., :16], sin[..., :16], kc, kc.clone(), 0, impl="triton")
     with pytest.raises(ValueError, match="k_cache"):
-        kernels.rope_cache_update(q, k, k, cos, sin, torch.zeros(1, 4, 4, 64), torch.zeros(1, 4, 4, 64), 0)
+        octo_kernels.rope_cache_update(q, k, k, cos, sin, torch.zeros(1, 4, 4, 64), torch.zeros(1, 4, 4, 64), 0)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -254,10 +254,10 @@ def test_decode_attention(dtype, B, H, Hkv, D, S, end, starts, num_splits):
     start = torch.tensor(starts, dtype=torch.int64)
     scale = 1.0 / math.sqrt(D)
     exact = naive_attention(q, kc, vc, start, end, scale)
-    out = kernels.decode_attention(q, kc, vc, start, end, impl="triton", num_splits=num_splits)
+    out = octo_kernels.decode_attention(q, kc, vc, start, end, impl="triton", num_splits=num_splits)
     # 16-key tiles: with S <= 64 the default 64-key tiles would leave every split but the first empty
-    small_tiles = kernels.decode_attention_triton(q, kc, vc, start, end, num_splits=num_splits, block_n=16)
-    ref = kernels.decode_attention(q, kc, vc, start, end, impl="torch")
+    small_tiles = octo_kernels.decode_attention_triton(q, kc, vc, start, end, num_splits=num_splits, block_n=16)
+    ref = octo_kernels.decode_attention(q, kc, vc, start, end, impl="torch")
     assert_close(out, exact, dtype)
     assert_close(small_tiles, exact, dtype)
     assert_close(ref, exact, dtype)
@@ -267,8 +267,8 @@ def test_decode_attention_split_count_does_not_change_result():
     B, H, Hkv, D, S = 2, 8, 2, 64, 64
     q, kc, vc = randn(B, H, D, seed=4), randn(B, Hkv, S, D, seed=5), randn(B, Hkv, S, D, seed=6)
     start = torch.tensor([1, 9])
-    outs = [kernels.decode_attention_triton(q, kc, vc, start, 57, num_splits=n, block_n=16) for n in (1, 2, 3, 7)]
-    outs.append(kernels.decode_attention(q, kc, vc, start, 57, impl="triton"))  # CPU default: heuristic
+    outs = [octo_kernels.decode_attention_triton(q, kc, vc, start, 57, num_splits=n, block_n=16) for n in (1, 2, 3, 7)]
+    outs.append(octo_kernels.decode_attention(q, kc, vc, start, 57, impl="triton"))  # CPU default: heuristic
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(outs[0].double(), naive_attention(q, kc, vc, start, 57, D ** -0.5),
@@ -282,14 +282,14 @@ def test_decode_attention_empty_rows_are_zero(num_splits):
     start = torch.tensor([10, 4, 12])  # row 0: start == end (empty); row 2: start > end (empty)
     for impl in ("triton", "torch"):
         if impl == "triton":
-            out = kernels.decode_attention_triton(q, kc, vc, start, 10, num_splits=num_splits, block_n=16)
+            out = octo_kernels.decode_attention_triton(q, kc, vc, start, 10, num_splits=num_splits, block_n=16)
         else:
-            out = kernels.decode_attention(q, kc, vc, start, 10, impl="torch")
+            out = octo_kernels.decode_attention(q, kc, vc, start, 10, impl="torch")
         assert torch.isfinite(out).all()
         assert (out[0] == 0).all() and (out[2] == 0).all()
         torch.testing.assert_close(out[1].double(), naive_attention(q, kc, vc, start, 10, D ** -0.5)[1],
                                    atol=1e-5, rtol=1e-5)
-    out = kernels.decode_attention(q, kc, vc, start, 0, impl="triton")  # end = 0: nothing anywhere
+    out = octo_kernels.decode_attention(q, kc, vc, start, 0, impl="triton")  # end = 0: nothing anywhere
     assert (out == 0).all()
 
 
@@ -297,27 +297,27 @@ def test_decode_attention_custom_scale_and_masked_slots_ignored():
     B, H, Hkv, D, S = 1, 4, 2, 64, 32
     q, kc, vc = randn(B, H, D, seed=10), randn(B, Hkv, S, D, seed=11), randn(B, Hkv, S, D, seed=12)
     start = torch.tensor([6])
-    base = kernels.decode_attention_triton(q, kc, vc, start, 20, scale=0.3, num_splits=2, block_n=16)
+    base = octo_kernels.decode_attention_triton(q, kc, vc, start, 20, scale=0.3, num_splits=2, block_n=16)
     torch.testing.assert_close(base.double(), naive_attention(q, kc, vc, start, 20, 0.3), atol=1e-5, rtol=1e-5)
     kc2, vc2 = kc.clone(), vc.clone()  # garbage outside [start, end) must not matter
     kc2[:, :, :6], kc2[:, :, 20:] = 1e4, -1e4
     vc2[:, :, :6], vc2[:, :, 20:] = float("nan"), float("nan")
-    assert torch.equal(kernels.decode_attention_triton(q, kc2, vc2, start, 20, scale=0.3, num_splits=2, block_n=16),
+    assert torch.equal(octo_kernels.decode_attention_triton(q, kc2, vc2, start, 20, scale=0.3, num_splits=2, block_n=16),
                        base)
 
 
 def test_choose_num_splits():
     sms = 132  # H100 SXM
     # one row, 8 kv heads, a long context: split until ~2 waves of programs, capped
-    n = kernels.choose_num_splits(1, 8, 131072, sms)
+    n = octo_kernels.choose_num_splits(1, 8, 131072, sms)
     assert 1 < n <= MAX_SPLITS and 8 * n >= sms and n & (n - 1) == 0  # a power of two (few compiled variants)
     # a full batch already fills the GPU: no split
-    assert kernels.choose_num_splits(64, 8, 4096, sms) == 1
+    assert octo_kernels.choose_num_splits(64, 8, 4096, sms) == 1
     # short contexts are not split below MIN_KEYS_PER_SPLIT keys per split
-    assert kernels.choose_num_splits(1, 8, 3 * MIN_KEYS_PER_SPLIT + 5, sms) == 2  # 3 fit; rounded down to 2
-    assert kernels.choose_num_splits(1, 8, 10, sms) == 1
+    assert octo_kernels.choose_num_splits(1, 8, 3 * MIN_KEYS_PER_SPLIT + 5, sms) == 2  # 3 fit; rounded down to 2
+    assert octo_kernels.choose_num_splits(1, 8, 10, sms) == 1
     # more SMs or longer contexts never mean fewer splits
-    seq = [kernels.choose_num_splits(2, 8, L, sms) for L in (256, 1024, 4096, 16384, 65536)]
+    seq = [octo_kernels.choose_num_splits(2, 8, L, sms) for L in (256, 1024, 4096, 16384, 65536)]
     assert seq == sorted(seq)
 
 
@@ -336,12 +336,12 @@ def test_decode_attention_tiles_fit_each_target():
 def test_decode_attention_rejects_bad_input():
     q, kc = randn(1, 6, 64), randn(1, 4, 8, 64)
     with pytest.raises(ValueError, match="multiple"):
-        kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.long), 4, impl="triton")
+        octo_kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.long), 4, impl="triton")
     q = randn(1, 8, 64)
     with pytest.raises(ValueError, match="end"):
-        kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.long), 9, impl="triton")
+        octo_kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.long), 9, impl="triton")
     with pytest.raises(ValueError, match="int64"):
-        kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.int32), 4, impl="triton")
+        octo_kernels.decode_attention(q, kc, kc, torch.zeros(1, dtype=torch.int32), 4, impl="triton")
 
 
 def scattered_pool(dtype, B=3, Hkv=2, D=64, page=16, lens=(37, 5, 64)):
@@ -368,7 +368,7 @@ def test_decode_attention_paged_matches_contiguous(dtype, num_splits):
     the contiguous kernel's result row by row; the torch reference (gathers) too."""
     kc, vc, kp, vp, table, lens = scattered_pool(dtype)
     q = randn(3, 8, 64, dtype=dtype, seed=5)
-    want = torch.cat([kernels.decode_attention(q[b:b + 1], kc[b:b + 1], vc[b:b + 1], torch.zeros(1, dtype=torch.long),
+    want = torch.cat([octo_kernels.decode_attention(q[b:b + 1], kc[b:b + 1], vc[b:b + 1], torch.zeros(1, dtype=torch.long),
                                                int(lens[b]), impl="torch") for b in range(3)])
     got = decode_attention_paged(q, kp, vp, table, lens, impl="triton", num_splits=num_splits, block_n=16)
     ref = decode_attention_paged(q, kp, vp, table, lens, impl="torch")
@@ -387,7 +387,7 @@ def test_rope_cache_update_paged_writes_each_token_to_its_slot(impl):
     q, k, v = randn(B, T, H, D, seed=1), randn(B, T, Hkv, D, seed=2), randn(B, T, Hkv, D, seed=3)
     cos, sin = randn(B, T, D // 2, seed=4), randn(B, T, D // 2, seed=5)
     kc, vc = torch.zeros(B, Hkv, 8, D), torch.zeros(B, Hkv, 8, D)
-    q_want = kernels.rope_cache_update(q, k, v, cos, sin, kc, vc, 2, impl="torch")
+    q_want = octo_kernels.rope_cache_update(q, k, v, cos, sin, kc, vc, 2, impl="torch")
     slots = torch.tensor([[9, 10, 11], [0, 1, 22]])  # row 1 crosses into block 5
     kp, vp = torch.zeros(6, Hkv, page, D), torch.zeros(6, Hkv, page, D)
     q_rot = rope_cache_update_paged(q, k, v, cos, sin, kp, vp, slots, impl=impl)
@@ -451,7 +451,7 @@ def test_greedy_is_argmax_with_lowest_index_ties(dtype, V):
         logits[0, V - 1] = top
         logits[1, :] = 0.5  # all equal: index 0
     for impl in ("triton", "torch"):
-        tokens, logprobs = kernels.sample_logits(logits, 0.0, seed=1, offset=0, impl=impl)
+        tokens, logprobs = octo_kernels.sample_logits(logits, 0.0, seed=1, offset=0, impl=impl)
         assert tokens.dtype == torch.int64 and logprobs.dtype == torch.float32
         assert tokens.tolist() == logits.float().argmax(-1).tolist()
         if V > 1:
@@ -467,7 +467,7 @@ def test_greedy_ties_across_vocab_steps():
     logits[0, [21, 5, 37]] = 9.0  # 5, 21, 37 share slot 5
     logits[1, [70, 66, 98]] = 9.0  # three different slots
     for block_q in (4, 32):
-        tok, lp = kernels.sample_logits_triton(logits, 0.0, 0, 0, block_q=block_q)
+        tok, lp = octo_kernels.sample_logits_triton(logits, 0.0, 0, 0, block_q=block_q)
         assert tok.tolist() == [5, 66]
         torch.testing.assert_close(lp, F.log_softmax(logits, -1)[[0, 1], [5, 66]], atol=1e-6, rtol=1e-6)
 
@@ -477,11 +477,11 @@ def test_greedy_ties_across_vocab_steps():
 def test_sampling_triton_equals_reference(dtype, V, temperature):
     logits = randn(2, V, dtype=dtype, scale=2.0, seed=V)
     for offset in (0, 3, 2**33 + 5):  # offsets past 32 bits use the high counter word
-        tok, lp = kernels.sample_logits(logits, temperature, seed=99, offset=offset, impl="triton")
-        tok_ref, lp_ref = kernels.sample_logits(logits, temperature, seed=99, offset=offset, impl="torch")
+        tok, lp = octo_kernels.sample_logits(logits, temperature, seed=99, offset=offset, impl="triton")
+        tok_ref, lp_ref = octo_kernels.sample_logits(logits, temperature, seed=99, offset=offset, impl="torch")
         assert torch.equal(tok, tok_ref)  # same Philox uniforms -> same draws
         if V == 1000:  # many vocab steps (128 columns each): the counters of later steps line up too
-            assert torch.equal(kernels.sample_logits_triton(logits, temperature, 99, offset, block_q=32)[0], tok)
+            assert torch.equal(octo_kernels.sample_logits_triton(logits, temperature, 99, offset, block_q=32)[0], tok)
         want = F.log_softmax(logits.double() / temperature, -1).gather(-1, tok[:, None])[:, 0]
         torch.testing.assert_close(lp.double(), want, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(lp_ref.double(), want, atol=1e-5, rtol=1e-5)
@@ -506,13 +506,13 @@ def test_sampling_frequencies_match_softmax(temperature):
     # runs ~60 programs a second, so a few hundred draws; the reference below takes the big sample, and
     # test_sampling_triton_equals_reference ties the two together draw for draw.
     rows = 96
-    tok, lp = kernels.sample_logits(logits.expand(rows, -1), temperature, seed=7, offset=0, impl="triton")
-    tok2, _ = kernels.sample_logits(logits.expand(rows, -1), temperature, seed=7, offset=1, impl="triton")
+    tok, lp = octo_kernels.sample_logits(logits.expand(rows, -1), temperature, seed=7, offset=0, impl="triton")
+    tok2, _ = octo_kernels.sample_logits(logits.expand(rows, -1), temperature, seed=7, offset=1, impl="triton")
     counts = torch.bincount(torch.cat([tok, tok2]), minlength=6)
     assert chi_square(counts, probs) < CHI2_BOUND
     torch.testing.assert_close(lp.double(), probs.log()[tok], atol=1e-5, rtol=1e-5)
     # the reference, with many more draws (it is cheap)
-    tok_ref, _ = kernels.sample_logits(logits.expand(40000, -1), temperature, seed=8, offset=0, impl="torch")
+    tok_ref, _ = octo_kernels.sample_logits(logits.expand(40000, -1), temperature, seed=8, offset=0, impl="torch")
     assert chi_square(torch.bincount(tok_ref, minlength=6), probs) < CHI2_BOUND
     # a sampler at the wrong temperature would be caught at this sample size
     wrong = torch.softmax(logits.double() / (temperature * 1.5), -1)
@@ -521,7 +521,7 @@ def test_sampling_frequencies_match_softmax(temperature):
 
 def test_sampling_rng_keys():
     logits = torch.zeros(8, 50)  # uniform: the draw is the Gumbel argmax alone
-    draw = lambda **kw: kernels.sample_logits(logits, 1.0, impl="triton", **kw)[0]  # noqa: E731
+    draw = lambda **kw: octo_kernels.sample_logits(logits, 1.0, impl="triton", **kw)[0]  # noqa: E731
     a = draw(seed=5, offset=0)
     assert torch.equal(a, draw(seed=5, offset=0))  # reproducible
     assert (a != draw(seed=5, offset=1)).sum() >= 4  # a new step gives new draws
@@ -532,18 +532,18 @@ def test_sampling_rng_keys():
     b = draw(seed=seeds, offset=3)
     perm = torch.tensor([3, 0, 7, 1, 6, 2, 5, 4])
     assert torch.equal(draw(seed=seeds[perm], offset=3), b[perm])
-    assert torch.equal(kernels.sample_logits(logits[:1], 1.0, seeds[2:3], 3, impl="triton")[0], b[2:3])
-    assert torch.equal(kernels.sample_logits(logits, 1.0, seeds, 3, impl="torch")[0], b)
+    assert torch.equal(octo_kernels.sample_logits(logits[:1], 1.0, seeds[2:3], 3, impl="triton")[0], b[2:3])
+    assert torch.equal(octo_kernels.sample_logits(logits, 1.0, seeds, 3, impl="torch")[0], b)
 
 
 def test_sampling_reference_chunks_rows(monkeypatch):
-    import kernels.sampling as sampling
+    import octo_kernels.sampling as sampling
     logits = randn(5, 40, seed=4)
-    whole = kernels.sample_logits(logits, 0.9, 3, 1, impl="torch")
+    whole = octo_kernels.sample_logits(logits, 0.9, 3, 1, impl="torch")
     monkeypatch.setattr(sampling, "REF_CHUNK", 80)  # 2 rows per chunk
-    chunked = kernels.sample_logits(logits, 0.9, 3, 1, impl="torch")
+    chunked = octo_kernels.sample_logits(logits, 0.9, 3, 1, impl="torch")
     assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
-    empty = kernels.sample_logits(logits[:0], 0.9, 3, 1, impl="torch")
+    empty = octo_kernels.sample_logits(logits[:0], 0.9, 3, 1, impl="torch")
     assert empty[0].shape == (0,) and empty[0].dtype == torch.int64
 
 
@@ -552,20 +552,20 @@ def test_sampling_never_picks_masked_tokens():
     logits[:, ::2] = float("-inf")  # e.g. a vocabulary mask
     for impl in ("triton", "torch"):
         for offset in range(3):
-            tok, lp = kernels.sample_logits(logits, 1.0, seed=0, offset=offset, impl=impl)
+            tok, lp = octo_kernels.sample_logits(logits, 1.0, seed=0, offset=offset, impl=impl)
             assert (tok % 2 == 1).all() and torch.isfinite(lp).all()
 
 
 def test_sampling_rejects_bad_input():
     logits = randn(2, 10)
     with pytest.raises(ValueError, match="temperature"):
-        kernels.sample_logits(logits, -1.0, 0, 0, impl="triton")
+        octo_kernels.sample_logits(logits, -1.0, 0, 0, impl="triton")
     with pytest.raises(ValueError, match="seed"):
-        kernels.sample_logits(logits, 1.0, -3, 0, impl="triton")
+        octo_kernels.sample_logits(logits, 1.0, -3, 0, impl="triton")
     with pytest.raises(ValueError, match="seed tensor"):
-        kernels.sample_logits(logits, 1.0, torch.zeros(3, dtype=torch.long), 0, impl="triton")
+        octo_kernels.sample_logits(logits, 1.0, torch.zeros(3, dtype=torch.long), 0, impl="triton")
     with pytest.raises(ValueError, match="logits"):
-        kernels.sample_logits(logits[0], 1.0, 0, 0, impl="triton")
+        octo_kernels.sample_logits(logits[0], 1.0, 0, 0, impl="triton")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -575,23 +575,23 @@ def test_sampling_rejects_bad_input():
 def test_resolve_impl_rules(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    assert kernels.resolve_impl(None, cpu) == "torch"  # auto on CPU
-    assert kernels.resolve_impl(None, cuda) == "triton"  # auto on CUDA (triton imports)
+    assert octo_kernels.resolve_impl(None, cpu) == "torch"  # auto on CPU
+    assert octo_kernels.resolve_impl(None, cuda) == "triton"  # auto on CUDA (triton imports)
     monkeypatch.setenv(dispatch.ENV_VAR, "torch")
-    assert kernels.resolve_impl(None, cuda) == "torch"
-    assert kernels.resolve_impl("triton", cpu) == "triton"  # the argument beats the env var
+    assert octo_kernels.resolve_impl(None, cuda) == "torch"
+    assert octo_kernels.resolve_impl("triton", cpu) == "triton"  # the argument beats the env var
     monkeypatch.setenv(dispatch.ENV_VAR, "TRITON")
-    assert kernels.resolve_impl(None, cpu) == "triton"  # interpreter on
+    assert octo_kernels.resolve_impl(None, cpu) == "triton"  # interpreter on
     monkeypatch.setenv(dispatch.ENV_VAR, "auto")
-    assert kernels.resolve_impl(None, cpu) == "torch"
+    assert octo_kernels.resolve_impl(None, cpu) == "torch"
     monkeypatch.setenv(dispatch.ENV_VAR, "cuda")
     with pytest.raises(ValueError, match=dispatch.ENV_VAR):
-        kernels.resolve_impl(None, cpu)
+        octo_kernels.resolve_impl(None, cpu)
     with pytest.raises(ValueError, match="impl"):
-        kernels.resolve_impl("fast", cpu)
+        octo_kernels.resolve_impl("fast", cpu)
     monkeypatch.setattr(dispatch, "INTERPRET", False)  # a CPU tensor without the interpreter cannot run triton
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
-        kernels.resolve_impl("triton", cpu)
+        octo_kernels.resolve_impl("triton", cpu)
 
 
 def test_env_var_routes_calls(monkeypatch):
@@ -601,20 +601,20 @@ def test_env_var_routes_calls(monkeypatch):
         def wrapped(*a, **kw):
             calls.append(name)
             return fn(*a, **kw)
-        monkeypatch.setattr(kernels, name, wrapped)
+        monkeypatch.setattr(octo_kernels, name, wrapped)
 
     for name in ("rms_norm_torch", "rms_norm_triton", "sample_logits_torch", "sample_logits_triton"):
-        spy(name, getattr(kernels, name))
+        spy(name, getattr(octo_kernels, name))
     x, w, logits = randn(2, 64), torch.ones(64), randn(2, 20)
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    kernels.rms_norm(x, w, 1e-5)
-    kernels.sample_logits(logits, 1.0, 0, 0)
+    octo_kernels.rms_norm(x, w, 1e-5)
+    octo_kernels.sample_logits(logits, 1.0, 0, 0)
     assert calls == ["rms_norm_torch", "sample_logits_torch"]  # auto on CPU -> torch
     calls.clear()
     monkeypatch.setenv(dispatch.ENV_VAR, "triton")
-    kernels.rms_norm(x, w, 1e-5)
-    kernels.sample_logits(logits, 1.0, 0, 0)
-    kernels.rms_norm(x, w, 1e-5, impl="torch")
+    octo_kernels.rms_norm(x, w, 1e-5)
+    octo_kernels.sample_logits(logits, 1.0, 0, 0)
+    octo_kernels.rms_norm(x, w, 1e-5, impl="torch")
     assert calls == ["rms_norm_triton", "sample_logits_triton", "rms_norm_torch"]
 
 
@@ -626,10 +626,10 @@ def test_model_decode_path_uses_kernels_and_matches_torch(monkeypatch):
 
     calls = []
     for name in ("rms_norm_triton", "rope_cache_update_triton", "decode_attention_triton"):
-        def spy(*a, _fn=getattr(kernels, name), _name=name, **kw):
+        def spy(*a, _fn=getattr(octo_kernels, name), _name=name, **kw):
             calls.append((_name, a[3] is not None if _name == "rms_norm_triton" else None))
             return _fn(*a, **kw)
-        monkeypatch.setattr(kernels, name, spy)
+        monkeypatch.setattr(octo_kernels, name, spy)
 
     torch.manual_seed(0)
     cfg = LlamaConfig.from_preset("test")

@@ -277,7 +277,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
 # ---- checkpoint format ---------------------------------------------------------------------------------------------
 
 def test_checkpoint_loads_with_model_and_transformers(data, tmp_path):
-    from transformers import LlamaForCausalLM
+    from bench.hf_peer import load_llama
 
     out = tmp_path / "ck"
     midtrain.main(args(data, out, steps=2))
@@ -288,7 +288,7 @@ def test_checkpoint_loads_with_model_and_transformers(data, tmp_path):
     assert {"optimizer", "loader", "rng"} <= set(state) and state["loader"]["sequences"] == 2 * BATCH // SEQ
     run_config = json.load(open(os.path.join(path, "run_config.json")))
     assert run_config["lr"] == 0.01 and run_config["run"]["grad_accum"] == 2
-    hf = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    hf = load_llama(path)
     idx = torch.randint(0, 300, (2, 16))
     with torch.no_grad():
         assert torch.allclose(ours.eval()(idx), hf(idx).logits, atol=1e-4)

@@ -8,6 +8,7 @@ from model import (KVCache, Llama, LlamaConfig, atomic_dir, load_safetensors_fol
                    resolve_checkpoint, save_checkpoint)
 
 transformers = pytest.importorskip("transformers")
+from bench.hf_peer import load_llama  # noqa: E402
 
 SCALING = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
            "original_max_position_embeddings": 64}
@@ -48,7 +49,7 @@ def test_parity_with_transformers(tmp_path, tied, scaling, kv_heads):
     # export -> transformers loads it -> same logits
     out = str(tmp_path / "export")
     model.save_pretrained(out)
-    hf2 = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    hf2 = load_llama(out)
     assert (hf_logits(hf2, idx, pos) - model(idx, pos=pos).detach()).abs().max().item() < 1e-4
     keys = set(load_safetensors_folder(out))
     assert ("lm_head.weight" in keys) == (not tied)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels
+import octo_kernels
 import model as model_lib
 import sample
 from data.tokenizer import Tokenizer
@@ -146,21 +146,21 @@ def test_seed_determinism_and_batch_size_invariance(tok, model):
     assert [x.tokens for x in e] == [x.tokens for x in f]
 
 
-@pytest.mark.skipif(not kernels.HAVE_TRITON or not kernels.INTERPRET,
+@pytest.mark.skipif(not octo_kernels.HAVE_TRITON or not octo_kernels.INTERPRET,
                     reason="needs triton and TRITON_INTERPRET=1 (set by conftest) to run kernels on CPU")
 def test_kernel_sampler_same_contract(tok, monkeypatch):
     """On the decode kernel path (NANOOCTO_KERNELS=triton, the interpreter here) greedy and plain temperature
-    sampling go through kernels.sample_logits, under the torch sampler's contract: logprobs under
+    sampling go through octo_kernels.sample_logits, under the torch sampler's contract: logprobs under
     softmax(logits / T) before truncation, seeded per sample, the same samples whatever the batching."""
     model = random_model(tok, std=0.1, n_layers=1, n_heads=2, n_kv_heads=1)  # few interpreted programs per step
     calls = []
-    real = kernels.sample_logits_triton
+    real = octo_kernels.sample_logits_triton
 
     def spy(*a, **kw):
         calls.append(a[0].shape[0])
         return real(*a, **kw)
 
-    monkeypatch.setattr(kernels, "sample_logits_triton", spy)
+    monkeypatch.setattr(octo_kernels, "sample_logits_triton", spy)
     monkeypatch.setenv("NANOOCTO_KERNELS", "triton")
     T, kw = 0.8, dict(n=2, max_new_tokens=3, temperature=0.8)
     a = generate(model, tok, PROMPTS[:2], seed=7, **kw)

@@ -1,6 +1,6 @@
 """
 Kernels for the decode hot path. Each has a plain-torch reference (`*_torch`, in its module) and a Triton kernel;
-the functions below validate their inputs and dispatch (see kernels/dispatch.py):
+the functions below validate their inputs and dispatch (see octo_kernels/dispatch.py):
 
     impl="torch" | "triton" forces one; impl=None follows env NANOOCTO_KERNELS=triton|torch|auto (default auto:
     Triton iff the tensor is on CUDA and triton imports).
@@ -11,22 +11,22 @@ the functions below validate their inputs and dispatch (see kernels/dispatch.py)
     sample_logits(logits, temperature, seed, offset)                -> (tokens [B] int64, logprobs [B] fp32)
 
 All math is fp32 (bf16/fp16 inputs are loaded and cast at once); outputs come back in the input dtype (a fused
-norm's in the residual stream's). Each wrapper plans its launches as data (kernels/launch.py), so the launch a GPU
+norm's in the residual stream's). Each wrapper plans its launches as data (octo_kernels/launch.py), so the launch a GPU
 would run can be compiled for sm_80/86/89/90 without one (tests/test_gpu_compile.py).
 """
 from __future__ import annotations
 
 import torch
 
-from kernels import decode_attention as _attn
-from kernels import rms_norm as _norm
-from kernels import rope as _rope
-from kernels import sampling as _sampling
-from kernels.decode_attention import choose_num_splits, decode_attention_torch, decode_attention_triton
-from kernels.dispatch import ENV_VAR, HAVE_TRITON, INTERPRET, resolve_impl
-from kernels.rms_norm import rms_norm_torch, rms_norm_triton
-from kernels.rope import rope_cache_update_torch, rope_cache_update_triton
-from kernels.sampling import philox_uniforms, sample_logits_torch, sample_logits_triton
+from octo_kernels import decode_attention as _attn
+from octo_kernels import rms_norm as _norm
+from octo_kernels import rope as _rope
+from octo_kernels import sampling as _sampling
+from octo_kernels.decode_attention import choose_num_splits, decode_attention_torch, decode_attention_triton
+from octo_kernels.dispatch import ENV_VAR, HAVE_TRITON, INTERPRET, resolve_impl
+from octo_kernels.rms_norm import rms_norm_torch, rms_norm_triton
+from octo_kernels.rope import rope_cache_update_torch, rope_cache_update_triton
+from octo_kernels.sampling import philox_uniforms, sample_logits_torch, sample_logits_triton
 
 __all__ = ["rms_norm", "rope_cache_update", "decode_attention", "sample_logits", "resolve_impl",
            "choose_num_splits", "philox_uniforms", "ENV_VAR", "HAVE_TRITON", "INTERPRET"]

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
-from kernels.launch import Launch, device_cc, run
+from octo_kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
+from octo_kernels.launch import Launch, device_cc, run
 
 TILE_ELEMS = 2048  # elements per [BLOCK_H, D] tile: 16 fp32 per thread at 4 warps
 
@@ -193,7 +193,7 @@ def _check_paged(q, k, v, cos, sin, k_pool, v_pool, slots):
 def rope_cache_update_paged(q, k, v, cos, sin, k_pool, v_pool, slots, impl=None):
     """rope_cache_update for a paged cache: token (b, t)'s rotated k and raw v go to flat slot slots[b, t] of the
     pools [NB, Hkv, PAGE, D] (kvcache.PagedKVCache.slot_mapping); -> rotated q [B, T, H, D] in q.dtype."""
-    from kernels.dispatch import resolve_impl
+    from octo_kernels.dispatch import resolve_impl
     _check_paged(q, k, v, cos, sin, k_pool, v_pool, slots)
     if resolve_impl(impl, q.device) == "triton":
         return rope_cache_update_triton(q, k, v, cos, sin, k_pool, v_pool, slots)

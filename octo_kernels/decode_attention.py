@@ -37,8 +37,8 @@ import math
 
 import torch
 
-from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, num_sms, tl
-from kernels.launch import Launch, device_cc, run, smem_limit
+from octo_kernels.dispatch import cast_rne, cdiv, jit, next_pow2, num_sms, tl
+from octo_kernels.launch import Launch, device_cc, run, smem_limit
 
 LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed cost (q load, partial write, reduce) outweighs its keys
@@ -315,7 +315,7 @@ def decode_attention_paged(q, k_pool, v_pool, block_table, lens, scale=None, imp
     """One query token per row over a paged cache: q [B, H, D] attends to row b's keys 0 .. lens[b]-1, key s in
     block block_table[b, s // PAGE] of the pools [NB, Hkv, PAGE, D] at offset s % PAGE. -> [B, H, D] in q.dtype
     (zeros for lens[b] == 0). Every lens[b] must be <= block_table.shape[1] * PAGE (not checked: no device sync)."""
-    from kernels.dispatch import resolve_impl
+    from octo_kernels.dispatch import resolve_impl
     _check_paged(q, k_pool, v_pool, block_table, lens)
     if resolve_impl(impl, q.device) != "triton":
         return decode_attention_paged_torch(q, k_pool, v_pool, block_table, lens, scale)

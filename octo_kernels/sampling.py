@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from kernels.dispatch import jit, next_pow2, tl
-from kernels.launch import Launch, device_cc, run
+from octo_kernels.dispatch import jit, next_pow2, tl
+from octo_kernels.launch import Launch, device_cc, run
 
 MASK32 = 0xFFFFFFFF
 PHILOX_KEY_A, PHILOX_KEY_B = 0x9E3779B9, 0xBB67AE85

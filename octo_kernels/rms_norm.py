@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
-from kernels.launch import Launch, device_cc, run
+from octo_kernels.dispatch import cast_rne, cdiv, jit, next_pow2, tl
+from octo_kernels.launch import Launch, device_cc, run
 
 MAX_BLOCK_D = 65536  # whole row in one program; Llama dims are <= 16384
 

@@ -58,7 +58,7 @@ def resolve_impl(impl: str | None, device: torch.device) -> str:
             raise RuntimeError(f"{where} asks for triton, but triton is not installed")
         if device.type != "cuda" and not INTERPRET:
             raise RuntimeError(f"{where} asks for triton on {device.type} tensors: that needs a CUDA device, or "
-                               "TRITON_INTERPRET=1 set before `kernels` is imported (the Triton interpreter)")
+                               "TRITON_INTERPRET=1 set before `octo_kernels` is imported (the Triton interpreter)")
     return choice
 
 

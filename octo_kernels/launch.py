@@ -1,5 +1,5 @@
 """
-A kernel launch as data: which kernel, its grid, its arguments and its compile-time knobs. Every wrapper in kernels/
+A kernel launch as data: which kernel, its grid, its arguments and its compile-time knobs. Every wrapper in octo_kernels/
 builds its launches with a `plan_*` function and runs them with `run`; tests/test_gpu_compile.py hands the very same
 Launch objects to `compile_launch`, which compiles them for a GPU that is not there (Triton's frontend + ptxas), so
 what CI compiles is what a GPU would run.
@@ -69,7 +69,7 @@ def compile_launch(launch: Launch, cc: int, warp_size: int = 32):
     kernel = launch.kernel
     if not isinstance(kernel, JITFunction):
         raise RuntimeError(f"compile_launch: {getattr(kernel, '__name__', kernel)} is not a compiled-mode triton "
-                           "kernel (TRITON_INTERPRET=1 was set when kernels/ was imported)")
+                           "kernel (TRITON_INTERPRET=1 was set when octo_kernels/ was imported)")
     target = GPUTarget("cuda", cc, warp_size)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
