@@ -59,9 +59,11 @@ def test_old_config_layout(tmp_path):
     hf, path = make_hf(tmp_path)
     cfg_path = os.path.join(path, "config.json")
     d = json.load(open(cfg_path))
-    rp = d.pop("rope_parameters")
-    d["rope_theta"] = rp.pop("rope_theta")
-    d["rope_scaling"] = rp
+    if "rope_parameters" in d:  # transformers 5 writes the new layout; 4.x writes the old one itself
+        rp = d.pop("rope_parameters")
+        d["rope_theta"] = rp.pop("rope_theta")
+        d["rope_scaling"] = rp
+    assert "rope_parameters" not in d and d["rope_scaling"]["original_max_position_embeddings"] == 64
     json.dump(d, open(cfg_path, "w"))
     model = Llama.from_pretrained(path)
     assert model.config.rope_scaling["original_max_position_embeddings"] == 64
