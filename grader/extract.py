@@ -134,7 +134,10 @@ def _answer_is(text: str) -> tuple[int, str, bool] | None:
     matches = list(_ANSWER_IS_RE.finditer(text))
     if not matches:
         return None
-    rest = text[matches[-1].end():].strip().split("\n", 1)[0]
+    rest = text[matches[-1].end():].strip()
+    # a display (\[ ... \] or $$ ... $$) may run over several lines: all of it is the answer
+    span = _MATH_SPAN_RE.match(rest) if rest.startswith(("$$", "\\[")) else None
+    rest = span.group(0) if span else rest.split("\n", 1)[0]
     # the answer ends at the end of its sentence: a period followed by a space (not a decimal point) outside math
     stop = re.search(r"\.\s", _mask_math(rest))
     rest = rest[:stop.start()] if stop else rest
