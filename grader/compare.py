@@ -11,6 +11,8 @@ from .latex import (_as_complex, _free_symbols, _has_decimal, _num_eval, _parse,
                     _values_close)
 from .limits import MAX_CHARS, MAX_ELEMENTS, MAX_SYMBOLIC_EXPONENT
 from .normalize import _choice_letter, _key, _mixed_number, _normalize, _wrapped_by
+from .relations import (_NAME_TUPLE_RE, _SIMPLE_LHS_RE, _assignments, _named_value, _ne_sides, _ratio,
+                        _split_top)
 from .sympy_pool import _sympy_call
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -131,32 +133,6 @@ def _equal_equations(p: tuple[str, str], g: tuple[str, str], deadline: float) ->
     return _sympy_call(("eq", d1, d2), deadline - time.monotonic())
 
 
-# a name on the left of "=" whose value is the answer: x, x_1, f(x), f(2), AB, \\alpha, |AB|, \\angle ABC, area
-_SIMPLE_LHS_RE = re.compile(r"(?:[A-Za-z]{1,12}|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z0-9]\))?|\|[A-Za-z]{1,3}\||"
-                            r"(?:m\s*)?\\angle\s*[A-Z]{1,3}")
-# ... or a tuple of names: "(p, q) = (3, 2)"
-_NAME_TUPLE_RE = re.compile(r"\(\s*[A-Za-z](?:_\{?\w+\}?)?(?:\s*,\s*[A-Za-z](?:_\{?\w+\}?)?)+\s*\)")
-
-
-def _split_top(s: str, sep: str) -> list[str]:
-    """Split at `sep` outside all brackets."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        c = s[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            start = i + len(sep)
-            i = start
-            continue
-        i += 1
-    parts.append(s[start:])
-    return parts
-
-
 def _equation(s: str) -> tuple[str, str] | None:
     parts = _split_top(s, "=")
     if len(parts) < 2:
@@ -170,17 +146,14 @@ def _equal_scalars(p: str, g: str, deadline: float, percent: tuple[bool, bool]) 
     pe, ge = _equation(p), _equation(g)
     if pe and ge:
         return _equal_equations(pe, ge, deadline)
-    # "x = 5" against "5": the value after a plain variable name counts
-    if pe:
-        if not _SIMPLE_LHS_RE.fullmatch(pe[0]):
+    # "x = 5" against "5": the value after a plain variable name (or a label, "P_1:P_2 = 3:5") counts
+    for eq, side in ((pe, p), (ge, g)):
+        if eq and _named_value(side) is None:
             return False
-        p = _mixed_number(pe[1])
-    if ge:
-        if not _SIMPLE_LHS_RE.fullmatch(ge[0]):
-            return False
-        g = _mixed_number(ge[1])
+    p, g = (_mixed_number(_named_value(p)) if pe else p), (_mixed_number(_named_value(g)) if ge else g)
     if _key(p) == _key(g):
         return True
+    p, g = _ratio(p) or p, _ratio(g) or g  # "4:9" is the quotient 4/9
     if not p or not g:
         return False
     if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
@@ -327,14 +300,21 @@ def _digit_list_equal(pred_norm: str, gold: str) -> bool:
 # imaginary unit, the decimal comma
 
 def _drop_name(s: str, other: str) -> str:
-    """"(p,q)=(3,2)" -> "(3,2)", "|AB| = 1" -> "1": a whole answer written as a name and its value, when the other
-    side is not an equation itself (an equation is compared as one: "x = 3" is not "y = 3")."""
+    """"(p,q)=(3,2)" -> "(3,2)", "|AB| = 1" -> "1", "P_{1}:P_{2}=3:5" -> "3:5", "S = 1+2+3 = 6" -> "6",
+    "(m, n) = (2, 9), (9, 2)" -> "(2, 9), (9, 2)": a whole answer written as a name (or a label) and its value, when
+    the other side is not an equation itself (an equation is compared as one: "x = 3" is not "y = 3")."""
     parts = _split_top(s, "=")
-    if len(parts) != 2 or len(_split_top(other, "=")) > 1 or len(_split_top(s, ",")) > 1 or not parts[1].strip():
+    if len(parts) < 2 or len(_split_top(other, "=")) > 1 or not parts[-1].strip():
         return s
-    lhs, rhs = parts[0].strip(), parts[1].strip()
-    named = _SIMPLE_LHS_RE.fullmatch(lhs) or _NAME_TUPLE_RE.fullmatch(lhs)
-    return _mixed_number(rhs) if named or _true_identity(lhs, rhs) else s
+    lhs, rhs = parts[0].strip(), parts[-1].strip()
+    if len(_split_top(s, ",")) > 1:  # only a tuple of names before a list of tuples
+        items = _split_top(rhs, ",")
+        tuples = len(parts) == 2 and all(x.strip()[:1] == "(" and _wrapped_by(x.strip()) for x in items)
+        return rhs if tuples and _NAME_TUPLE_RE.fullmatch(lhs) else s
+    if len(parts) == 2 and _true_identity(lhs, rhs):
+        return _mixed_number(rhs)
+    value = _named_value(s)
+    return s if value is None else _mixed_number(value)
 
 
 def _true_identity(lhs: str, rhs: str) -> bool:
@@ -462,15 +442,17 @@ def _imaginary_unit(pn: str, gn: str) -> tuple[str, str]:
     return _I_RE.sub(r"\\imagunit ", pn), _I_RE.sub(r"\\imagunit ", gn)
 
 
-_DECIMAL_COMMA_RE = re.compile(r"-?\d+,\d+")
+_DECIMAL_COMMA_RE = re.compile(r"(?:[A-Za-z]\s*=\s*)?(-?\d+,\d+)")
 _THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+")
 
 
 def _decimal_comma(pn: str, gn: str) -> str | None:
-    """"1000,99" read as 1000.99, for a gold that is one number: a comma that cannot group thousands (1,234 is one
-    thousand two hundred thirty-four, and "1,3" against the gold list "1,3" is a list)."""
-    if _DECIMAL_COMMA_RE.fullmatch(pn) and not _THOUSANDS_RE.fullmatch(pn) and "," not in gn:
-        return pn.replace(",", ".")
+    """"1000,99" (also "x = 0,25") read as 1000.99, for a gold that is one number: a comma that cannot group
+    thousands (1,234 is one thousand two hundred thirty-four). Only the prediction is read so: a gold "1,3" or
+    "0,5" is a list in OlympiadBench and college_math, so "1.3" is not it."""
+    m = _DECIMAL_COMMA_RE.fullmatch(pn)
+    if m and not _THOUSANDS_RE.fullmatch(m.group(1)) and "," not in gn:
+        return m.group(1).replace(",", ".")
     return None
 
 
@@ -487,6 +469,15 @@ def _as_text(x, what: str) -> str:
 def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, percent: tuple[bool, bool]) -> bool:
     """Normalised pred and gold (raw: as given), compared structurally after the whole-answer readings above."""
     pn, gn = _imaginary_unit(pn, gn)
+    pne, gne = _ne_sides(pn), _ne_sides(gn)
+    if pne or gne:  # "x \\ne 3" = "3 \\ne x"; a side compares as a scalar
+        return bool(pne and gne) and any(all(
+            _pair_equal(("scalar", a), ("scalar", b), deadline, percent) for a, b in zip(pne, sides))
+            for sides in (gne, gne[::-1]))
+    if "(" in gn:  # "a=1, b=4, a=4, b=1" against tuples: the tuples of values
+        pn = _assignments(pn) or pn
+    if "(" in pn:
+        gn = _assignments(gn) or gn
     pn, gn = _drop_name(pn, gn), _drop_name(gn, pn)
     pn, gn = _intervals(pn, raw[0]) or pn, _intervals(gn, raw[1]) or gn
     if _key(pn) == _key(gn) or _equal_structures(_structure(pn), _structure(gn), deadline, percent):
@@ -516,7 +507,12 @@ def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
         gold_letter = _choice_letter(gn, gold=True)
         if gold_letter is not None:
             return _choice_letter(pn, gold=False) == gold_letter
-        return _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct))
+        if _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct)):
+            return True
+        if "approx" in pred and "." in gold:  # "\\pi \\approx 3.14" against the rounded gold 3.14
+            pn, p_pct = _normalize(pred, approx=True)
+            return pn != _normalize(pred)[0] and _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct))
+        return False
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError, RecursionError, MemoryError):
         return False
     except Exception as e:  # a grader bug must not crash an RL run; say so once

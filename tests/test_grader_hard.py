@@ -35,6 +35,59 @@ CLASSES = {
         (R("We get\n\\[\nx = \\frac{3}{5}\n\\]"), "\\frac{3}{4}", False),
         (R("So the answer is\n\\[\n(3,\n 2)\n\\]"), "(2,3)", False),
     ],
+    # 2. relations spelled differently (\\neq / != / \\ne, \\geq / >=, \\lt / <), also inside a sentence
+    "relations": [
+        ("x \\neq 3", "x != 3", True), ("x != 3", "x \\ne 3", True), ("3 \\neq x", "x \\neq 3", True),
+        ("x \\geq 2", "x >= 2", True), ("x \\ge 2", "[2, \\infty)", True), ("y \\lt 5", "y < 5", True),
+        ("a \\gt 1", "a > 1", True), ("x \\leqslant -1", "x <= -1", True), ("n \\geqq 4", "n \\ge 4", True),
+        (R("So $t \\ne 4$ here."), "t \\neq 4", True), (R("Hence $k \\geq 3$ in every case."), "k >= 3", True),
+        (R("We need $x \\lt 7$ for the log."), "x < 7", True),
+        ("x \\neq 3", "x \\neq 4", False), ("x \\ge 2", "x > 2", False), ("x \\neq 3", "x = 3", False),
+        ("x != 3", "y != 3", False), (R("So $t \\ne 4$ here."), "t \\ne 5", False), ("y \\lt 5", "y \\le 5", False),
+    ],
+    # 3. chains: the exact value before \\approx, the last value of a chain of equalities
+    "chains": [
+        ("y = 2+5 = 7/3 \\approx 2.33", "\\frac{7}{3}", True), ("t=2/7\\approx0.29", "\\frac{2}{7}", True),
+        ("S = 1 + 2 + 3 = 6", "6", True), ("A = \\pi r^2 = 4\\pi", "4\\pi", True),
+        ("x = \\frac{6}{4} = \\frac{3}{2}", "1.5", True), ("p = \\frac{1}{6} \\approx 0.1667", "\\frac16", True),
+        ("V = \\frac{4}{3}\\pi \\cdot 27 = 36\\pi \\approx 113.1", "36\\pi", True),
+        (R("Finally $d = \\sqrt{9+16} = 5$."), "5", True),
+        ("t=2/7\\approx0.29", "\\frac{2}{9}", False), ("S = 1 + 2 + 3 = 7", "6", False),
+        ("y = 2+5 = 7/3 \\approx 2.33", "\\frac{7}{4}", False), ("V = 36\\pi \\approx 113.1", "36", False),
+        ("\\pi \\approx 3.14", "3.14", True),  # against a rounded gold the rounded value counts too
+        ("\\pi \\approx 3.15", "3.14", False),
+    ],
+    # 4. a label that is an expression of names: the value after the last top-level "=" (ratios a:b are a/b)
+    "labels": [
+        ("P_{1}:P_{2}=3:5", "3:5", True), ("\\frac{AM}{MB}=\\frac{2}{\\sqrt{3}}", "\\frac{2\\sqrt{3}}{3}", True),
+        ("S_{ABC}:S=4:9", "4:9", True), ("S_{ABC}:S=4:9", "\\frac{4}{9}", True), ("\\frac{BD}{DC} = 2", "2", True),
+        ("AB:BC = 1:2", "1:2", True), ("\\frac{V_1}{V_2} = \\frac{1}{8}", "0.125", True),
+        ("P_{1}:P_{2}=3:5", "5:3", False), ("\\frac{AM}{MB}=\\frac{2}{\\sqrt{3}}", "\\frac{\\sqrt3}{2}", False),
+        ("S_{ABC}:S=4:9", "4:7", False), ("2x = 4", "4", False), ("x + y = 5", "5", False),
+    ],
+    # 5. several solutions as assignments, or tuples joined by words
+    "solutions": [
+        ("a=1,b=4;a=4,b=1", "(1,4),(4,1)", True),
+        ("(m, n) = (2, 9) \\quad \\text{and} \\quad (9, 2)", "(2,9),(9,2)", True),
+        ("(3,5)or(5,3)", "(5,3),(3,5)", True), ("x=2, y=3", "(2,3)", True), ("(3,5)and(5,3)", "(3,5),(5,3)", True),
+        ("x=1,y=2 \\text{ or } x=2,y=1", "(1,2),(2,1)", True), ("(x, y) = (1, 2), (2, 1)", "(2,1),(1,2)", True),
+        ("a=1,b=4;a=4,b=2", "(1,4),(4,1)", False), ("(3,5)or(5,4)", "(3,5),(5,3)", False), ("x=3, y=2", "(2,3)", False),
+        ("(m, n) = (2, 9) \\quad \\text{and} \\quad (9, 3)", "(2,9),(9,2)", False),
+    ],
+    # 7. decimal commas in the prediction (a bare gold "3,75" stays a list: OlympiadBench/college_math write lists so)
+    "decimal_comma": [
+        ("3,75", "3.75", True), ("3.75", "3,75", False), ("0,5", "\\frac12", True), ("-2,5", "-2.5", True),
+        ("(1,5; 2,5)", "(1.5, 2.5)", True), ("x = 0,25", "\\frac14", True),
+        ("3,75", "3.76", False), ("3,7", "3.75", False), ("1,234", "1.234", False), ("3.76", "3,75", False),
+        ("(1,5; 2,5)", "(1.5, 3.5)", False),
+    ],
+    # 9. spacing and escaping noise: "{, }" thousands marks, doubled backslashes, stray \\$
+    "noise": [
+        ("12 {, }500", "12500", True), ("1 {,} 000 {,} 000", "1000000", True), ("\\\\frac{1}{2}", "0.5", True),
+        ("\\\\sqrt{2}", "\\sqrt{2}", True), ("\\\\frac{\\\\pi}{3}", "\\frac{\\pi}{3}", True), ("5\\$", "5", True),
+        (R("The total is $\\$ 12.50$."), "12.5", True), ("x = 3\\$", "3", True),
+        ("12 {, }500", "12600", False), ("\\\\frac{1}{3}", "0.5", False), ("\\\\sqrt{3}", "\\sqrt{2}", False),
+    ],
 }
 CASES = [(name, *case) for name, cases in CLASSES.items() for case in cases]
 
