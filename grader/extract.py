@@ -6,7 +6,9 @@ import re
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
 # "The final answer is X", "Answer: X", and the bare word followed by a math span ("Answer $ 9 $")
-_ANSWER_IS_RE = re.compile(r"(?:final answer|answer)(?:\s*(?:is|:)\s*:?|\s*(?=\$|\\\(|\\\[))", re.IGNORECASE)
+# ... and a multiple-choice pick in prose: "So the choice is C.", "the correct option is (B)"
+_ANSWER_IS_RE = re.compile(r"(?:final answer|answer)(?:\s*(?:is|:)\s*:?|\s*(?=\$|\\\(|\\\[))|"
+                           r"\b(?:choice|option)\s+is\s*:?", re.IGNORECASE)
 _HASHES_RE = re.compile(r"####\s*([^\n]*)")
 # a number not glued to a preceding letter or subscript: "AZYUK2A" and "x_2" hold no number
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d.,])(?:[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+)")

@@ -223,6 +223,13 @@ _GOLD_CHOICE_RE = re.compile(r"\(?([A-J])\)?[.:]?")
 _PRED_CHOICE_RE = re.compile(r"\(?([A-J])\)?(?:[.:)]|\s|$)")
 
 
+# a letter picked in a short sentence: "So the choice is C.", "the final answer is (D)"
+_PROSE_CHOICE_RE = re.compile(r"\b(?i:answer|choice|option)\s+(?i:is)\s*:?\s*\(?([A-J])\)?(?:[.:)]|\s|$)")
+
+
 def _choice_letter(s: str, gold: bool) -> str | None:
     m = _GOLD_CHOICE_RE.fullmatch(s) if gold else _PRED_CHOICE_RE.match(s)
+    if m is None and not gold and len(s) <= 200:
+        picks = _PROSE_CHOICE_RE.findall(s)
+        return picks[-1] if picks else None
     return m.group(1) if m else None

@@ -88,6 +88,17 @@ CLASSES = {
         (R("The total is $\\$ 12.50$."), "12.5", True), ("x = 3\\$", "3", True),
         ("12 {, }500", "12600", False), ("\\\\frac{1}{3}", "0.5", False), ("\\\\sqrt{3}", "\\sqrt{2}", False),
     ],
+    # 11. a multiple-choice letter in short prose (a response, or the prose handed to math_equal)
+    "choices": [
+        (R("So the choice is C."), "C", True), (R("After checking each one, the final answer is D"), "D", True),
+        (R("Comparing the options, the correct option is (B)."), "B", True),
+        (R("I think the answer is A since the slope is positive."), "A", True),
+        (R("Therefore, the best choice is \\textbf{(E)}."), "E", True),
+        ("So the choice is C.", "C", True), ("Hence the answer is (B).", "B", True),
+        (R("So the choice is C."), "D", False), (R("Option A fails, so the choice is B."), "A", False),
+        (R("After checking each one, the final answer is D"), "B", False), ("So the choice is C.", "A", False),
+        ("the answer is a bit larger than B", "A", False),
+    ],
 }
 CASES = [(name, *case) for name, cases in CLASSES.items() for case in cases]
 
