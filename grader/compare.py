@@ -414,6 +414,7 @@ def _as_interval(s: str) -> str | None:
     return f"{left}, {right}"
 
 
+_MAX_UNION = 16  # inequalities joined by "or": an answer has a few, not hundreds
 _OR_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])")
 
 
@@ -424,9 +425,14 @@ def _intervals(norm: str, raw: str) -> str | None:
     single = _as_interval(norm)
     if single is not None or not _OR_RE.search(raw) or re.search(r"\band\b", raw):
         return single
-    parts = [_as_interval(x.strip()) for x in _split_top(_OR_RE.sub(",", norm), ",")]
-    if len(parts) < 2 or None in parts:
+    pieces = _split_top(_OR_RE.sub(",", norm), ",")
+    if not 2 <= len(pieces) <= _MAX_UNION:
         return None
+    parts = []
+    for x in pieces:  # stop at the first piece that is no inequality
+        parts.append(_as_interval(x.strip()))
+        if parts[-1] is None:
+            return None
     return " \\cup ".join(parts)
 
 
@@ -466,6 +472,9 @@ def _as_text(x, what: str) -> str:
     raise TypeError(f"math_equal expects {what} as str (or a number), got {type(x).__name__}")
 
 
+_TUPLES_RE = re.compile(r"\s*(?:\\\{)?\s*\(")  # a tuple or a list / set of them
+
+
 def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, percent: tuple[bool, bool]) -> bool:
     """Normalised pred and gold (raw: as given), compared structurally after the whole-answer readings above."""
     pn, gn = _imaginary_unit(pn, gn)
@@ -474,10 +483,10 @@ def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, per
         return bool(pne and gne) and any(all(
             _pair_equal(("scalar", a), ("scalar", b), deadline, percent) for a, b in zip(pne, sides))
             for sides in (gne, gne[::-1]))
-    if "(" in gn:  # "a=1, b=4, a=4, b=1" against tuples: the tuples of values
-        pn = _assignments(pn) or pn
-    if "(" in pn:
-        gn = _assignments(gn) or gn
+    pa, ga = _assignments(pn), _assignments(gn)
+    if (pa is None) != (ga is None):  # "a=1, b=4, a=4, b=1" against tuples: the tuples of values
+        pn = pa if pa is not None and _TUPLES_RE.match(gn) else pn
+        gn = ga if ga is not None and _TUPLES_RE.match(pn) else gn
     pn, gn = _drop_name(pn, gn), _drop_name(gn, pn)
     pn, gn = _intervals(pn, raw[0]) or pn, _intervals(gn, raw[1]) or gn
     if _key(pn) == _key(gn) or _equal_structures(_structure(pn), _structure(gn), deadline, percent):

@@ -71,6 +71,8 @@ CLASSES = {
         ("(m, n) = (2, 9) \\quad \\text{and} \\quad (9, 2)", "(2,9),(9,2)", True),
         ("(3,5)or(5,3)", "(5,3),(3,5)", True), ("x=2, y=3", "(2,3)", True), ("(3,5)and(5,3)", "(3,5),(5,3)", True),
         ("x=1,y=2 \\text{ or } x=2,y=1", "(1,2),(2,1)", True), ("(x, y) = (1, 2), (2, 1)", "(2,1),(1,2)", True),
+        ("a=1,b=4;a=4,b=1", "\\{(4,1),(1,4)\\}", True), ("(2,3)", "x=2, y=3", True),
+        ("g(n)=1, f(n)=n", "f(n)=n, g(n)=1", True),  # both assignments: a list of equations in any order
         ("a=1,b=4;a=4,b=2", "(1,4),(4,1)", False), ("(3,5)or(5,4)", "(3,5),(5,3)", False), ("x=3, y=2", "(2,3)", False),
         ("(m, n) = (2, 9) \\quad \\text{and} \\quad (9, 3)", "(2,9),(9,2)", False),
     ],
