@@ -498,15 +498,33 @@ def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, per
 def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
     """Whether the predicted final answer means the same as the gold answer (see the package docstring for the
     order of checks). pred None (no answer extracted) is False. Never raises on model text; `timeout` bounds the
-    seconds spent in sympy for this call (0 skips symbolic checks)."""
+    seconds spent in sympy for this call (0 skips symbolic checks). A pred from extract_answer's boxes also
+    remembers the response's last boxes: against a gold list of n >= 2 answers, the last n boxes together count."""
     if pred is None:
         return False
+    deadline = time.monotonic() + timeout
     pred, gold = _as_text(pred, "pred"), _as_text(gold, "gold")
+    if _equal_text(pred, gold, deadline):
+        return True
+    boxes = getattr(pred, "boxes", ())
+    n = _list_length(gold) if len(boxes) >= 2 else 0
+    return 2 <= n <= len(boxes) and _equal_text(", ".join(boxes[-n:]), gold, deadline)
+
+
+def _list_length(gold: str) -> int:
+    """How many answers a gold list or set holds (0 for anything else)."""
+    try:
+        st = _structure(_normalize(gold)[0]) if len(gold) <= MAX_CHARS else ("scalar",)
+    except (_ParseError, ValueError, RecursionError):
+        return 0
+    return len(st[1]) if st[0] in ("list", "set") else 0
+
+
+def _equal_text(pred: str, gold: str, deadline: float) -> bool:
     if pred.strip() == gold.strip() and gold.strip():
         return True
     if len(pred) > MAX_CHARS or len(gold) > MAX_CHARS:
         return False
-    deadline = time.monotonic() + timeout
     try:
         (pn, p_pct), (gn, g_pct) = _normalize(pred), _normalize(gold)
         if not pn or not gn:

@@ -90,6 +90,18 @@ CLASSES = {
         (R("The total is $\\$ 12.50$."), "12.5", True), ("x = 3\\$", "3", True),
         ("12 {, }500", "12600", False), ("\\\\frac{1}{3}", "0.5", False), ("\\\\sqrt{3}", "\\sqrt{2}", False),
     ],
+    # 6. several boxes in separate sentences answer a gold list of that many answers together
+    "boxes": [
+        (R("The roots are $x = \\boxed{2}$.\n\nThe other root is $x = \\boxed{5}$."), "2, 5", True),
+        (R("First, $a = \\boxed{3}$. Next we find $b$: it is $\\boxed{7}$."), "3, 7", True),
+        (R("Part (a): \\boxed{\\frac12}\n\nPart (b): \\boxed{4}"), "\\frac{1}{2}, 4", True),
+        (R("We get \\boxed{1}, hence\n\\boxed{-1} too."), "\\{1, -1\\}", True),
+        (R("Step one: \\boxed{10}. Then the answer is \\boxed{12}."), "12", True),
+        (R("The roots are $x = \\boxed{2}$.\n\nThe other root is $x = \\boxed{6}$."), "2, 5", False),
+        (R("Step one: \\boxed{10}. Then the answer is \\boxed{12}."), "10", False),  # a scalar gold: the last box
+        (R("First \\boxed{1}, then \\boxed{2}, then \\boxed{3}."), "1, 2", False),  # the LAST n boxes
+        (R("Only \\boxed{2} here."), "2, 2", True), (R("Only \\boxed{2} here."), "2, 3", False),
+    ],
     # 11. a multiple-choice letter in short prose (a response, or the prose handed to math_equal)
     "choices": [
         (R("So the choice is C."), "C", True), (R("After checking each one, the final answer is D"), "D", True),
@@ -108,6 +120,19 @@ CASES = [(name, *case) for name, cases in CLASSES.items() for case in cases]
 @pytest.mark.parametrize("name,pred,gold,label", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_hard_forms(name, pred, gold, label):
     assert grade(pred, gold) is label
+
+
+def test_boxes_travel_with_the_extracted_answer():
+    """The extracted answer is the last box (a str, for every caller), and remembers the boxes before it, also in
+    the RL reward's strict mode; an answer from a later "the answer is" phrase carries none."""
+    text = "So $x = \\boxed{-3}$.\n\nChecking the other case gives $x = \\boxed{4}$."
+    for mode in ("boxed", "answer"):
+        pred = extract_answer(text, mode)
+        assert pred == "4" and isinstance(pred, str) and pred.boxes == ("-3", "4")
+        assert math_equal(pred, "4, -3") and math_equal(pred, "4") and not math_equal(pred, "-3")
+        assert not math_equal(pred, "4, -3, 5") and not math_equal(pred, "4, 3")
+    said = extract_answer("\\boxed{1} and \\boxed{2}. So the final answer is 3.")
+    assert said == "3" and not getattr(said, "boxes", ())
 
 
 def test_every_class_has_near_misses():
