@@ -46,6 +46,8 @@ The package, lowest first (each module imports only those above it):
   relations.py   string readings of step 2: top-level splitting, names and labels before "=", "\\ne", ratios,
                  assignments as tuples
   latex.py       the tokenizer / parser (step 3) and the exact numeric evaluation of its trees
+  matrix.py      a matrix in any environment / bracket as a pmatrix; sums and products of literal matrices
+                 evaluated exactly
   sympy_pool.py  the symbolic check in worker processes under a time limit (step 5); needs none of the others
   compare.py     math_equal (steps 1-5 in order, the whole-answer readings of step 2) and majority_answer
 Callers use this module's names only: `import grader; grader.math_equal(...)`.

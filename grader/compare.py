@@ -10,6 +10,7 @@ from fractions import Fraction
 from .latex import (_as_complex, _free_symbols, _has_decimal, _num_eval, _parse, _ParseError, _TooBig, _Undefined,
                     _values_close)
 from .limits import MAX_CHARS, MAX_ELEMENTS, MAX_SYMBOLIC_EXPONENT
+from .matrix import _matrix_expression
 from .normalize import _choice_letter, _key, _mixed_number, _normalize, _wrapped_by
 from .relations import (_NAME_TUPLE_RE, _SIMPLE_LHS_RE, _assignments, _named_value, _ne_sides, _ratio,
                         _split_top)
@@ -478,6 +479,7 @@ _TUPLES_RE = re.compile(r"\s*(?:\\\{)?\s*\(")  # a tuple or a list / set of them
 def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, percent: tuple[bool, bool]) -> bool:
     """Normalised pred and gold (raw: as given), compared structurally after the whole-answer readings above."""
     pn, gn = _imaginary_unit(pn, gn)
+    pn, gn = _matrix_expression(pn) or pn, _matrix_expression(gn) or gn  # [\\begin{array}..], A + B, 2A, AB
     pne, gne = _ne_sides(pn), _ne_sides(gn)
     if pne or gne:  # "x \\ne 3" = "3 \\ne x"; a side compares as a scalar
         return bool(pne and gne) and any(all(

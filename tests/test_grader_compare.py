@@ -175,6 +175,10 @@ ADVERSARIAL = [
     "a=1," * 200 + "b=2", "P_{1}:" * 200 + "=3:5", "x \\ne " * 200 + "1", "\\\\frac" * 200, "1,5;" * 200,
     "(1,2)or" * 120 + "(2,1)", "(m, n) = " + "(1, 2), " * 100 + "(2, 1)", "x = 2 \\approx " * 100 + "1.5",
     "\\frac{" + "AB" * 40 + "}{CD} = 9^{9^{9^9}}",
+    "\\begin{pmatrix}9^{9^{9^9}}\\end{pmatrix} + \\begin{pmatrix}1\\end{pmatrix}",
+    "\\begin{pmatrix}" + "99999999 & " * 7 + "1" + "\\\\ 1 & 2" * 7 + "\\end{pmatrix}",
+    ("\\begin{pmatrix}" + " & ".join(["9^{999}"] * 4) + ("\\\\" + " & ".join(["9^{999}"] * 4)) * 3
+     + "\\end{pmatrix}") * 4,  # a product of 4 matrices of 16 big cells, within MAX_CHARS: exact arithmetic
 ]
 
 

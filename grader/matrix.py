@@ -1,0 +1,146 @@
+"""Matrices written as LaTeX environments: one literal in any environment and bracket (`\\left[\\begin{array}{cc}
+... \\end{array}\\right]`, pmatrix, bmatrix) as the pmatrix the comparison reads, and sums and products of literal
+matrices and numbers evaluated exactly first (`2\\begin{pmatrix}..\\end{pmatrix} + \\begin{pmatrix}..\\end{pmatrix}`).
+Cells are parsed with latex.py, never eval()ed; sizes are bounded by MAX_ELEMENTS and the number of factors."""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from .latex import _as_complex, _checked, _free_symbols, _num_eval, _parse, _TooBig, _Undefined
+from .limits import MAX_CHARS, MAX_ELEMENTS
+from .relations import _split_top
+
+_ENV = r"(?:[pbBvV]?matrix|array)"
+# a literal, with an optional bracket around it (\\left[ \\right] are plain brackets after normalisation)
+_LITERAL_RE = re.compile(r"[(\[]?\s*\\begin\{(" + _ENV + r")\}(?:\{[^{}]*\})?((?:(?!\\begin\{).)*?)"
+                         r"\\end\{\1\}\s*[)\]]?", re.S)
+_MAX_MATRICES = 8
+_MARK = "\\matrixliteral"  # stands for the k-th literal while the expression around them is read
+
+
+def _cells(body: str) -> list[list[str]] | None:
+    rows = [r for r in re.split(r"\\\\", body) if r.strip()]
+    cells = [[c.strip() for c in r.split("&")] for r in rows]
+    if not cells or sum(len(r) for r in cells) > MAX_ELEMENTS or len({len(r) for r in cells}) != 1:
+        return None
+    return cells
+
+
+def _pmatrix(cells: list[list[str]]) -> str:
+    return "\\begin{pmatrix}" + " \\\\ ".join(" & ".join(r) for r in cells) + "\\end{pmatrix}"
+
+
+def _value(s: str):
+    """A cell or a scalar factor -> (value, level) as latex._num_eval gives it; symbols are _Undefined."""
+    tree = _parse(s)
+    if _free_symbols(tree):
+        raise _Undefined("a symbol in a matrix expression")
+    return _num_eval(tree)
+
+
+def _add(a, b):
+    (x, lx), (y, ly) = a, b
+    return (_checked(x + y), max(lx, ly)) if max(lx, ly) < 2 else (_as_complex(x) + _as_complex(y), 2)
+
+
+def _mul(a, b):
+    (x, lx), (y, ly) = a, b
+    return (_checked(x * y), max(lx, ly)) if max(lx, ly) < 2 else (_as_complex(x) * _as_complex(y), 2)
+
+
+def _text(v) -> str:
+    x, level = v
+    if level < 2:
+        if level == 1:  # written with a decimal point: keep it a decimal, compared with a tolerance
+            return repr(float(x))
+        return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+    z = _as_complex(x)
+    if abs(z.imag) > 1e-12 * max(1.0, abs(z)):
+        raise _Undefined("a complex matrix entry")
+    return repr(z.real)
+
+
+def _product(factors: list) -> list[list] | None:
+    """factors: scalars (value, level) and matrices (lists of rows of values) -> their product, a matrix."""
+    scalar, out = (Fraction(1), 0), None
+    for f in factors:
+        if not isinstance(f, list):
+            scalar = _mul(scalar, f)
+        elif out is None:
+            out = f
+        else:
+            if len(out[0]) != len(f):
+                return None  # shapes do not chain: not a product we can read
+            out = [[_sum([_mul(row[k], f[k][j]) for k in range(len(f))]) for j in range(len(f[0]))] for row in out]
+    if out is None:
+        return None
+    return [[_mul(scalar, c) for c in row] for row in out]
+
+
+def _sum(values):
+    acc = (Fraction(0), 0)
+    for v in values:
+        acc = _add(acc, v)
+    return acc
+
+
+def _factors(term: str, literals: list) -> list | None:
+    """"2\\matrixliteral0\\cdot\\matrixliteral1" -> [scalar, matrix, matrix]."""
+    out = []
+    pieces = re.split(r"(\\matrixliteral\d+)", term)
+    for piece in pieces:
+        m = re.fullmatch(r"\\matrixliteral(\d+)", piece)
+        if m:
+            out.append(literals[int(m.group(1))])
+            continue
+        piece = re.sub(r"\\(?:cdot|times)(?![A-Za-z])|\*", " ", piece).strip()
+        if piece:
+            out.append(_value(piece))
+    return out
+
+
+def _matrix_expression(s: str) -> str | None:
+    """s with a matrix as the whole answer -> that matrix as a pmatrix (evaluated when s is a sum or product of
+    literals and numbers), or None when s is something else or cannot be evaluated."""
+    if "\\begin" not in s:
+        return None
+    found = list(_LITERAL_RE.finditer(s))
+    if not found or len(found) > _MAX_MATRICES:
+        return None
+    if len(found) == 1 and found[0].span() == (0, len(s)):
+        cells = _cells(found[0].group(2))
+        return None if cells is None else _pmatrix(cells)
+    rest = s
+    for k, m in reversed(list(enumerate(found))):
+        rest = rest[:m.start()] + f" {_MARK}{k} " + rest[m.end():]
+    if "\\begin" in rest or "=" in rest or "," in rest:
+        return None
+    try:
+        literals = []
+        for m in found:
+            cells = _cells(m.group(2))
+            if cells is None:
+                return None
+            literals.append([[_value(c) for c in row] for row in cells])
+        total = None
+        for i, term in enumerate(_split_top(rest.replace("-", "+-"), "+")):
+            term = term.strip()
+            if not term:
+                continue
+            sign = term.startswith("-")
+            matrix = _product(_factors(term.lstrip("-").strip(), literals))
+            if matrix is None:
+                return None
+            if sign:
+                matrix = [[_mul((Fraction(-1), 0), c) for c in row] for row in matrix]
+            if total is None:
+                total = matrix
+            elif len(total) != len(matrix) or len(total[0]) != len(matrix[0]):
+                return None
+            else:
+                total = [[_add(a, b) for a, b in zip(r1, r2)] for r1, r2 in zip(total, matrix)]
+        out = None if total is None else _pmatrix([[_text(c) for c in row] for row in total])
+        return out if out is not None and len(out) <= MAX_CHARS else None  # (longer answers only match as text)
+    except (_TooBig, _Undefined, ArithmeticError, ValueError, IndexError):
+        return None
