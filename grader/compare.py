@@ -7,8 +7,8 @@ import re
 import time
 from fractions import Fraction
 
-from .latex import (_as_complex, _free_symbols, _has_decimal, _num_eval, _parse, _ParseError, _TooBig, _Undefined,
-                    _values_close)
+from .latex import _free_symbols, _parse, _ParseError, _TooBig, _Undefined
+from .numeric import _as_complex, _has_decimal, _num_eval, _values_close
 from .limits import MAX_CHARS, MAX_ELEMENTS, MAX_SYMBOLIC_EXPONENT
 from .matrix import _matrix_expression
 from .normalize import _choice_letter, _key, _mixed_number, _normalize, _wrapped_by

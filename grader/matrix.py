@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from .latex import _as_complex, _checked, _free_symbols, _num_eval, _parse, _TooBig, _Undefined
+from .latex import _free_symbols, _parse, _TooBig, _Undefined
+from .numeric import _as_complex, _checked, _num_eval
 from .limits import MAX_CHARS, MAX_ELEMENTS
 from .relations import _split_top
 
@@ -32,7 +33,7 @@ def _pmatrix(cells: list[list[str]]) -> str:
 
 
 def _value(s: str):
-    """A cell or a scalar factor -> (value, level) as latex._num_eval gives it; symbols are _Undefined."""
+    """A cell or a scalar factor -> (value, level) as numeric._num_eval gives it; symbols are _Undefined."""
     tree = _parse(s)
     if _free_symbols(tree):
         raise _Undefined("a symbol in a matrix expression")
