@@ -7,7 +7,7 @@ import re
 import time
 from fractions import Fraction
 
-from .latex import _free_symbols, _parse, _ParseError, _TooBig, _Undefined
+from .latex import _canonical, _free_symbols, _parse, _ParseError, _substitute, _TooBig, _Undefined
 from .numeric import _as_complex, _has_decimal, _num_eval, _values_close
 from .limits import MAX_CHARS, MAX_ELEMENTS, MAX_SYMBOLIC_EXPONENT
 from .matrix import _matrix_expression
@@ -52,6 +52,8 @@ def _too_heavy(tree) -> bool:
     kind = tree[0]
     if kind in ("num", "sym", "const"):
         return False
+    if kind == "bigop":  # a sum with symbolic bounds: compared by its form only (see _equal_trees)
+        return True
     if not _free_symbols(tree):
         try:
             _num_eval(tree)
@@ -94,7 +96,7 @@ def _equal_values(va, vb, rounded: bool, percent: tuple[bool, bool]) -> bool:
 
 
 def _equal_trees(a, b, deadline: float, percent: tuple[bool, bool]) -> bool:
-    if a == b:
+    if a == b or _canonical(a) == _canonical(b):  # (the order of factors: \\sum_i a_i b_j = \\sum_i b_j a_i)
         return True
     names = sorted(_free_symbols(a) | _free_symbols(b))
     if not names:
@@ -343,20 +345,6 @@ def _endpoint(v) -> str:
     if abs(z.imag) > 1e-12:
         raise _Undefined("complex bound")
     return repr(z.real)
-
-
-def _substitute(tree, name: str, node):
-    """The tree with the symbol `name` replaced by `node` (trees are tuples; add/mul hold a tuple of children)."""
-    if tree[0] == "sym":
-        return node if tree[1] == name else tree
-    out = []
-    for c in tree:
-        if isinstance(c, tuple) and c and isinstance(c[0], str):
-            c = _substitute(c, name, node)
-        elif isinstance(c, tuple):
-            c = tuple(_substitute(x, name, node) for x in c)
-        out.append(c)
-    return tuple(out)
 
 
 def _half_line(lhs: str, op: str, rhs: str) -> tuple[str, bool, object] | None:

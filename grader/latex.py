@@ -89,7 +89,8 @@ def _tokenize(s: str) -> list[tuple[str, str]]:
     return tokens
 
 
-_ATOM_CMDS = {"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil", "imagunit"} | set(_FUNCS) | _GREEK
+_ATOM_CMDS = ({"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil", "imagunit", "sum", "prod"} | set(_FUNCS)
+              | _GREEK)
 _END = ("end", "")
 
 
@@ -282,6 +283,8 @@ class _Parser:
             return self.node("root", self.arg(), n)
         if name == "binom":
             return self.node("binom", self.arg(), self.arg())
+        if name in ("sum", "prod"):
+            return self.big_operator(name)
         if name == "pi":
             return self.node("const", "pi")
         if name == "infty":
@@ -293,6 +296,31 @@ class _Parser:
         if name in _GREEK:
             return self.node("sym", name + self.subscript())
         raise _ParseError(f"unsupported command \\{name}")
+
+    def big_operator(self, name):
+        """\\sum_{k=1}^{n} body, \\prod_{i} body -> ("bigop", name, index or None, lower or None, upper or None,
+        body); the body is the product that follows (\\sum_i a_i b_i + c sums a_i b_i only)."""
+        if self.peek() == ("cmd", "limits"):
+            self.take()
+        index = lower = upper = None
+        if self.peek() == ("op", "_"):
+            self.take()
+            braced = self.peek() == ("op", "{")
+            if braced:
+                self.take()
+            t = self.take()
+            if t[0] != "word" or len(t[1]) != 1:
+                raise _ParseError("a sum's index must be one letter")
+            index = t[1]
+            if braced and self.peek() == ("op", "="):
+                self.take()
+                lower = self.expr()
+            if braced:
+                self.expect("}")
+        if self.peek() == ("op", "^"):
+            self.take()
+            upper = self.arg()
+        return self.node("bigop", name, index, lower, upper, self.term())
 
     def function(self, name):
         """\\sin x, \\sin(x), \\sin^2 x, \\log_2 8, \\ln{x}; a bare argument runs to the next function or operator."""
@@ -334,7 +362,7 @@ def _literal(val: str) -> Fraction:
 def _parse_cached(s: str):
     """Parse tree, or the _ParseError instance (cached too: the same gold answer is graded many times)."""
     try:
-        return _Parser(_tokenize(s)).parse()
+        return _expand_big_operators(_Parser(_tokenize(s)).parse())
     except _ParseError as e:
         return e
 
@@ -360,7 +388,83 @@ def _free_symbols(tree, out=None) -> set:
         pass
     elif kind == "func":
         _free_symbols(tree[2], out)
+    elif kind == "bigop":  # the index is bound (a subscripted a_k stays a symbol of its own)
+        _free_symbols(tree[3], out), _free_symbols(tree[4], out)
+        out |= _free_symbols(tree[5]) - {tree[2]}
     else:
         for t in tree[1:]:
             _free_symbols(t, out)
+    return out
+
+
+def _substitute(tree, name: str, node):
+    """The tree with the symbol `name` replaced by `node` (trees are tuples; add/mul hold a tuple of children)."""
+    if tree[0] == "sym":
+        return node if tree[1] == name else tree
+    out = []
+    for c in tree:
+        if isinstance(c, tuple) and c and isinstance(c[0], str):
+            c = _substitute(c, name, node)
+        elif isinstance(c, tuple):
+            c = tuple(_substitute(x, name, node) for x in c)
+        out.append(c)
+    return tuple(out)
+
+
+MAX_BIGOP_TERMS = 100  # \\sum / \\prod with numeric bounds are written out as sums / products up to this many terms
+
+
+def _expand_big_operators(tree):
+    """The tree with each \\sum / \\prod whose bounds are integers written out as the sum / product of its terms
+    (\\sum_{k=1}^{3} k^2 -> 1^2 + 2^2 + 3^2); ones with symbolic bounds are kept. Bounded: at most
+    MAX_BIGOP_TERMS terms each, and a written-out tree still passes the node budget of parsing."""
+    budget = [MAX_NODES * 4]
+
+    def walk(t):
+        if not isinstance(t, tuple) or not t or not isinstance(t[0], str):
+            return t
+        if t[0] in ("num", "sym", "const"):
+            return t
+        out = tuple(tuple(walk(x) for x in c) if isinstance(c, tuple) and c and not isinstance(c[0], str)
+                    else walk(c) for c in t)
+        if out[0] != "bigop":
+            return out
+        _, name, index, lower, upper, body = out
+        bounds = [_integer(b) for b in (lower, upper)]
+        if index is None or None in bounds or not 0 <= bounds[1] - bounds[0] + 1 <= MAX_BIGOP_TERMS:
+            return out
+        budget[0] -= (bounds[1] - bounds[0] + 1) * _size(body)
+        if budget[0] < 0:
+            raise _ParseError("written-out sum too large")
+        terms = tuple(_substitute(body, index, ("num", k, 1, False)) for k in range(bounds[0], bounds[1] + 1))
+        if not terms:
+            return ("num", 0 if name == "sum" else 1, 1, False)
+        return ("add" if name == "sum" else "mul", terms)
+
+    return walk(tree)
+
+
+def _integer(t) -> int | None:
+    """A bound written as an integer literal (or its negation) -> that integer, else None."""
+    if t is not None and t[0] == "neg":
+        v = _integer(t[1])
+        return None if v is None else -v
+    return t[1] if t is not None and t[0] == "num" and t[2] == 1 and not t[3] and abs(t[1]) < 10 ** 6 else None
+
+
+def _size(t) -> int:
+    if not isinstance(t, tuple):
+        return 0
+    return 1 + sum(_size(c) if isinstance(c, tuple) and c and isinstance(c[0], str) else
+                   sum(_size(x) for x in c) if isinstance(c, tuple) else 0 for c in t[1:])
+
+
+def _canonical(tree):
+    """The tree with the children of every sum and product in a fixed order (a_i b_j and b_j a_i are one tree)."""
+    if not isinstance(tree, tuple) or not tree or tree[0] in ("num", "sym", "const"):
+        return tree
+    out = tuple(tuple(_canonical(x) for x in c) if isinstance(c, tuple) and c and not isinstance(c[0], str)
+                else _canonical(c) for c in tree)
+    if out[0] in ("add", "mul"):
+        out = (out[0], tuple(sorted(out[1], key=repr)))
     return out

@@ -194,6 +194,8 @@ def _num_eval(tree, env: dict | None = None):
             return _finite(_CFUNCS[name](x)), 2
         except (ZeroDivisionError, ValueError):
             raise _Undefined(f"{name} undefined here") from None
+    if kind == "bigop":
+        raise _Undefined("a sum or product with symbolic bounds")
     raise _ParseError(f"unknown node {kind}")
 
 
@@ -204,6 +206,8 @@ def _has_decimal(tree) -> bool:
         return tree[3]
     if kind in ("sym", "const"):
         return False
+    if kind == "bigop":
+        return any(_has_decimal(c) for c in tree[3:] if c is not None)
     children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
     return any(_has_decimal(c) for c in children if c is not None)
 

@@ -179,6 +179,8 @@ ADVERSARIAL = [
     "\\begin{pmatrix}" + "99999999 & " * 7 + "1" + "\\\\ 1 & 2" * 7 + "\\end{pmatrix}",
     ("\\begin{pmatrix}" + " & ".join(["9^{999}"] * 4) + ("\\\\" + " & ".join(["9^{999}"] * 4)) * 3
      + "\\end{pmatrix}") * 4,  # a product of 4 matrices of 16 big cells, within MAX_CHARS: exact arithmetic
+    "\\sum_{k=1}^{1000000} k", "\\sum_{i=1}^{100}\\sum_{j=1}^{100}\\sum_{k=1}^{100} ijk", "\\sum_{k=1}^{100} k^{k^{k}}",
+    "\\sum_{k=1}^{100}" * 30 + "k", "\\sum_" * 150, "\\prod_{k=1}^{100} 9^{9^{9}}",
 ]
 
 

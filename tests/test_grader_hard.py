@@ -129,6 +129,18 @@ CLASSES = {
         (R("First \\boxed{1}, then \\boxed{2}, then \\boxed{3}."), "1, 2", False),  # the LAST n boxes
         (R("Only \\boxed{2} here."), "2, 2", True), (R("Only \\boxed{2} here."), "2, 3", False),
     ],
+    # 10. sums and products: the same up to the order of factors; with integer bounds, their value
+    "bigops": [
+        ("\\sum_{i} a_{i} b_{n-i}", "\\sum_{i} b_{n-i} a_{i}", True),
+        ("\\prod_{k=1}^{n} x_k y_k", "\\prod_{k=1}^{n} y_k x_k", True),
+        ("\\sum_{k=0}^{n} \\binom{n}{k} x^k", "\\sum_{k=0}^{n} x^k \\binom{n}{k}", True),
+        ("\\sum_{i=1}^{n} (a_i + b_i)", "\\sum_{i=1}^{n} (b_i + a_i)", True),
+        ("\\sum_{k=1}^{10} k", "55", True), ("\\prod_{j=1}^{5} j", "120", True),
+        ("\\sum_{k=0}^{3} x^k", "1 + x + x^2 + x^3", True), ("2\\sum_{k=1}^{3} \\frac{1}{k}", "\\frac{11}{3}", True),
+        ("\\sum_{i} a_{i} b_{n-i}", "\\sum_{i} a_{i} b_{i}", False),
+        ("\\sum_{i=1}^{n} a_i", "\\sum_{i=0}^{n} a_i", False), ("\\sum_{i} a_i b_i", "\\prod_{i} a_i b_i", False),
+        ("\\sum_{k=1}^{10} k", "56", False), ("\\sum_{k=0}^{3} x^k", "1 + x + x^2", False),
+    ],
     # 11. a multiple-choice letter in short prose (a response, or the prose handed to math_equal)
     "choices": [
         (R("So the choice is C."), "C", True), (R("After checking each one, the final answer is D"), "D", True),
