@@ -52,8 +52,11 @@ def _too_heavy(tree) -> bool:
     kind = tree[0]
     if kind in ("num", "sym", "const"):
         return False
-    if kind == "bigop":  # a sum with symbolic bounds: compared by its form only (see _equal_trees)
-        return True
+    if kind == "bigop":  # sympy sums one with both bounds and no subscripted symbol (a_k is no function of k there)
+        _, _, index, lower, upper, body = tree
+        if index is None or lower is None or upper is None or any("_" in n for n in _free_symbols(body)):
+            return True
+        return any(_too_heavy(c) for c in (lower, upper, body))
     if not _free_symbols(tree):
         try:
             _num_eval(tree)

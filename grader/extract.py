@@ -10,6 +10,7 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
 _ANSWER_IS_RE = re.compile(r"(?:final answer|answer)(?:\s*(?:is|:)\s*:?|\s*(?=\$|\\\(|\\\[))", re.IGNORECASE)
 _CHOICE_IS_RE = re.compile(r"\b(?:choice|option)\s+is\s*:?", re.IGNORECASE)  # looked for near the end only
 _CHOICE_TAIL = 2000
+_OPTION_RE = re.compile(r"\(([A-J])\)")
 _HASHES_RE = re.compile(r"####\s*([^\n]*)")
 # a number not glued to a preceding letter or subscript: "AZYUK2A" and "x_2" hold no number
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d.,])(?:[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+)")
@@ -194,7 +195,8 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
         "and"/"or" are one list answer). A response cut off inside its box has no answer.
     "answer": the box, unless a "the (final) answer is X" phrase comes after it (intermediate boxes, then "The final
         answer is $10,455$"); with no box that phrase, "Answer: X", "Answer $X$" (a sentence "The largest $n$ is
-        34" gives 34), then GSM8K's "#### N", then the content of the last math span.
+        34" gives 34), then GSM8K's "#### N", then the content of the last math span; with no math, the last option
+        written "(C)".
     "last_number": "answer" without the math span, then the last number that is not part of a word.
     "choice": "answer" without the math span, then the last option letter written "(B)", "B." or "option B"."""
     if mode not in EXTRACTION_MODES:
@@ -221,4 +223,8 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
         return numbers[-1].replace(",", "").lstrip("+") if numbers else None
     if mode == "choice":
         return _last_choice(text)
-    return _last_math(text)
+    math = _last_math(text)
+    if math is None:  # no math at all: an option picked in prose ("Among the options, (C) is correct.")
+        letters = _OPTION_RE.findall(text[-_CHOICE_TAIL:])
+        return letters[-1] if letters else None
+    return math

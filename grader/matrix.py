@@ -86,8 +86,11 @@ def _sum(values):
     return acc
 
 
+_MAX_POWER = 16
+
+
 def _factors(term: str, literals: list) -> list | None:
-    """"2\\matrixliteral0\\cdot\\matrixliteral1" -> [scalar, matrix, matrix]."""
+    """"2\\matrixliteral0\\cdot\\matrixliteral1^{2}" -> [scalar, matrix, matrix, matrix]."""
     out = []
     pieces = re.split(r"(\\matrixliteral\d+)", term)
     for piece in pieces:
@@ -95,10 +98,46 @@ def _factors(term: str, literals: list) -> list | None:
         if m:
             out.append(literals[int(m.group(1))])
             continue
+        power = re.match(r"\s*\^\s*(?:\{\s*(\d+)\s*\}|(\d))", piece)
+        if power and out and isinstance(out[-1], list):  # a power of a square matrix, repeated products
+            n = int(power.group(1) or power.group(2))
+            if not 1 <= n <= _MAX_POWER or len(out[-1]) != len(out[-1][0]):
+                return None
+            out += [out[-1]] * (n - 1)
+            piece = piece[power.end():]
         piece = re.sub(r"\\(?:cdot|times)(?![A-Za-z])|\*", " ", piece).strip()
         if piece:
             out.append(_value(piece))
     return out
+
+
+def _determinant(cells: list[list[str]]) -> str | None:
+    """The determinant of a square matrix of numbers, by exact elimination; None for anything else."""
+    n = len(cells)
+    if any(len(r) != n for r in cells):
+        return None
+    try:
+        a = [[_value(c) for c in row] for row in cells]
+    except (_TooBig, _Undefined, ArithmeticError, ValueError):
+        return None
+    if any(v[1] >= 2 for row in a for v in row):
+        return None  # (irrational cells: not read)
+    m = [[v[0] for v in row] for row in a]
+    det = Fraction(1)
+    try:
+        for i in range(n):
+            pivot = next((r for r in range(i, n) if m[r][i] != 0), None)
+            if pivot is None:
+                return "0"
+            if pivot != i:
+                m[i], m[pivot], det = m[pivot], m[i], -det
+            det = _checked(det * m[i][i])
+            for r in range(i + 1, n):
+                f = m[r][i] / m[i][i]
+                m[r] = [_checked(x - f * y) for x, y in zip(m[r], m[i])]
+    except _TooBig:
+        return None
+    return _text((det, max(v[1] for row in a for v in row)))
 
 
 def _matrix_expression(s: str) -> str | None:
@@ -111,6 +150,8 @@ def _matrix_expression(s: str) -> str | None:
         return None
     if len(found) == 1 and found[0].span() == (0, len(s)):
         cells = _cells(found[0].group(2))
+        if cells is not None and found[0].group(1) == "vmatrix":  # a determinant
+            return _determinant(cells)
         return None if cells is None else _pmatrix(cells)
     rest = s
     for k, m in reversed(list(enumerate(found))):

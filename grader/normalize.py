@@ -139,6 +139,20 @@ _DOUBLED_RE = re.compile(r"(?<!\\)\\\\(?=(?:[dt]?frac|sqrt|pi|cdot|times|div|lef
                          r"alpha|beta|gamma|theta|lambda|mu|sigma|omega|circ|angle|sum|prod)(?![A-Za-z]))")
 
 
+_ALIGNED_RE = re.compile(r"\\begin\{(aligned|align\*?|gathered|split|eqnarray\*?)\}(.*)\\end\{\1\}", re.S)
+
+
+def _aligned(s: str) -> str:
+    """An aligned display as one line: a row that starts with "=" continues a chain ("x &= 2 + 3 \\\\ &= 5" ->
+    "x = 2 + 3 = 5"), another row is another item ("a &= 1 \\\\ b &= 2" -> "a = 1, b = 2")."""
+    m = _ALIGNED_RE.fullmatch(s)
+    if not m:
+        return s
+    rows = [r.replace("&", " ").strip() for r in re.split(r"\\\\", m.group(2))]
+    rows = [r for r in rows if r]
+    return rows[0] + "".join((" " if r.startswith(("=", "\\approx")) else ", ") + r for r in rows[1:]) if rows else s
+
+
 def _decimal_comma_items(s: str) -> str:
     """"(1,5; 2,5)": when semicolons separate the items and every item is one number with a comma, the commas are
     decimal commas ("(1.5, 2.5)")."""
@@ -154,7 +168,7 @@ def _normalize(s: str, approx: bool = False) -> tuple[str, bool]:
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
-    s = _DOUBLED_RE.sub(lambda m: "\\", s).strip()
+    s = _aligned(_DOUBLED_RE.sub(lambda m: "\\", s).strip())
     s = s.replace("\\$", " ").replace("$", " ")
     for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right):

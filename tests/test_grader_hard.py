@@ -34,6 +34,10 @@ CLASSES = {
         (R("The final answer is\n$$\n13\\sqrt{2}\n$$"), "12\\sqrt{2}", False),
         (R("We get\n\\[\nx = \\frac{3}{5}\n\\]"), "\\frac{3}{4}", False),
         (R("So the answer is\n\\[\n(3,\n 2)\n\\]"), "(2,3)", False),
+        # an aligned display: a row starting with "=" continues the chain, another row is another item
+        (R("\\[\n\\begin{aligned}\nx &= 2 + 3 \\\\\n  &= 5\n\\end{aligned}\n\\]"), "5", True),
+        (R("So\n$$\\begin{aligned} a &= 1 \\\\ b &= 2 \\end{aligned}$$"), "(1, 2)", True),
+        (R("\\[\n\\begin{aligned}\nx &= 2 + 3 \\\\\n  &= 6\n\\end{aligned}\n\\]"), "5", False),
     ],
     # 2. relations spelled differently (\\neq / != / \\ne, \\geq / >=, \\lt / <), also inside a sentence
     "relations": [
@@ -109,6 +113,12 @@ CLASSES = {
         ("\\frac{1}{2}\\begin{pmatrix}2 & 4\\end{pmatrix}", "\\begin{bmatrix}1 & 2\\end{bmatrix}", True),
         ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}\\begin{pmatrix}1&2\\end{pmatrix}",
          "\\begin{pmatrix}1\\end{pmatrix}", False),
+        ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}^2", "\\begin{pmatrix}7&10\\\\15&22\\end{pmatrix}", True),
+        ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}^{2}", "\\begin{pmatrix}1&4\\\\9&16\\end{pmatrix}", False),
+        ("\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", "-2", True),
+        ("\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}", "2", False),
+        ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "-2", False),  # a matrix is not its determinant
+        ("\\begin{pmatrix}1&2\\end{pmatrix}^2", "\\begin{pmatrix}1&4\\end{pmatrix}", False),  # not square
     ],
     # 9. spacing and escaping noise: "{, }" thousands marks, doubled backslashes, stray \\$
     "noise": [
@@ -140,6 +150,9 @@ CLASSES = {
         ("\\sum_{i} a_{i} b_{n-i}", "\\sum_{i} a_{i} b_{i}", False),
         ("\\sum_{i=1}^{n} a_i", "\\sum_{i=0}^{n} a_i", False), ("\\sum_{i} a_i b_i", "\\prod_{i} a_i b_i", False),
         ("\\sum_{k=1}^{10} k", "56", False), ("\\sum_{k=0}^{3} x^k", "1 + x + x^2", False),
+        # a closed form: sympy sums one with both bounds (not with subscripted terms, a_k is no function of k there)
+        ("\\sum_{k=1}^{n} k", "\\frac{n(n+1)}{2}", True), ("\\sum_{k=1}^{n} k", "\\frac{n(n-1)}{2}", False),
+        ("\\sum_{k=1}^{n} a_k", "n a_k", False),
     ],
     # 11. a multiple-choice letter in short prose (a response, or the prose handed to math_equal)
     "choices": [
@@ -151,6 +164,7 @@ CLASSES = {
         (R("So the choice is C."), "D", False), (R("Option A fails, so the choice is B."), "A", False),
         (R("After checking each one, the final answer is D"), "B", False), ("So the choice is C.", "A", False),
         ("the answer is a bit larger than B", "A", False),
+        (R("Among the options, (C) is correct."), "C", True), (R("Among the options, (C) is correct."), "B", False),
     ],
 }
 CASES = [(name, *case) for name, cases in CLASSES.items() for case in cases]
