@@ -46,7 +46,8 @@ The package, lowest first (each module imports only those above it):
   relations.py   string readings of step 2: top-level splitting, names and labels before "=", "\\ne", ratios,
                  assignments as tuples
   latex.py       the tokenizer / parser (step 3)
-  numeric.py     the exact numeric evaluation of its trees, under the size limits, and the value tolerances
+  numeric.py     the exact numeric evaluation of its trees, under the size limits, the value tolerances, and
+                 which trees are safe to hand to sympy
   matrix.py      a matrix in any environment / bracket as a pmatrix; sums and products of literal matrices
                  evaluated exactly
   sympy_pool.py  the symbolic check in worker processes under a time limit (step 5); needs none of the others

@@ -8,8 +8,8 @@ import time
 from fractions import Fraction
 
 from .latex import _canonical, _free_symbols, _parse, _ParseError, _substitute, _TooBig, _Undefined
-from .numeric import _as_complex, _has_decimal, _num_eval, _values_close
-from .limits import MAX_CHARS, MAX_ELEMENTS, MAX_SYMBOLIC_EXPONENT
+from .numeric import _as_complex, _has_decimal, _num_eval, _too_heavy, _values_close
+from .limits import MAX_CHARS, MAX_ELEMENTS
 from .matrix import _matrix_expression
 from .normalize import _choice_letter, _key, _mixed_number, _normalize, _wrapped_by
 from .relations import (_NAME_TUPLE_RE, _SIMPLE_LHS_RE, _assignments, _named_value, _ne_sides, _ratio,
@@ -44,38 +44,6 @@ def _probe(tree_a, tree_b, names, combine) -> bool:
 
 def _far(x: complex, y: complex) -> bool:
     return abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y))
-
-
-def _too_heavy(tree) -> bool:
-    """Whether handing the tree to sympy risks unbounded work: a symbol-free part too large to evaluate, or a
-    symbolic power with a huge exponent."""
-    kind = tree[0]
-    if kind in ("num", "sym", "const"):
-        return False
-    if kind == "bigop":  # sympy sums one with both bounds and no subscripted symbol (a_k is no function of k there)
-        _, _, index, lower, upper, body = tree
-        if index is None or lower is None or upper is None or any("_" in n for n in _free_symbols(body)):
-            return True
-        return any(_too_heavy(c) for c in (lower, upper, body))
-    if not _free_symbols(tree):
-        try:
-            _num_eval(tree)
-        except _TooBig:
-            return True
-        except (_Undefined, OverflowError, ZeroDivisionError, ValueError):
-            pass
-        return False
-    children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
-    if kind == "pow" and not _free_symbols(tree[2]):
-        try:
-            e = _as_complex(_num_eval(tree[2])[0])
-            if abs(e) > MAX_SYMBOLIC_EXPONENT:
-                return True
-        except (_TooBig, OverflowError):
-            return True
-        except (_Undefined, ZeroDivisionError, ValueError):
-            pass
-    return any(_too_heavy(c) for c in children if c is not None)
 
 
 def _hundredth(v):

@@ -171,7 +171,8 @@ def _matrix_expression(s: str) -> str | None:
             if not term:
                 continue
             sign = term.startswith("-")
-            matrix = _product(_factors(term.lstrip("-").strip(), literals))
+            factors = _factors(term.lstrip("-").strip(), literals)
+            matrix = None if factors is None else _product(factors)
             if matrix is None:
                 return None
             if sign:

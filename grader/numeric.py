@@ -1,13 +1,14 @@
 """The numeric evaluation of a parse tree (latex.py's tuples): exact fractions while exact, complex floats
-otherwise, every size checked before it is computed; and the comparison of two values (tolerances)."""
+otherwise, every size checked before it is computed; the comparison of two values (tolerances); and what is
+safe to hand to sympy (`_too_heavy`)."""
 from __future__ import annotations
 
 import cmath
 import math
 from fractions import Fraction
 
-from .latex import _ParseError, _TooBig, _Undefined
-from .limits import FLOAT_NOISE, MAX_BITS, MAX_FACTORIAL, REL_TOL
+from .latex import _free_symbols, _ParseError, _TooBig, _Undefined
+from .limits import FLOAT_NOISE, MAX_BITS, MAX_FACTORIAL, MAX_SYMBOLIC_EXPONENT, REL_TOL
 
 ## numeric evaluation of a tree. Values are (value, level): level 0 = exact rational (Fraction), 1 = exact rational
 # written with a decimal point, 2 = float/complex (irrational or approximate). Sizes are checked BEFORE computing.
@@ -229,3 +230,54 @@ def _values_close(a, b, rounded: bool) -> bool:
         return x == y
     tol = REL_TOL if rounded and not integer else FLOAT_NOISE
     return abs(x - y) <= tol * max(abs(x), abs(y))
+
+
+def _too_heavy(tree) -> bool:
+    """Whether handing the tree to sympy risks unbounded work: a symbol-free part too large to evaluate, or a
+    symbolic power with a huge exponent."""
+    kind = tree[0]
+    if kind in ("num", "sym", "const"):
+        return False
+    if kind == "bigop":  # sympy sums one with both bounds and no subscripted symbol (a_k is no function of k there)
+        _, _, index, lower, upper, body = tree
+        if index is None or lower is None or upper is None or any("_" in n for n in _free_symbols(body)):
+            return True
+        return not _summable(body, index) or any(_too_heavy(c) for c in (lower, upper, body))
+    if not _free_symbols(tree):
+        try:
+            _num_eval(tree)
+        except _TooBig:
+            return True
+        except (_Undefined, OverflowError, ZeroDivisionError, ValueError):
+            pass
+        return False
+    children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
+    if kind == "pow" and not _free_symbols(tree[2]):
+        try:
+            e = _as_complex(_num_eval(tree[2])[0])
+            if abs(e) > MAX_SYMBOLIC_EXPONENT:
+                return True
+        except (_TooBig, OverflowError):
+            return True
+        except (_Undefined, ZeroDivisionError, ValueError):
+            pass
+    return any(_too_heavy(c) for c in children if c is not None)
+
+
+def _summable(tree, index: str) -> bool:
+    """Whether sympy sums `tree` over `index` in closed form quickly: sums, products and quotients of polynomials
+    (powers up to 10); k^k, x^k, k!, sin k and the like are not tried."""
+    kind = tree[0]
+    if kind in ("num", "sym", "const"):
+        return True
+    if kind in ("add", "mul"):
+        return all(_summable(t, index) for t in tree[1])
+    if kind in ("neg", "inv"):
+        return _summable(tree[1], index)
+    if kind == "pow" and not _free_symbols(tree[2]):
+        try:
+            e = _as_complex(_num_eval(tree[2])[0])
+        except (_TooBig, _Undefined, OverflowError, ZeroDivisionError, ValueError):
+            return False
+        return abs(e) <= 10 and _summable(tree[1], index)
+    return False

@@ -181,6 +181,9 @@ ADVERSARIAL = [
      + "\\end{pmatrix}") * 4,  # a product of 4 matrices of 16 big cells, within MAX_CHARS: exact arithmetic
     "\\sum_{k=1}^{1000000} k", "\\sum_{i=1}^{100}\\sum_{j=1}^{100}\\sum_{k=1}^{100} ijk", "\\sum_{k=1}^{100} k^{k^{k}}",
     "\\sum_{k=1}^{100}" * 30 + "k", "\\sum_" * 150, "\\prod_{k=1}^{100} 9^{9^{9}}",
+    "\\begin{vmatrix}" + "\\\\".join(" & ".join(["9^{99}"] * 8) for _ in range(8)) + "\\end{vmatrix}",
+    "\\begin{pmatrix}2 & 1\\\\1 & 2\\end{pmatrix}^{16}" * 8, "\\begin{aligned}x " + "&= 1 \\\\" * 150 + "\\end{aligned}",
+    "\\sum_{k=1}^{n} k^{k^{k^{k}}}", "\\sum_{k=1}^{10^{10}} k", "\\prod_{k=1}^{n} (x+k)^{100000}",
 ]
 
 
