@@ -192,7 +192,8 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
     """The final answer in a model's response, or None. The modes (see the table in the package docstring):
 
     "boxed": the last \\boxed{...} / \\fbox{...} only (nested braces; also `\\boxed 5`; boxes separated by commas or
-        "and"/"or" are one list answer). A response cut off inside its box has no answer.
+        "and"/"or" are one list answer). A response cut off inside its box has no answer. A box's answer is an
+        `Answer` (a str) that also carries the response's last boxes (see math_equal).
     "answer": the box, unless a "the (final) answer is X" phrase comes after it (intermediate boxes, then "The final
         answer is $10,455$"); with no box that phrase, "Answer: X", "Answer $X$" (a sentence "The largest $n$ is
         34" gives 34), then GSM8K's "#### N", then the content of the last math span; with no math, the last option
