@@ -349,20 +349,29 @@ def _unbounded(a: str, b: str) -> bool:
         b.replace(" ", "") in infinite and _SIMPLE_LHS_RE.fullmatch(a) is not None)
 
 
-def _as_interval(s: str) -> str | None:
-    """An inequality in one variable as the interval it describes ("x \\ge 5" -> "[5, \\infty)", "0<f(x)<1" ->
-    "(0, 1)"), or None for anything else (two variables, not linear, an equation, a list)."""
+def _comparisons(s: str) -> list[tuple[str, str, str]] | None:
+    """A chain of one or two inequalities ("0 < x \\le 1") -> [(lhs, op, rhs), ...], or None."""
     ops = list(_INEQ_RE.finditer(s))
     if not 1 <= len(ops) <= 2 or "=" in _INEQ_RE.sub("", s) or len(_split_top(s, ",")) > 1:
         return None
     sides = [s[a.end() if a else 0:b.start() if b else len(s)].strip()
              for a, b in zip([None] + ops, ops + [None])]
+    return [(sides[i], _INEQ_OPS[m.group(0)], sides[i + 1]) for i, m in enumerate(ops)]
+
+
+def _as_interval(s: str | list) -> str | None:
+    """An inequality in one variable as the interval it describes ("x \\ge 5" -> "[5, \\infty)", "0<f(x)<1" ->
+    "(0, 1)"), or None for anything else (two variables, not linear, an equation, a list). s may also be a list of
+    comparisons that all hold (see _intervals)."""
+    comparisons = _comparisons(s) if isinstance(s, str) else s
+    if comparisons is None:
+        return None
     bounds = {"lower": None, "upper": None}
     try:
-        for i, m in enumerate(ops):
-            if _unbounded(sides[i], sides[i + 1]):
+        for lhs, op, rhs in comparisons:
+            if _unbounded(lhs, rhs):
                 continue
-            half = _half_line(sides[i], _INEQ_OPS[m.group(0)], sides[i + 1])
+            half = _half_line(lhs, op, rhs)
             if half is None or bounds[half[0]] is not None:
                 return None
             bounds[half[0]] = half[1:]
@@ -374,6 +383,19 @@ def _as_interval(s: str) -> str | None:
     return f"{left}, {right}"
 
 
+def _conjunction(norm: str) -> str | None:
+    """"x > 2 and x < 5" (normalised to "x > 2, x < 5") -> "(2, 5)": two inequalities on the same variable, one a
+    lower and one an upper bound."""
+    pieces = [_comparisons(x.strip()) for x in _split_top(norm, ",")]
+    if len(pieces) != 2 or None in pieces or any(len(p) != 1 for p in pieces):
+        return None
+    try:
+        names = [frozenset(_free_symbols(_parse(lhs)) | _free_symbols(_parse(rhs))) for (lhs, _, rhs), in pieces]
+    except _ParseError:
+        return None
+    return _as_interval(pieces[0] + pieces[1]) if len(names[0]) == 1 and names[0] == names[1] else None
+
+
 _MAX_UNION = 16  # inequalities joined by "or": an answer has a few, not hundreds
 _OR_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])")
 
@@ -383,7 +405,9 @@ def _intervals(norm: str, raw: str) -> str | None:
     "(-\\infty, 1) \\cup (2, \\infty)"). `raw` is the text before normalisation, which turned "or" and "and" alike
     into commas ("x > 0 and x < 1" is no union)."""
     single = _as_interval(norm)
-    if single is not None or not _OR_RE.search(raw) or re.search(r"\band\b", raw):
+    if single is None and re.search(r"\band\b|\\land(?![A-Za-z])|\\wedge(?![A-Za-z])", raw):
+        return _conjunction(re.sub(r"\\land(?![A-Za-z])|\\wedge(?![A-Za-z])", ",", norm))
+    if single is not None or not _OR_RE.search(raw):
         return single
     pieces = _split_top(_OR_RE.sub(",", norm), ",")
     if not 2 <= len(pieces) <= _MAX_UNION:

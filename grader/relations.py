@@ -12,9 +12,13 @@ _SIMPLE_LHS_RE = re.compile(r"(?:[A-Za-z]{1,12}|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\(
                             r"(?:m\s*)?\\angle\s*[A-Z]{1,3}")
 # ... or a tuple of names: "(p, q) = (3, 2)"
 _NAME_TUPLE_RE = re.compile(r"\(\s*[A-Za-z](?:_\{?\w+\}?)?(?:\s*,\s*[A-Za-z](?:_\{?\w+\}?)?)+\s*\)")
-# a label that is an expression of names only: "\\frac{AM}{MB}", "P_{1}:P_{2}", "S_{ABC}:S", "AB:BC", "xy"
+# a label that is an expression of names only: "\\frac{AM}{MB}", "P_{1}:P_{2}", "S_{ABC}:S", "AB:BC", "xy",
+# "\\sin \\theta", "P(A)" (no digits, powers or arithmetic outside subscripts)
 _SUBSCRIPT_RE = re.compile(r"_(?:\{[^{}]{0,20}\}|\w)")
-_LABEL_RE = re.compile(r"(?:\\(?:frac|angle|overline|triangle|widehat|vec|mathrm|text)(?![A-Za-z])|[A-Za-z{}:/ |])+")
+_LABEL_RE = re.compile(r"(?:\\[A-Za-z]+|[A-Za-z{}:/ |()])+")
+# commands that compute something: "\\sqrt{x} = 3" or "a \\cdot b = 6" is an equation, not a label
+_COMPUTING = {"cdot", "times", "div", "pm", "mp", "sqrt", "sum", "prod", "int", "binom", "cup", "cap", "approx", "le",
+              "ge", "lt", "gt", "ne", "leq", "geq", "neq", "in", "subset", "subseteq", "to", "mid"}
 _NE_RE = re.compile(r"\\ne(?![A-Za-z])")
 
 
@@ -41,8 +45,9 @@ def _is_label(lhs: str) -> bool:
     """Whether `lhs` names a quantity without computing anything: letters, subscripts, fractions and ratios of
     names. "2x", "x + y", "x^2" compute something (so "2x = 4" is an equation, not the answer 4)."""
     bare = _SUBSCRIPT_RE.sub("", lhs.strip())
-    return bool(bare) and len(bare) <= 60 and _LABEL_RE.fullmatch(bare) is not None and re.search(
-        r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", bare)) is not None
+    if not bare or len(bare) > 60 or _LABEL_RE.fullmatch(bare) is None:
+        return False
+    return not set(re.findall(r"\\([A-Za-z]+)", bare)) & _COMPUTING and re.search(r"[A-Za-z]", bare) is not None
 
 
 def _named_value(s: str) -> str | None:
