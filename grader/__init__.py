@@ -9,9 +9,9 @@ expensive and stops at the first decision:
   1. normalise both strings (dollars, \\left, spacing, \\text{} and units, degrees, percent, \\dfrac, thousands
      separators, ...) and compare them as strings;
   2. whole-answer readings: "name = value" ((p,q)=(3,2), |AB| = 1, P_1:P_2 = 3:5, a chain S = 1+2+3 = 6; the
-     exact value before \\approx), "a \\ne b", assignments as tuples (a=1,b=4;a=4,b=1), an inequality in one
-     variable as its interval, i as the imaginary unit when the gold uses it or the answer is e^{i...}, a decimal
-     comma against a one-number gold; then structure:
+     exact value before \\approx; a true chain (x+1)^2 = x^2+2x+1), "a \\ne b", assignments as tuples
+     (a=1,b=4;a=4,b=1), an inequality in one variable as its interval, i as the imaginary unit when the gold uses
+     it or the answer is e^{i...}, a decimal comma against a one-number gold; then structure:
      tuples, intervals (bracket types must match), sets and bare lists (order-free, repeated elements once),
      matrices, equations, multiple-choice letters;
   3. parse each scalar with the small recursive-descent LaTeX parser (latex.py) into a plain tuple tree (no sympy);

@@ -285,20 +285,28 @@ def _drop_name(s: str, other: str) -> str:
         items = _split_top(rhs, ",")
         tuples = len(parts) == 2 and all(x.strip()[:1] == "(" and _wrapped_by(x.strip()) for x in items)
         return rhs if tuples and _NAME_TUPLE_RE.fullmatch(lhs) else s
-    if len(parts) == 2 and _true_identity(lhs, rhs):
+    if len(parts) <= 4 and _true_identity([x.strip() for x in parts]):
         return _mixed_number(rhs)
     value = _named_value(s)
     return s if value is None else _mixed_number(value)
 
 
-def _true_identity(lhs: str, rhs: str) -> bool:
-    """Whether "lhs = rhs" is a true statement between numbers ("e^{i\\pi} = -1", "2^{10} = 1024"): then its value is
-    the answer. A false one ("2 + 2 = 5") is not read as 5."""
+def _true_identity(parts: list[str]) -> bool:
+    """Whether "a = b (= c ...)" is a true chain ("e^{i\\pi} = -1", "2^{10} = 1024", "\\frac{6}{4} = \\frac{3}{2} =
+    1.5", "(x+1)^2 = x^2+2x+1" at three random points): then its last value is the answer. A false one ("2 + 2 = 5",
+    "x^2 = 4") is not read as its right side."""
     try:
-        a, b = _parse(lhs), _parse(rhs)
-        if _free_symbols(a) or _free_symbols(b):
-            return False
-        return _values_close(_num_eval(a), _num_eval(b), _has_decimal(a) or _has_decimal(b))
+        trees = [_parse(x) for x in parts]
+        for a, b in zip(trees, trees[1:]):
+            names = sorted(_free_symbols(a) | _free_symbols(b))
+            if not names:
+                if not _values_close(_num_eval(a), _num_eval(b), _has_decimal(a) or _has_decimal(b)):
+                    return False
+                continue
+            values = list(_probe_values(a, b, names))
+            if len(values) < 2 or any(_far(va, vb) for va, vb in values):
+                return False
+        return True
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError):
         return False
 

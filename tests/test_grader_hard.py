@@ -60,6 +60,9 @@ CLASSES = {
         (R("Finally $d = \\sqrt{9+16} = 5$."), "5", True),
         ("t=2/7\\approx0.29", "\\frac{2}{9}", False), ("S = 1 + 2 + 3 = 7", "6", False),
         ("y = 2+5 = 7/3 \\approx 2.33", "\\frac{7}{4}", False), ("V = 36\\pi \\approx 113.1", "36", False),
+        # a chain with no name that holds (numbers, or the same function at random points) gives its last value
+        ("\\frac{6}{4} = \\frac{3}{2} = 1.5", "1.5", True), ("(x+1)^2 = x^2+2x+1", "x^2+2x+1", True),
+        ("(x+1)^2 = x^2+2x+2", "x^2+2x+2", False), ("x^2 = 4", "4", False), ("1 + 1 = 2 = 3", "3", False),
         ("\\pi \\approx 3.14", "3.14", True),  # against a rounded gold the rounded value counts too
         ("\\pi \\approx 3.15", "3.14", False),
     ],
