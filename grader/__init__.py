@@ -8,9 +8,10 @@ Grading a model's answer is parsing untrusted text, so nothing here ever eval()s
 expensive and stops at the first decision:
   1. normalise both strings (dollars, \\left, spacing, \\text{} and units, degrees, percent, \\dfrac, thousands
      separators, ...) and compare them as strings;
-  2. whole-answer readings: "name = value" ((p,q)=(3,2), |AB| = 1), an inequality in one variable as its interval,
-     i as the imaginary unit when the gold uses it or the answer is e^{i...}, a decimal comma against a one-number
-     gold; then structure:
+  2. whole-answer readings: "name = value" ((p,q)=(3,2), |AB| = 1, P_1:P_2 = 3:5, a chain S = 1+2+3 = 6; the
+     exact value before \\approx; a true chain (x+1)^2 = x^2+2x+1), "a \\ne b", assignments as tuples
+     (a=1,b=4;a=4,b=1), an inequality in one variable as its interval, i as the imaginary unit when the gold uses
+     it or the answer is e^{i...}, a decimal comma against a one-number gold; then structure:
      tuples, intervals (bracket types must match), sets and bare lists (order-free, repeated elements once),
      matrices, equations, multiple-choice letters;
   3. parse each scalar with the small recursive-descent LaTeX parser (latex.py) into a plain tuple tree (no sympy);
@@ -42,7 +43,13 @@ The package, lowest first (each module imports only those above it):
   limits.py      the size limits every step reads
   extract.py     extract_answer, last_boxed, the benchmark -> mode table (BENCHMARK_MODES, benchmark_mode)
   normalize.py   string-level normalisation (step 1), the exact-comparison key, option letters
-  latex.py       the tokenizer / parser (step 3) and the exact numeric evaluation of its trees
+  relations.py   string readings of step 2: top-level splitting, names and labels before "=", "\\ne", ratios,
+                 assignments as tuples
+  latex.py       the tokenizer / parser (step 3)
+  numeric.py     the exact numeric evaluation of its trees, under the size limits, the value tolerances, and
+                 which trees are safe to hand to sympy
+  matrix.py      a matrix in any environment / bracket as a pmatrix; sums and products of literal matrices
+                 evaluated exactly
   sympy_pool.py  the symbolic check in worker processes under a time limit (step 5); needs none of the others
   compare.py     math_equal (steps 1-5 in order, the whole-answer readings of step 2) and majority_answer
 Callers use this module's names only: `import grader; grader.math_equal(...)`.

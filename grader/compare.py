@@ -7,10 +7,13 @@ import re
 import time
 from fractions import Fraction
 
-from .latex import (_as_complex, _free_symbols, _has_decimal, _num_eval, _parse, _ParseError, _TooBig, _Undefined,
-                    _values_close)
-from .limits import MAX_CHARS, MAX_ELEMENTS, MAX_SYMBOLIC_EXPONENT
+from .latex import _canonical, _free_symbols, _parse, _ParseError, _substitute, _TooBig, _Undefined
+from .numeric import _as_complex, _has_decimal, _num_eval, _too_heavy, _values_close
+from .limits import MAX_CHARS, MAX_ELEMENTS
+from .matrix import _matrix_expression
 from .normalize import _choice_letter, _key, _mixed_number, _normalize, _wrapped_by
+from .relations import (_NAME_TUPLE_RE, _SIMPLE_LHS_RE, _assignments, _named_value, _ne_sides, _ratio,
+                        _split_top)
 from .sympy_pool import _sympy_call
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -43,33 +46,6 @@ def _far(x: complex, y: complex) -> bool:
     return abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y))
 
 
-def _too_heavy(tree) -> bool:
-    """Whether handing the tree to sympy risks unbounded work: a symbol-free part too large to evaluate, or a
-    symbolic power with a huge exponent."""
-    kind = tree[0]
-    if kind in ("num", "sym", "const"):
-        return False
-    if not _free_symbols(tree):
-        try:
-            _num_eval(tree)
-        except _TooBig:
-            return True
-        except (_Undefined, OverflowError, ZeroDivisionError, ValueError):
-            pass
-        return False
-    children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
-    if kind == "pow" and not _free_symbols(tree[2]):
-        try:
-            e = _as_complex(_num_eval(tree[2])[0])
-            if abs(e) > MAX_SYMBOLIC_EXPONENT:
-                return True
-        except (_TooBig, OverflowError):
-            return True
-        except (_Undefined, ZeroDivisionError, ValueError):
-            pass
-    return any(_too_heavy(c) for c in children if c is not None)
-
-
 def _hundredth(v):
     x, level = v
     return (x / 100, level) if level < 2 else (_as_complex(x) / 100, 2)
@@ -91,7 +67,7 @@ def _equal_values(va, vb, rounded: bool, percent: tuple[bool, bool]) -> bool:
 
 
 def _equal_trees(a, b, deadline: float, percent: tuple[bool, bool]) -> bool:
-    if a == b:
+    if a == b or _canonical(a) == _canonical(b):  # (the order of factors: \\sum_i a_i b_j = \\sum_i b_j a_i)
         return True
     names = sorted(_free_symbols(a) | _free_symbols(b))
     if not names:
@@ -131,32 +107,6 @@ def _equal_equations(p: tuple[str, str], g: tuple[str, str], deadline: float) ->
     return _sympy_call(("eq", d1, d2), deadline - time.monotonic())
 
 
-# a name on the left of "=" whose value is the answer: x, x_1, f(x), f(2), AB, \\alpha, |AB|, \\angle ABC, area
-_SIMPLE_LHS_RE = re.compile(r"(?:[A-Za-z]{1,12}|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z0-9]\))?|\|[A-Za-z]{1,3}\||"
-                            r"(?:m\s*)?\\angle\s*[A-Z]{1,3}")
-# ... or a tuple of names: "(p, q) = (3, 2)"
-_NAME_TUPLE_RE = re.compile(r"\(\s*[A-Za-z](?:_\{?\w+\}?)?(?:\s*,\s*[A-Za-z](?:_\{?\w+\}?)?)+\s*\)")
-
-
-def _split_top(s: str, sep: str) -> list[str]:
-    """Split at `sep` outside all brackets."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        c = s[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            start = i + len(sep)
-            i = start
-            continue
-        i += 1
-    parts.append(s[start:])
-    return parts
-
-
 def _equation(s: str) -> tuple[str, str] | None:
     parts = _split_top(s, "=")
     if len(parts) < 2:
@@ -170,17 +120,14 @@ def _equal_scalars(p: str, g: str, deadline: float, percent: tuple[bool, bool]) 
     pe, ge = _equation(p), _equation(g)
     if pe and ge:
         return _equal_equations(pe, ge, deadline)
-    # "x = 5" against "5": the value after a plain variable name counts
-    if pe:
-        if not _SIMPLE_LHS_RE.fullmatch(pe[0]):
+    # "x = 5" against "5": the value after a plain variable name (or a label, "P_1:P_2 = 3:5") counts
+    for eq, side in ((pe, p), (ge, g)):
+        if eq and _named_value(side) is None:
             return False
-        p = _mixed_number(pe[1])
-    if ge:
-        if not _SIMPLE_LHS_RE.fullmatch(ge[0]):
-            return False
-        g = _mixed_number(ge[1])
+    p, g = (_mixed_number(_named_value(p)) if pe else p), (_mixed_number(_named_value(g)) if ge else g)
     if _key(p) == _key(g):
         return True
+    p, g = _ratio(p) or p, _ratio(g) or g  # "4:9" is the quotient 4/9
     if not p or not g:
         return False
     if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
@@ -327,24 +274,39 @@ def _digit_list_equal(pred_norm: str, gold: str) -> bool:
 # imaginary unit, the decimal comma
 
 def _drop_name(s: str, other: str) -> str:
-    """"(p,q)=(3,2)" -> "(3,2)", "|AB| = 1" -> "1": a whole answer written as a name and its value, when the other
-    side is not an equation itself (an equation is compared as one: "x = 3" is not "y = 3")."""
+    """"(p,q)=(3,2)" -> "(3,2)", "|AB| = 1" -> "1", "P_{1}:P_{2}=3:5" -> "3:5", "S = 1+2+3 = 6" -> "6",
+    "(m, n) = (2, 9), (9, 2)" -> "(2, 9), (9, 2)": a whole answer written as a name (or a label) and its value, when
+    the other side is not an equation itself (an equation is compared as one: "x = 3" is not "y = 3")."""
     parts = _split_top(s, "=")
-    if len(parts) != 2 or len(_split_top(other, "=")) > 1 or len(_split_top(s, ",")) > 1 or not parts[1].strip():
+    if len(parts) < 2 or len(_split_top(other, "=")) > 1 or not parts[-1].strip():
         return s
-    lhs, rhs = parts[0].strip(), parts[1].strip()
-    named = _SIMPLE_LHS_RE.fullmatch(lhs) or _NAME_TUPLE_RE.fullmatch(lhs)
-    return _mixed_number(rhs) if named or _true_identity(lhs, rhs) else s
+    lhs, rhs = parts[0].strip(), parts[-1].strip()
+    if len(_split_top(s, ",")) > 1:  # only a tuple of names before a list of tuples
+        items = _split_top(rhs, ",")
+        tuples = len(parts) == 2 and all(x.strip()[:1] == "(" and _wrapped_by(x.strip()) for x in items)
+        return rhs if tuples and _NAME_TUPLE_RE.fullmatch(lhs) else s
+    if len(parts) <= 4 and _true_identity([x.strip() for x in parts]):
+        return _mixed_number(rhs)
+    value = _named_value(s)
+    return s if value is None else _mixed_number(value)
 
 
-def _true_identity(lhs: str, rhs: str) -> bool:
-    """Whether "lhs = rhs" is a true statement between numbers ("e^{i\\pi} = -1", "2^{10} = 1024"): then its value is
-    the answer. A false one ("2 + 2 = 5") is not read as 5."""
+def _true_identity(parts: list[str]) -> bool:
+    """Whether "a = b (= c ...)" is a true chain ("e^{i\\pi} = -1", "2^{10} = 1024", "\\frac{6}{4} = \\frac{3}{2} =
+    1.5", "(x+1)^2 = x^2+2x+1" at three random points): then its last value is the answer. A false one ("2 + 2 = 5",
+    "x^2 = 4") is not read as its right side."""
     try:
-        a, b = _parse(lhs), _parse(rhs)
-        if _free_symbols(a) or _free_symbols(b):
-            return False
-        return _values_close(_num_eval(a), _num_eval(b), _has_decimal(a) or _has_decimal(b))
+        trees = [_parse(x) for x in parts]
+        for a, b in zip(trees, trees[1:]):
+            names = sorted(_free_symbols(a) | _free_symbols(b))
+            if not names:
+                if not _values_close(_num_eval(a), _num_eval(b), _has_decimal(a) or _has_decimal(b)):
+                    return False
+                continue
+            values = list(_probe_values(a, b, names))
+            if len(values) < 2 or any(_far(va, vb) for va, vb in values):
+                return False
+        return True
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError):
         return False
 
@@ -362,20 +324,6 @@ def _endpoint(v) -> str:
     if abs(z.imag) > 1e-12:
         raise _Undefined("complex bound")
     return repr(z.real)
-
-
-def _substitute(tree, name: str, node):
-    """The tree with the symbol `name` replaced by `node` (trees are tuples; add/mul hold a tuple of children)."""
-    if tree[0] == "sym":
-        return node if tree[1] == name else tree
-    out = []
-    for c in tree:
-        if isinstance(c, tuple) and c and isinstance(c[0], str):
-            c = _substitute(c, name, node)
-        elif isinstance(c, tuple):
-            c = tuple(_substitute(x, name, node) for x in c)
-        out.append(c)
-    return tuple(out)
 
 
 def _half_line(lhs: str, op: str, rhs: str) -> tuple[str, bool, object] | None:
@@ -409,20 +357,29 @@ def _unbounded(a: str, b: str) -> bool:
         b.replace(" ", "") in infinite and _SIMPLE_LHS_RE.fullmatch(a) is not None)
 
 
-def _as_interval(s: str) -> str | None:
-    """An inequality in one variable as the interval it describes ("x \\ge 5" -> "[5, \\infty)", "0<f(x)<1" ->
-    "(0, 1)"), or None for anything else (two variables, not linear, an equation, a list)."""
+def _comparisons(s: str) -> list[tuple[str, str, str]] | None:
+    """A chain of one or two inequalities ("0 < x \\le 1") -> [(lhs, op, rhs), ...], or None."""
     ops = list(_INEQ_RE.finditer(s))
     if not 1 <= len(ops) <= 2 or "=" in _INEQ_RE.sub("", s) or len(_split_top(s, ",")) > 1:
         return None
     sides = [s[a.end() if a else 0:b.start() if b else len(s)].strip()
              for a, b in zip([None] + ops, ops + [None])]
+    return [(sides[i], _INEQ_OPS[m.group(0)], sides[i + 1]) for i, m in enumerate(ops)]
+
+
+def _as_interval(s: str | list) -> str | None:
+    """An inequality in one variable as the interval it describes ("x \\ge 5" -> "[5, \\infty)", "0<f(x)<1" ->
+    "(0, 1)"), or None for anything else (two variables, not linear, an equation, a list). s may also be a list of
+    comparisons that all hold (see _intervals)."""
+    comparisons = _comparisons(s) if isinstance(s, str) else s
+    if comparisons is None:
+        return None
     bounds = {"lower": None, "upper": None}
     try:
-        for i, m in enumerate(ops):
-            if _unbounded(sides[i], sides[i + 1]):
+        for lhs, op, rhs in comparisons:
+            if _unbounded(lhs, rhs):
                 continue
-            half = _half_line(sides[i], _INEQ_OPS[m.group(0)], sides[i + 1])
+            half = _half_line(lhs, op, rhs)
             if half is None or bounds[half[0]] is not None:
                 return None
             bounds[half[0]] = half[1:]
@@ -434,6 +391,20 @@ def _as_interval(s: str) -> str | None:
     return f"{left}, {right}"
 
 
+def _conjunction(norm: str) -> str | None:
+    """"x > 2 and x < 5" (normalised to "x > 2, x < 5") -> "(2, 5)": two inequalities on the same variable, one a
+    lower and one an upper bound."""
+    pieces = [_comparisons(x.strip()) for x in _split_top(norm, ",")]
+    if len(pieces) != 2 or None in pieces or any(len(p) != 1 for p in pieces):
+        return None
+    try:
+        names = [frozenset(_free_symbols(_parse(lhs)) | _free_symbols(_parse(rhs))) for (lhs, _, rhs), in pieces]
+    except _ParseError:
+        return None
+    return _as_interval(pieces[0] + pieces[1]) if len(names[0]) == 1 and names[0] == names[1] else None
+
+
+_MAX_UNION = 16  # inequalities joined by "or": an answer has a few, not hundreds
 _OR_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])")
 
 
@@ -442,11 +413,18 @@ def _intervals(norm: str, raw: str) -> str | None:
     "(-\\infty, 1) \\cup (2, \\infty)"). `raw` is the text before normalisation, which turned "or" and "and" alike
     into commas ("x > 0 and x < 1" is no union)."""
     single = _as_interval(norm)
-    if single is not None or not _OR_RE.search(raw) or re.search(r"\band\b", raw):
+    if single is None and re.search(r"\band\b|\\land(?![A-Za-z])|\\wedge(?![A-Za-z])", raw):
+        return _conjunction(re.sub(r"\\land(?![A-Za-z])|\\wedge(?![A-Za-z])", ",", norm))
+    if single is not None or not _OR_RE.search(raw):
         return single
-    parts = [_as_interval(x.strip()) for x in _split_top(_OR_RE.sub(",", norm), ",")]
-    if len(parts) < 2 or None in parts:
+    pieces = _split_top(_OR_RE.sub(",", norm), ",")
+    if not 2 <= len(pieces) <= _MAX_UNION:
         return None
+    parts = []
+    for x in pieces:  # stop at the first piece that is no inequality
+        parts.append(_as_interval(x.strip()))
+        if parts[-1] is None:
+            return None
     return " \\cup ".join(parts)
 
 
@@ -462,15 +440,17 @@ def _imaginary_unit(pn: str, gn: str) -> tuple[str, str]:
     return _I_RE.sub(r"\\imagunit ", pn), _I_RE.sub(r"\\imagunit ", gn)
 
 
-_DECIMAL_COMMA_RE = re.compile(r"-?\d+,\d+")
+_DECIMAL_COMMA_RE = re.compile(r"(?:[A-Za-z]\s*=\s*)?(-?\d+,\d+)")
 _THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+")
 
 
 def _decimal_comma(pn: str, gn: str) -> str | None:
-    """"1000,99" read as 1000.99, for a gold that is one number: a comma that cannot group thousands (1,234 is one
-    thousand two hundred thirty-four, and "1,3" against the gold list "1,3" is a list)."""
-    if _DECIMAL_COMMA_RE.fullmatch(pn) and not _THOUSANDS_RE.fullmatch(pn) and "," not in gn:
-        return pn.replace(",", ".")
+    """"1000,99" (also "x = 0,25") read as 1000.99, for a gold that is one number: a comma that cannot group
+    thousands (1,234 is one thousand two hundred thirty-four). Only the prediction is read so: a gold "1,3" or
+    "0,5" is a list in OlympiadBench and college_math, so "1.3" is not it."""
+    m = _DECIMAL_COMMA_RE.fullmatch(pn)
+    if m and not _THOUSANDS_RE.fullmatch(m.group(1)) and "," not in gn:
+        return m.group(1).replace(",", ".")
     return None
 
 
@@ -484,9 +464,22 @@ def _as_text(x, what: str) -> str:
     raise TypeError(f"math_equal expects {what} as str (or a number), got {type(x).__name__}")
 
 
+_TUPLES_RE = re.compile(r"\s*(?:\\\{)?\s*\(")  # a tuple or a list / set of them
+
+
 def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, percent: tuple[bool, bool]) -> bool:
     """Normalised pred and gold (raw: as given), compared structurally after the whole-answer readings above."""
     pn, gn = _imaginary_unit(pn, gn)
+    pn, gn = _matrix_expression(pn) or pn, _matrix_expression(gn) or gn  # [\\begin{array}..], A + B, 2A, AB
+    pne, gne = _ne_sides(pn), _ne_sides(gn)
+    if pne or gne:  # "x \\ne 3" = "3 \\ne x"; a side compares as a scalar
+        return bool(pne and gne) and any(all(
+            _pair_equal(("scalar", a), ("scalar", b), deadline, percent) for a, b in zip(pne, sides))
+            for sides in (gne, gne[::-1]))
+    pa, ga = _assignments(pn), _assignments(gn)
+    if (pa is None) != (ga is None):  # "a=1, b=4, a=4, b=1" against tuples: the tuples of values
+        pn = pa if pa is not None and _TUPLES_RE.match(gn) else pn
+        gn = ga if ga is not None and _TUPLES_RE.match(pn) else gn
     pn, gn = _drop_name(pn, gn), _drop_name(gn, pn)
     pn, gn = _intervals(pn, raw[0]) or pn, _intervals(gn, raw[1]) or gn
     if _key(pn) == _key(gn) or _equal_structures(_structure(pn), _structure(gn), deadline, percent):
@@ -498,15 +491,33 @@ def _equal_readings(pn: str, gn: str, raw: tuple[str, str], deadline: float, per
 def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
     """Whether the predicted final answer means the same as the gold answer (see the package docstring for the
     order of checks). pred None (no answer extracted) is False. Never raises on model text; `timeout` bounds the
-    seconds spent in sympy for this call (0 skips symbolic checks)."""
+    seconds spent in sympy for this call (0 skips symbolic checks). A pred from extract_answer's boxes also
+    remembers the response's last boxes: against a gold list of n >= 2 answers, the last n boxes together count."""
     if pred is None:
         return False
+    deadline = time.monotonic() + timeout
     pred, gold = _as_text(pred, "pred"), _as_text(gold, "gold")
+    if _equal_text(pred, gold, deadline):
+        return True
+    boxes = getattr(pred, "boxes", ())
+    n = _list_length(gold) if len(boxes) >= 2 else 0
+    return 2 <= n <= len(boxes) and _equal_text(", ".join(boxes[-n:]), gold, deadline)
+
+
+def _list_length(gold: str) -> int:
+    """How many answers a gold list or set holds (0 for anything else)."""
+    try:
+        st = _structure(_normalize(gold)[0]) if len(gold) <= MAX_CHARS else ("scalar",)
+    except (_ParseError, ValueError, RecursionError):
+        return 0
+    return len(st[1]) if st[0] in ("list", "set") else 0
+
+
+def _equal_text(pred: str, gold: str, deadline: float) -> bool:
     if pred.strip() == gold.strip() and gold.strip():
         return True
     if len(pred) > MAX_CHARS or len(gold) > MAX_CHARS:
         return False
-    deadline = time.monotonic() + timeout
     try:
         (pn, p_pct), (gn, g_pct) = _normalize(pred), _normalize(gold)
         if not pn or not gn:
@@ -516,7 +527,12 @@ def math_equal(pred: str | None, gold: str, timeout: float = 2.0) -> bool:
         gold_letter = _choice_letter(gn, gold=True)
         if gold_letter is not None:
             return _choice_letter(pn, gold=False) == gold_letter
-        return _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct))
+        if _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct)):
+            return True
+        if "approx" in pred and "." in gold:  # "\\pi \\approx 3.14" against the rounded gold 3.14
+            pn, p_pct = _normalize(pred, approx=True)
+            return pn != _normalize(pred)[0] and _equal_readings(pn, gn, (pred, gold), deadline, (p_pct, g_pct))
+        return False
     except (_ParseError, _TooBig, _Undefined, ArithmeticError, ValueError, RecursionError, MemoryError):
         return False
     except Exception as e:  # a grader bug must not crash an RL run; say so once

@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
-# "The final answer is X", "Answer: X", and the bare word followed by a math span ("Answer $ 9 $")
+# "The final answer is X", "Answer: X", and the bare word followed by a math span ("Answer $ 9 $"); and a
+# multiple-choice pick in prose: "So the choice is C.", "the correct option is (B)"
 _ANSWER_IS_RE = re.compile(r"(?:final answer|answer)(?:\s*(?:is|:)\s*:?|\s*(?=\$|\\\(|\\\[))", re.IGNORECASE)
+_CHOICE_IS_RE = re.compile(r"\b(?:choice|option)\s+is\s*:?", re.IGNORECASE)  # looked for near the end only
+_CHOICE_TAIL = 2000
+_OPTION_RE = re.compile(r"\(([A-J])\)")
 _HASHES_RE = re.compile(r"####\s*([^\n]*)")
 # a number not glued to a preceding letter or subscript: "AZYUK2A" and "x_2" hold no number
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d.,])(?:[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+)")
@@ -37,11 +41,11 @@ def benchmark_mode(benchmark: str, style: str = "fewshot") -> str:
     return "answer" if style == "r1" and mode == "last_number" else mode
 
 
-def _matching_brace(s: str, i: int) -> int:
+def _matching_brace(s: str, i: int, stop: int | None = None) -> int:
     """Index of the '}' closing the '{' at s[i], or -1 when the braces never balance. Escaped \\{ \\} are skipped:
     they are printed braces, not groups, and need not pair up (\\left\\{ ... \\right. opens one and closes none)."""
-    depth, j = 0, i
-    while j < len(s):
+    depth, j, stop = 0, i, len(s) if stop is None else stop
+    while j < stop:
         c = s[j]
         if c == "\\":
             j += 2  # skip the escaped character; a row break \\ consumes its second backslash, so \\{ is a group
@@ -56,14 +60,14 @@ def _matching_brace(s: str, i: int) -> int:
     return -1
 
 
-def _box_at(text: str, m) -> tuple[int, str | None]:
+def _box_at(text: str, m, stop: int | None = None) -> tuple[int, str | None]:
     """The box whose marker is the match m -> (index just after it, its content or None when the content is
-    unbalanced or empty)."""
+    unbalanced or empty). `stop`: where the box must have closed (the next box's marker)."""
     i = m.end()
     while i < len(text) and text[i] in " \t":
         i += 1
     if i < len(text) and text[i] == "{":
-        j = _matching_brace(text, i)
+        j = _matching_brace(text, i, stop)
         if j < 0:
             return len(text), None  # cut off mid-answer (e.g. generation hit max tokens)
         return j + 1, text[i + 1:j].strip() or None
@@ -74,24 +78,42 @@ def _box_at(text: str, m) -> tuple[int, str | None]:
     return m.end(), None
 
 
-def _boxes(text: str) -> tuple[int, int, str | None] | None:
-    """The final boxed answer -> (start, end, content) or None when there is no box. Boxes separated only by
-    commas, "and"/"or" or a variable name ("x = \\boxed{1}$ or $x = \\boxed{2}") form one list answer "1, 2"."""
+class Answer(str):
+    """An answer taken from a box: the text, which also remembers the contents of the response's last boxes in
+    order (`boxes`). Several boxes in separate sentences ("$x = \\boxed{2}$. ... The other root is $\\boxed{5}$")
+    may together answer a question whose gold is a list of that many answers; math_equal reads them then."""
+    boxes: tuple[str, ...] = ()
+
+
+def _boxes(text: str) -> tuple[int, int, str | None, tuple[str, ...]] | None:
+    """The final boxed answer -> (start, end, content, the contents of the last boxes in order) or None when there
+    is no box. Boxes separated only by commas, "and"/"or" or a variable name ("x = \\boxed{1}$ or $x =
+    \\boxed{2}") form one list answer "1, 2"."""
     markers = list(_BOX_RE.finditer(text))[-MAX_BOXES:]
     if not markers:
         return None
-    end, content = _box_at(text, markers[-1])
+    # (end, content) of each; a box closes before the next one starts, so each scan is short
+    found = [_box_at(text, m, nxt.start()) for m, nxt in zip(markers, markers[1:])] + [_box_at(text, markers[-1])]
+    end, content = found[-1]
     start, parts = markers[-1].start(), [content]
-    for m in reversed(markers[:-1]):
+    for m, (prev_end, prev) in zip(markers[-2::-1], found[-2::-1]):
         if content is None:
             break
-        prev_end, prev = _box_at(text, m)
         gap = text[prev_end:start]
         if prev is None or prev_end > start or len(gap) > 200 or not _BOX_GAP_RE.fullmatch(gap):
             break
         start = m.start()
         parts.insert(0, prev)
-    return start, end, None if content is None else ", ".join(parts)
+    boxes = tuple(c for _, c in found if c is not None)
+    return start, end, None if content is None else ", ".join(parts), boxes
+
+
+def _answer(box) -> Answer | None:
+    if box[2] is None:
+        return None
+    out = Answer(box[2])
+    out.boxes = box[3]
+    return out
 
 
 def last_boxed(text: str) -> tuple[bool, str | None]:
@@ -132,9 +154,14 @@ def _answer_is(text: str) -> tuple[int, str, bool] | None:
     """The last "the (final) answer is X" / "Answer: X" / "Answer $X$" -> (where it starts, X, whether it is a
     statement of the answer: "final answer" or "answer is", not a bare "answer $x$ ...") or None."""
     matches = list(_ANSWER_IS_RE.finditer(text))
+    matches += list(_CHOICE_IS_RE.finditer(text, max(0, len(text) - _CHOICE_TAIL)))  # "So the choice is C."
+    matches.sort(key=lambda m: m.start())
     if not matches:
         return None
-    rest = text[matches[-1].end():].strip().split("\n", 1)[0]
+    rest = text[matches[-1].end():].strip()
+    # a display (\[ ... \] or $$ ... $$) may run over several lines: all of it is the answer
+    span = _MATH_SPAN_RE.match(rest) if rest.startswith(("$$", "\\[")) else None
+    rest = span.group(0) if span else rest.split("\n", 1)[0]
     # the answer ends at the end of its sentence: a period followed by a space (not a decimal point) outside math
     stop = re.search(r"\.\s", _mask_math(rest))
     rest = rest[:stop.start()] if stop else rest
@@ -165,10 +192,12 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
     """The final answer in a model's response, or None. The modes (see the table in the package docstring):
 
     "boxed": the last \\boxed{...} / \\fbox{...} only (nested braces; also `\\boxed 5`; boxes separated by commas or
-        "and"/"or" are one list answer). A response cut off inside its box has no answer.
+        "and"/"or" are one list answer). A response cut off inside its box has no answer. A box's answer is an
+        `Answer` (a str) that also carries the response's last boxes (see math_equal).
     "answer": the box, unless a "the (final) answer is X" phrase comes after it (intermediate boxes, then "The final
         answer is $10,455$"); with no box that phrase, "Answer: X", "Answer $X$" (a sentence "The largest $n$ is
-        34" gives 34), then GSM8K's "#### N", then the content of the last math span.
+        34" gives 34), then GSM8K's "#### N", then the content of the last math span; with no math, the last option
+        written "(C)".
     "last_number": "answer" without the math span, then the last number that is not part of a word.
     "choice": "answer" without the math span, then the last option letter written "(B)", "B." or "option B"."""
     if mode not in EXTRACTION_MODES:
@@ -180,11 +209,11 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
     text = text[-MAX_RESPONSE_CHARS:]
     box = _boxes(text)
     if mode == "boxed":
-        return None if box is None else box[2]
+        return None if box is None else _answer(box)
     said = _answer_is(text)
     if box is not None:
         later = said is not None and said[0] > box[1] and said[2] and re.search(r"[\d$\\]", said[1])
-        return said[1] if later else box[2]
+        return said[1] if later else _answer(box)
     if said is not None:
         return said[1]
     hashes = _HASHES_RE.findall(text)
@@ -195,4 +224,8 @@ def extract_answer(text: str, mode: str = "answer") -> str | None:
         return numbers[-1].replace(",", "").lstrip("+") if numbers else None
     if mode == "choice":
         return _last_choice(text)
-    return _last_math(text)
+    math = _last_math(text)
+    if math is None:  # no math at all: an option picked in prose ("Among the options, (C) is correct.")
+        letters = _OPTION_RE.findall(text[-_CHOICE_TAIL:])
+        return letters[-1] if letters else None
+    return math

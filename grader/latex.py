@@ -1,14 +1,13 @@
-"""The small LaTeX tokenizer and recursive-descent parser (a string -> a plain tuple tree, no sympy) and the exact
-numeric evaluation of a tree (fractions while exact, complex floats otherwise), all under the size limits."""
+"""The small LaTeX tokenizer and recursive-descent parser: a string -> a plain tuple tree (no sympy), under the
+size limits. numeric.py evaluates the trees."""
 from __future__ import annotations
 
-import cmath
 import math
 import re
 from fractions import Fraction
 from functools import lru_cache
 
-from .limits import FLOAT_NOISE, MAX_BITS, MAX_DEPTH, MAX_FACTORIAL, MAX_NODES, REL_TOL
+from .limits import MAX_BITS, MAX_DEPTH, MAX_NODES
 
 # -----------------------------------------------------------------------------------------------------------------
 # LaTeX parser: tokens -> a tuple tree. Nodes:
@@ -90,7 +89,8 @@ def _tokenize(s: str) -> list[tuple[str, str]]:
     return tokens
 
 
-_ATOM_CMDS = {"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil", "imagunit"} | set(_FUNCS) | _GREEK
+_ATOM_CMDS = ({"frac", "sqrt", "pi", "infty", "binom", "lfloor", "lceil", "imagunit", "sum", "prod"} | set(_FUNCS)
+              | _GREEK)
 _END = ("end", "")
 
 
@@ -283,6 +283,8 @@ class _Parser:
             return self.node("root", self.arg(), n)
         if name == "binom":
             return self.node("binom", self.arg(), self.arg())
+        if name in ("sum", "prod"):
+            return self.big_operator(name)
         if name == "pi":
             return self.node("const", "pi")
         if name == "infty":
@@ -294,6 +296,31 @@ class _Parser:
         if name in _GREEK:
             return self.node("sym", name + self.subscript())
         raise _ParseError(f"unsupported command \\{name}")
+
+    def big_operator(self, name):
+        """\\sum_{k=1}^{n} body, \\prod_{i} body -> ("bigop", name, index or None, lower or None, upper or None,
+        body); the body is the product that follows (\\sum_i a_i b_i + c sums a_i b_i only)."""
+        if self.peek() == ("cmd", "limits"):
+            self.take()
+        index = lower = upper = None
+        if self.peek() == ("op", "_"):
+            self.take()
+            braced = self.peek() == ("op", "{")
+            if braced:
+                self.take()
+            t = self.take()
+            if t[0] != "word" or len(t[1]) != 1:
+                raise _ParseError("a sum's index must be one letter")
+            index = t[1]
+            if braced and self.peek() == ("op", "="):
+                self.take()
+                lower = self.expr()
+            if braced:
+                self.expect("}")
+        if self.peek() == ("op", "^"):
+            self.take()
+            upper = self.arg()
+        return self.node("bigop", name, index, lower, upper, self.term())
 
     def function(self, name):
         """\\sin x, \\sin(x), \\sin^2 x, \\log_2 8, \\ln{x}; a bare argument runs to the next function or operator."""
@@ -335,7 +362,7 @@ def _literal(val: str) -> Fraction:
 def _parse_cached(s: str):
     """Parse tree, or the _ParseError instance (cached too: the same gold answer is graded many times)."""
     try:
-        return _Parser(_tokenize(s)).parse()
+        return _expand_big_operators(_Parser(_tokenize(s)).parse())
     except _ParseError as e:
         return e
 
@@ -361,226 +388,83 @@ def _free_symbols(tree, out=None) -> set:
         pass
     elif kind == "func":
         _free_symbols(tree[2], out)
+    elif kind == "bigop":  # the index is bound (a subscripted a_k stays a symbol of its own)
+        _free_symbols(tree[3], out), _free_symbols(tree[4], out)
+        out |= _free_symbols(tree[5]) - {tree[2]}
     else:
         for t in tree[1:]:
             _free_symbols(t, out)
     return out
 
 
-# -----------------------------------------------------------------------------------------------------------------
-# numeric evaluation of a tree. Values are (value, level): level 0 = exact rational (Fraction), 1 = exact rational
-# written with a decimal point, 2 = float/complex (irrational or approximate). Sizes are checked BEFORE computing.
-
-_INF = complex(math.inf, 0)
-
-
-def _bits(f: Fraction) -> int:
-    return max(f.numerator.bit_length(), f.denominator.bit_length())
-
-
-def _checked(f: Fraction) -> Fraction:
-    if _bits(f) > MAX_BITS:
-        raise _TooBig("rational too large")
-    return f
-
-
-def _finite(z: complex) -> complex:
-    if not (math.isfinite(z.real) and math.isfinite(z.imag)):
-        raise _TooBig("float overflow")
-    if abs(z) > 1e300:
-        raise _TooBig("float too large")
-    return z
-
-
-def _as_complex(v) -> complex:
-    try:
-        return complex(v)
-    except OverflowError:
-        raise _TooBig("too large for a float") from None
-
-
-def _exact_root(f: Fraction, n: int) -> Fraction | None:
-    """f^(1/n) when it is rational (sqrt(16/9) = 4/3), else None."""
-    if f < 0 and n % 2 == 0 or _bits(f) > 2000:
-        return None
-    sign = -1 if f < 0 else 1
+def _substitute(tree, name: str, node):
+    """The tree with the symbol `name` replaced by `node` (trees are tuples; add/mul hold a tuple of children)."""
+    if tree[0] == "sym":
+        return node if tree[1] == name else tree
     out = []
-    for x in (abs(f.numerator), f.denominator):
-        r = round(x ** (1.0 / n)) if x.bit_length() < 1000 else None
-        if r is None:
-            return None
-        for c in (r - 1, r, r + 1):
-            if c >= 0 and c ** n == x:
-                out.append(c)
-                break
-        else:
-            return None
-    return sign * Fraction(out[0], out[1])
+    for c in tree:
+        if isinstance(c, tuple) and c and isinstance(c[0], str):
+            c = _substitute(c, name, node)
+        elif isinstance(c, tuple):
+            c = tuple(_substitute(x, name, node) for x in c)
+        out.append(c)
+    return tuple(out)
 
 
-def _pow(a, b):
-    (x, lx), (y, ly) = a, b
-    level = max(lx, ly)
-    if level < 2 and y.denominator == 1:
-        e = y.numerator
-        if x == 0 and e < 0:
-            raise _Undefined("0 to a negative power")
-        if x in (0, 1) or e == 0:
-            return Fraction(1) if e == 0 else x, level
-        if x == -1:
-            return Fraction(1 if e % 2 == 0 else -1), level
-        if abs(e) * _bits(x) > MAX_BITS:
-            raise _TooBig("power too large")
-        return _checked(x ** e), level
-    if level < 2 and y.denominator <= 64 and abs(y.numerator) <= 64:
-        r = _exact_root(x, y.denominator)
-        if r is not None:
-            return _pow((r, lx), (Fraction(y.numerator), ly))
-    x, y = _as_complex(x), _as_complex(y)
-    if x == 0:
-        if y.real > 0:
-            return 0j, 2
-        raise _Undefined("0 to a non-positive power")
-    lg = y * cmath.log(x)
-    if lg.real > 690:
-        raise _TooBig("power too large")
-    return _finite(cmath.exp(lg)), 2
+MAX_BIGOP_TERMS = 100  # \\sum / \\prod with numeric bounds are written out as sums / products up to this many terms
 
 
-def _fact_arg(v) -> int:
-    x, level = v
-    if level == 2:
-        z = complex(x)
-        if abs(z.imag) > 1e-9 or abs(z.real - round(z.real)) > 1e-9:
-            raise _Undefined("factorial of a non-integer")
-        x = Fraction(round(z.real))
-    if x.denominator != 1 or x < 0:
-        raise _Undefined("factorial of a non-integer")
-    if x > MAX_FACTORIAL:
-        raise _TooBig("factorial too large")
-    return int(x)
+def _expand_big_operators(tree):
+    """The tree with each \\sum / \\prod whose bounds are integers written out as the sum / product of its terms
+    (\\sum_{k=1}^{3} k^2 -> 1^2 + 2^2 + 3^2); ones with symbolic bounds are kept. Bounded: at most
+    MAX_BIGOP_TERMS terms each, and a written-out tree still passes the node budget of parsing."""
+    budget = [MAX_NODES * 4]
+
+    def walk(t):
+        if not isinstance(t, tuple) or not t or not isinstance(t[0], str):
+            return t
+        if t[0] in ("num", "sym", "const"):
+            return t
+        out = tuple(tuple(walk(x) for x in c) if isinstance(c, tuple) and c and not isinstance(c[0], str)
+                    else walk(c) for c in t)
+        if out[0] != "bigop":
+            return out
+        _, name, index, lower, upper, body = out
+        bounds = [_integer(b) for b in (lower, upper)]
+        if index is None or None in bounds or not 0 <= bounds[1] - bounds[0] + 1 <= MAX_BIGOP_TERMS:
+            return out
+        budget[0] -= (bounds[1] - bounds[0] + 1) * _size(body)
+        if budget[0] < 0:
+            raise _ParseError("written-out sum too large")
+        terms = tuple(_substitute(body, index, ("num", k, 1, False)) for k in range(bounds[0], bounds[1] + 1))
+        if not terms:
+            return ("num", 0 if name == "sum" else 1, 1, False)
+        return ("add" if name == "sum" else "mul", terms)
+
+    return walk(tree)
 
 
-_CFUNCS = {"sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan, "asin": cmath.asin, "acos": cmath.acos,
-           "atan": cmath.atan, "sinh": cmath.sinh, "cosh": cmath.cosh, "tanh": cmath.tanh,
-           "cot": lambda z: 1 / cmath.tan(z), "sec": lambda z: 1 / cmath.cos(z), "csc": lambda z: 1 / cmath.sin(z)}
+def _integer(t) -> int | None:
+    """A bound written as an integer literal (or its negation) -> that integer, else None."""
+    if t is not None and t[0] == "neg":
+        v = _integer(t[1])
+        return None if v is None else -v
+    return t[1] if t is not None and t[0] == "num" and t[2] == 1 and not t[3] and abs(t[1]) < 10 ** 6 else None
 
 
-def _num_eval(tree, env: dict | None = None):
-    """-> (value, level). env maps symbol names to complex values (for probing); missing symbols are _Undefined."""
-    kind = tree[0]
-    if kind == "num":
-        return Fraction(tree[1], tree[2]), (1 if tree[3] else 0)
-    if kind == "sym":
-        if env is None or tree[1] not in env:
-            raise _Undefined(f"free symbol {tree[1]}")
-        return env[tree[1]], 2
-    if kind == "const":
-        if tree[1] == "oo":
-            return _INF, 2
-        return {"pi": complex(math.pi), "E": complex(math.e), "I": 1j}[tree[1]], 2
-    if kind == "neg":
-        x, level = _num_eval(tree[1], env)
-        return -x, level
-    if kind in ("add", "mul"):
-        vals = [_num_eval(t, env) for t in tree[1]]
-        level = max(v[1] for v in vals)
-        if any(v[0] == _INF or v[0] == -_INF for v in vals):
-            raise _Undefined("arithmetic with infinity")
-        if level < 2:
-            acc = Fraction(0 if kind == "add" else 1)
-            for v, _ in vals:
-                acc = _checked(acc + v if kind == "add" else acc * v)
-            return acc, level
-        acc = complex(0 if kind == "add" else 1)
-        for v, _ in vals:
-            acc = _finite(acc + _as_complex(v) if kind == "add" else acc * _as_complex(v))
-        return acc, 2
-    if kind == "inv":
-        x, level = _num_eval(tree[1], env)
-        if x == 0:
-            raise _Undefined("division by zero")
-        if x == _INF or x == -_INF:
-            raise _Undefined("division by infinity")
-        return (1 / x, level) if level < 2 else (_finite(1 / _as_complex(x)), 2)
-    if kind == "pow":
-        a, b = _num_eval(tree[1], env), _num_eval(tree[2], env)
-        if _INF in (a[0], b[0]) or -_INF in (a[0], b[0]):
-            raise _Undefined("power with infinity")
-        return _pow(a, b)
-    if kind == "root":
-        a, n = _num_eval(tree[1], env), _num_eval(tree[2], env)
-        if n[0] == 0:
-            raise _Undefined("zeroth root")
-        inv_n = (1 / n[0], n[1]) if n[1] < 2 else (1 / _as_complex(n[0]), 2)
-        return _pow(a, inv_n)
-    if kind == "abs":
-        x, level = _num_eval(tree[1], env)
-        return (abs(x), level) if level < 2 else (complex(abs(x)), 2)
-    if kind == "fact":
-        return _checked(Fraction(math.factorial(_fact_arg(_num_eval(tree[1], env))))), 0
-    if kind == "binom":
-        n, k = _fact_arg(_num_eval(tree[1], env)), _fact_arg(_num_eval(tree[2], env))
-        return Fraction(math.comb(n, k)), 0
-    if kind in ("floor", "ceil"):
-        x, level = _num_eval(tree[1], env)
-        if level == 2:
-            if abs(x.imag) > 1e-12:
-                raise _Undefined("floor of a complex number")
-            x = Fraction(x.real)
-        return Fraction(math.floor(x) if kind == "floor" else math.ceil(x)), level
-    if kind == "log":
-        x = _as_complex(_num_eval(tree[1], env)[0])
-        if x == 0:
-            raise _Undefined("log of zero")
-        out = cmath.log(x)
-        if tree[2] is not None:
-            base = _as_complex(_num_eval(tree[2], env)[0])
-            if base == 0 or base == 1:
-                raise _Undefined("bad log base")
-            out = out / cmath.log(base)
-        return _finite(out), 2
-    if kind == "func":
-        x = _as_complex(_num_eval(tree[2], env)[0])
-        name = tree[1]
-        if name == "exp":
-            if x.real > 690:
-                raise _TooBig("exp too large")
-            return _finite(cmath.exp(x)), 2
-        if abs(x.imag) > 690:
-            raise _TooBig("trig of a huge imaginary part")
-        try:
-            return _finite(_CFUNCS[name](x)), 2
-        except (ZeroDivisionError, ValueError):
-            raise _Undefined(f"{name} undefined here") from None
-    raise _ParseError(f"unknown node {kind}")
+def _size(t) -> int:
+    if not isinstance(t, tuple):
+        return 0
+    return 1 + sum(_size(c) if isinstance(c, tuple) and c and isinstance(c[0], str) else
+                   sum(_size(x) for x in c) if isinstance(c, tuple) else 0 for c in t[1:])
 
 
-def _has_decimal(tree) -> bool:
-    """Whether a number in the tree was written with a decimal point or exponent (so it may be rounded)."""
-    kind = tree[0]
-    if kind == "num":
-        return tree[3]
-    if kind in ("sym", "const"):
-        return False
-    children = tree[1] if kind in ("add", "mul") else ((tree[2],) if kind == "func" else tree[1:])
-    return any(_has_decimal(c) for c in children if c is not None)
-
-
-def _values_close(a, b, rounded: bool) -> bool:
-    """rounded: a decimal was written on either side. Exact rationals compare exactly, except that a decimal may
-    round a non-integer (0.3333 for 1/3). An integer is never matched by a nearby decimal (1000001.5 is not 1000000)
-    nor by a nearby irrational (sqrt(41617) is not 204), and two exact forms never match by approximation
-    (355/113 is not pi): both only get float rounding noise."""
-    (x, lx), (y, ly) = a, b
-    integer = (lx == 0 and x.denominator == 1) or (ly == 0 and y.denominator == 1)  # level 0 is a Fraction
-    if lx < 2 and ly < 2:
-        if x == y:
-            return True
-        if (lx == 0 and ly == 0) or integer:
-            return False
-    x, y = _as_complex(x), _as_complex(y)
-    if math.isinf(x.real) or math.isinf(y.real):
-        return x == y
-    tol = REL_TOL if rounded and not integer else FLOAT_NOISE
-    return abs(x - y) <= tol * max(abs(x), abs(y))
+def _canonical(tree):
+    """The tree with the children of every sum and product in a fixed order (a_i b_j and b_j a_i are one tree)."""
+    if not isinstance(tree, tuple) or not tree or tree[0] in ("num", "sym", "const"):
+        return tree
+    out = tuple(tuple(_canonical(x) for x in c) if isinstance(c, tuple) and c and not isinstance(c[0], str)
+                else _canonical(c) for c in tree)
+    if out[0] in ("add", "mul"):
+        out = (out[0], tuple(sorted(out[1], key=repr)))
+    return out

@@ -112,17 +112,63 @@ def _digit_group_marks(s: str) -> str:
     """LaTeX digit-group marks: "11,\\! 111", "10\\!,\\!080" and "14 {,} 916" are thousands (one number, also inside
     a tuple); "{,}" before fewer or more than 3 digits is a decimal comma ("3{,}5" is 3.5)."""
     s = re.sub(r"(\d)\s*(?:\\!)?\s*,\s*\\!\s*(?=\d{3}(?!\d))", r"\1", s)
+    s = re.sub(r"\{\s*,\s*\}", "{,}", s)  # "12 {, }500"
     s = re.sub(r"(\d)\s*\{,\}\s*(?=\d{3}(?!\d))", r"\1", s)
     s = re.sub(r"(\d)\s*\{,\}\s*(?=\d)", r"\1.", s)
     return s.replace("{,}", "")
 
 
-def _normalize(s: str) -> tuple[str, bool]:
-    """-> (normalised string, had a percent sign)."""
+def _approximation(s: str, approx: bool) -> str:
+    """"t = 2/7 \\approx 0.29": the exact value before \\approx is the answer (a chain "y = 2+5 = 7/3 \\approx 2.33"
+    ends in it), unless nothing but a name stands there ("x \\approx 0.3333", "\\approx 3.14"); `approx` takes the
+    rounded value after it instead (tried against a decimal gold)."""
+    m = re.search(r"\\approx(?![A-Za-z])", s)
+    if not m:
+        return s
+    before, after = s[:m.start()], re.sub(r"\\approx(?![A-Za-z])", "=", s[m.end():])
+    exact = before.rsplit("=", 1)[-1].strip()
+    if approx or not exact or re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)?", exact):
+        return before.rsplit("=", 1)[0] + "=" + after if "=" in before else after
+    return before
+
+
+# a command written with its backslash doubled, as escaped strings print it ("\\\\frac"); the row break \\\\ of a
+# matrix is kept (it is followed by a space, a digit or a cell, not by one of these names)
+_DOUBLED_RE = re.compile(r"(?<!\\)\\\\(?=(?:[dt]?frac|sqrt|pi|cdot|times|div|left|right|text|mathrm|boxed|infty|"
+                         r"le|ge|leq|geq|ne|neq|approx|pm|mp|cup|cap|in|emptyset|sin|cos|tan|log|ln|binom|"
+                         r"alpha|beta|gamma|theta|lambda|mu|sigma|omega|circ|angle|sum|prod)(?![A-Za-z]))")
+
+
+_ALIGNED_RE = re.compile(r"\\begin\{(aligned|align\*?|gathered|split|eqnarray\*?)\}(.*)\\end\{\1\}", re.S)
+
+
+def _aligned(s: str) -> str:
+    """An aligned display as one line: a row that starts with "=" continues a chain ("x &= 2 + 3 \\\\ &= 5" ->
+    "x = 2 + 3 = 5"), another row is another item ("a &= 1 \\\\ b &= 2" -> "a = 1, b = 2")."""
+    m = _ALIGNED_RE.fullmatch(s)
+    if not m:
+        return s
+    rows = [r.replace("&", " ").strip() for r in re.split(r"\\\\", m.group(2))]
+    rows = [r for r in rows if r]
+    return rows[0] + "".join((" " if r.startswith(("=", "\\approx")) else ", ") + r for r in rows[1:]) if rows else s
+
+
+def _decimal_comma_items(s: str) -> str:
+    """"(1,5; 2,5)": when semicolons separate the items and every item is one number with a comma, the commas are
+    decimal commas ("(1.5, 2.5)")."""
+    inner = s.strip("()[]{} ")
+    items = inner.split(";")
+    if len(items) > 1 and all(re.fullmatch(r"\s*-?\d+,\d+\s*", x) for x in items):
+        return re.sub(r"(\d),(\d)", r"\1.\2", s)
+    return s
+
+
+def _normalize(s: str, approx: bool = False) -> tuple[str, bool]:
+    """-> (normalised string, had a percent sign). approx: read "a \\approx b" as b (see _approximation)."""
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
-    s = s.strip()
+    s = _aligned(_DOUBLED_RE.sub(lambda m: "\\", s).strip())
     s = s.replace("\\$", " ").replace("$", " ")
     for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right):
@@ -134,17 +180,17 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = _digit_group_marks(s)
     s = re.sub(r"(?<!\\)\\!", "", s)
     s = _SPACING_RE.sub(" ", s)
-    s = re.sub(r"\\approx(?![A-Za-z])", "=", s)  # "\\pi \\approx 3.14": the value after it is the answer
+    s = _approximation(s, approx)
     s = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\[dt]binom(?![A-Za-z])", r"\\binom", s)
-    s = re.sub(r"\\(le|ge)q(?:slant)?(?![A-Za-z])", r"\\\1", s)
-    s = re.sub(r"\\neq(?![A-Za-z])", r"\\ne", s)
+    s = re.sub(r"\\(le|ge)q(?:q|slant)?(?![A-Za-z])", r"\\\1", s)
+    s = re.sub(r"\\neq(?![A-Za-z])|(?<![\d!])!=", r"\\ne ", s)  # (5!=120 is a factorial)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s)
     s = re.sub(r"\\(?:circ|degree)(?![A-Za-z])", "", s)
     percent = "%" in s
     s = s.replace("\\%", " ").replace("%", " ")
     s = _unwrap_text_commands(s)
-    s = re.sub(r"\s+(?:and|or)\s+", ", ", s)  # "1 and 2", "x = 1 or x = 2": lists of answers
+    s = re.sub(r"\s+(?:and|or)\s+|(?<=[)\]])\s*(?:and|or)\s*(?=[(\[])", ", ", s)  # "1 and 2", "(3,5)or(5,3)"
     s = re.sub(r"\s+", " ", s).strip()
     m = re.search(r"\s*\b(?:percent|per cent|pct)\.?$", s)  # "28 pct"
     if m:
@@ -160,7 +206,7 @@ def _normalize(s: str) -> tuple[str, bool]:
     s = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\d)", r"\\frac\1{\2}", s)
     s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
     s = s.strip().rstrip(".;").strip()
-    s = s.replace(";", ",")  # "(1; 2)", "1; 2": semicolons separate elements as commas do
+    s = _decimal_comma_items(s).replace(";", ",")  # "(1; 2)", "1; 2": semicolons separate elements as commas do
     if s.endswith(",") and "," not in s[:-1]:
         s = s[:-1].strip()
     s = s.lstrip("=").strip()
@@ -191,6 +237,13 @@ _GOLD_CHOICE_RE = re.compile(r"\(?([A-J])\)?[.:]?")
 _PRED_CHOICE_RE = re.compile(r"\(?([A-J])\)?(?:[.:)]|\s|$)")
 
 
+# a letter picked in a short sentence: "So the choice is C.", "the final answer is (D)"
+_PROSE_CHOICE_RE = re.compile(r"\b(?i:answer|choice|option)\s+(?i:is)\s*:?\s*\(?([A-J])\)?(?:[.:)]|\s|$)")
+
+
 def _choice_letter(s: str, gold: bool) -> str | None:
     m = _GOLD_CHOICE_RE.fullmatch(s) if gold else _PRED_CHOICE_RE.match(s)
+    if m is None and not gold and len(s) <= 200:
+        picks = _PROSE_CHOICE_RE.findall(s)
+        return picks[-1] if picks else None
     return m.group(1) if m else None

@@ -60,6 +60,9 @@ def _to_sympy(tree, sp):
         return sp.log(x) if tree[2] is None else sp.log(x, _to_sympy(tree[2], sp))
     if kind == "func":
         return getattr(sp, tree[1])(_to_sympy(tree[2], sp))
+    if kind == "bigop":  # \\sum_{k=a}^{b} body (the grader hands over only ones with both bounds)
+        op = sp.Sum if tree[1] == "sum" else sp.Product
+        return op(_to_sympy(tree[5], sp), (sp.Symbol(tree[2]), _to_sympy(tree[3], sp), _to_sympy(tree[4], sp))).doit()
     raise ValueError(f"unknown node {kind}")
 
 

@@ -171,6 +171,19 @@ ADVERSARIAL = [
     "x < 10^{10^{10}}", "x > 1e99999999", "-x > 9^{9^{9^9}}", "x^{99999} > 1", "0 <" * 300 + "x",
     "(p,q)=(9^{9^{9^9}}, 1)", "AB=" * 300 + "7", "e^{i 10^{10^{10}}}", "i^{10^{10}}", "(1+i)^{1000000}",
     "9" * 450 + "," + "9" * 450, "x^{999}<1 or " * 70 + "x<1", "x<1 or " * 140 + "x<1", "\\{" + "1, " * 300 + "1\\}", "\\approx" * 120, ";" * 900, "11,\\! " * 150,
+    # issue 26's readings: assignments, labels, ratios, \\ne, doubled backslashes, decimal commas, \\approx chains
+    "a=1," * 200 + "b=2", "P_{1}:" * 200 + "=3:5", "x \\ne " * 200 + "1", "\\\\frac" * 200, "1,5;" * 200,
+    "(1,2)or" * 120 + "(2,1)", "(m, n) = " + "(1, 2), " * 100 + "(2, 1)", "x = 2 \\approx " * 100 + "1.5",
+    "\\frac{" + "AB" * 40 + "}{CD} = 9^{9^{9^9}}",
+    "\\begin{pmatrix}9^{9^{9^9}}\\end{pmatrix} + \\begin{pmatrix}1\\end{pmatrix}",
+    "\\begin{pmatrix}" + "99999999 & " * 7 + "1" + "\\\\ 1 & 2" * 7 + "\\end{pmatrix}",
+    ("\\begin{pmatrix}" + " & ".join(["9^{999}"] * 4) + ("\\\\" + " & ".join(["9^{999}"] * 4)) * 3
+     + "\\end{pmatrix}") * 4,  # a product of 4 matrices of 16 big cells, within MAX_CHARS: exact arithmetic
+    "\\sum_{k=1}^{1000000} k", "\\sum_{i=1}^{100}\\sum_{j=1}^{100}\\sum_{k=1}^{100} ijk", "\\sum_{k=1}^{100} k^{k^{k}}",
+    "\\sum_{k=1}^{100}" * 30 + "k", "\\sum_" * 150, "\\prod_{k=1}^{100} 9^{9^{9}}",
+    "\\begin{vmatrix}" + "\\\\".join(" & ".join(["9^{99}"] * 8) for _ in range(8)) + "\\end{vmatrix}",
+    "\\begin{pmatrix}2 & 1\\\\1 & 2\\end{pmatrix}^{16}" * 8, "\\begin{aligned}x " + "&= 1 \\\\" * 150 + "\\end{aligned}",
+    "\\sum_{k=1}^{n} k^{k^{k^{k}}}", "\\sum_{k=1}^{10^{10}} k", "\\prod_{k=1}^{n} (x+k)^{100000}",
 ]
 
 
