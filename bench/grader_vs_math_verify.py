@@ -19,7 +19,7 @@ Measured (all 1,215 golds: 9,165 pairs): agreement 0.9991 (8 pairs, all from MAT
 or 361 AMC23 pairs); ours matches the construction label on every pair, math-verify on 0.9991; ours 3-10 s,
 math-verify 94-245 s (four runs on a shared 2-core machine). After issue 26's readings (relations, labels,
 chains, assignments, matrices, sums, ...): the same 0.9991 and the same 8 pairs, ours right on every pair; ours
-8-23 s, math-verify 113-404 s (two runs on the machine as loaded by five agents). The disagreement classes:
+8-28 s, math-verify 113-404 s (three runs on the machine as loaded by five agents). The disagreement classes:
   * Escaped dollar signs inside math mode ("dollars", "x_equals": pred "$\\$36$" or "x = \\$36", gold "\\$36"):
     math-verify's LaTeX extraction finds no answer in "$\\$36$" and grades False; ours deletes \\$ and $ while
     normalising and grades True (the label). 5 pairs.
