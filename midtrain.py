@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
     batch = check_config(c, world_size_from_env())  # all knob errors before any work
-    with distributed(c.device) as d:  # every exit destroys the process group before the interpreter's (issue 28)
+    with distributed(c.device, c.parallel) as d:  # no process group outlives this (issue 28)
         log = tqdm.write if d.master else (lambda *a, **k: None)
         if batch[0] < c.micro_batch:
             log(f"micro_batch {c.micro_batch} -> {batch[0]}: a rank's share of a {c.total_batch_tokens:,}-token step "

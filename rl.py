@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
     if c.max_response_len is None:
         c.max_response_len = copy.deepcopy(DEFAULTS["max_response_len"])
     schedule = check_config(c, world_size_from_env())  # all knob errors before any work
-    with distributed(c.device) as d:  # every exit destroys the process group before the interpreter's (issue 28)
+    with distributed(c.device, c.parallel) as d:  # no process group outlives this (issue 28)
         log = tqdm.write if d.master else (lambda *a, **k: None)
         if d.master:
             from configurator import print_config

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import functools
 import gc
+import importlib
 import json
 import os
 import random
@@ -67,7 +68,7 @@ def setup_distributed(device_knob: str) -> SimpleNamespace:
 
 
 @contextlib.contextmanager
-def distributed(device_knob: str):
+def distributed(device_knob: str, parallel: str = "ddp"):
     """setup_distributed for the body -> d; on leaving it, by any path (return, UserError, a signal's or a NaN's
     SystemExit, any exception), no collective is left pending and every process group is destroyed, while the
     interpreter is still whole. Every entry point that starts a process group runs inside this.
@@ -75,9 +76,14 @@ def distributed(device_knob: str):
     Why (issue 28, DESIGN.md "Exit"): gloo runs each collective on its own worker threads, which drop their
     reference to the work's tensors only after the caller's wait() has returned. A tensor whose Python object died
     first was handed over to C++ (torch "resurrects" it), so that last drop takes the GIL. destroy_process_group
-    does not stop those threads while DDP or FSDP2 still hold the group (they do, past their own lifetime), so
-    a worker could reach for the GIL while the interpreter was being torn down: pthread_exit through a noexcept
-    destructor, "terminate called without an active exception", exit code -6 after a finished run."""
+    does not stop those threads while anything still holds the group (FSDP2's DTensor ops leave a holder; DDP does when
+    torch._dynamo came after the group), so a worker could reach for the GIL while the interpreter was being torn
+    down: pthread_exit through a noexcept destructor, "terminate called without an active exception", exit -6."""
+    if parallel == "ddp" and world_size_from_env() > 1:
+        # before the group: torch._dynamo imported after it (DDP's constructor does) keeps the group alive past
+        # destroy_process_group, and with it gloo's threads; imported first, the group goes and they are joined
+        # (measured; after FSDP2's DTensor ops it stays held either way, so fsdp runs skip the import's seconds)
+        importlib.import_module("torch._dynamo")
     d = setup_distributed(device_knob)
     synced = False  # every rank leaves at the same point: a return, or our SystemExits (stop, non-finite loss)
     try:

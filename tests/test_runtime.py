@@ -2,6 +2,8 @@
 path."""
 from __future__ import annotations
 
+import importlib
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -92,6 +94,27 @@ def test_distributed_destroys_the_group_on_every_exit(path, tmp_path, monkeypatc
             runtime.dist.destroy_process_group()
     assert not alive and d.device.type == "cpu"
     assert barriers == ([1] if drains else [])
+
+
+def gloo_threads() -> list[str]:
+    names = (open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+    return [n for n in names if n.startswith(("pt_gloo", "gloo"))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are read from /proc")
+def test_distributed_joins_gloo_threads_after_ddp(tmp_path):
+    """After a DDP run in runtime.distributed, gloo's worker threads are gone (joined by the group's destructor):
+    none is left to take the GIL while the interpreter is torn down (issue 28). torch._dynamo is imported before the
+    group, as runtime.distributed does for parallel=ddp."""
+    importlib.import_module("torch._dynamo")
+    runtime.dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    assert gloo_threads()
+    with runtime.distributed("cpu"):
+        net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        net(torch.ones(3, 2)).sum().backward()
+        runtime.all_reduce_(torch.ones(1), SimpleNamespace(ddp=True))
+        del net
+    assert not runtime.dist.is_initialized() and gloo_threads() == []
 
 
 def imported_modules(path: str) -> set[str]:
