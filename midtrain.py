@@ -52,7 +52,7 @@ from data.tokenizer import Tokenizer
 from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, exit_on_stop, full_model,
                      grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint, load_optimizer_state,
                      peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
-                     setup_distributed, stop_requested, trim_metrics, wandb_init, wandb_record, world_size_from_env,
+                     distributed, stop_requested, trim_metrics, wandb_init, wandb_record, world_size_from_env,
                      memory_table, wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -573,8 +573,6 @@ def stop_non_finite(which: str, step: int, loss: float, grad_norm: float, out_di
     keep = f"the last good checkpoint is {good}" if good else "no checkpoint of this run was written yet"
     msg = (f"[{which}] step {step}: {what} is not finite; stopping without saving this state ({keep}). "
            "Lower lr, check the data, or resume from the checkpoint with different knobs.")
-    if d.ddp:
-        dist.destroy_process_group()
     raise SystemExit(msg if d.master else 1)
 
 
@@ -598,32 +596,34 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
     batch = check_config(c, world_size_from_env())  # all knob errors before any work
-    d = setup_distributed(c.device)
-    log = tqdm.write if d.master else (lambda *a, **k: None)
-    if batch[0] < c.micro_batch:
-        log(f"micro_batch {c.micro_batch} -> {batch[0]}: a rank's share of a {c.total_batch_tokens:,}-token step on "
-            f"{d.world_size} ranks is {batch[0]} sequences")
-    stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
-    try:
-        if c.synth_dir:
-            if d.master:
-                build_synth_data(c, log)
-            if d.ddp:
-                dist.barrier()
-        train_dtype, _ = autocast_for(c.dtype, d.device)
-        peak, source = peak_flops(d.device, train_dtype)
-        log(f"peak for MFU: {peak / 1e12:.3f} TFLOP/s per device ({source})")
-        t0 = time.time()
-        stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
-        for which in stages:
-            if not run_stage(c, which, d, batch, peak, stop):
-                log(f"stopped early in the {which} stage (stop_at_step={c.stop_at_step}); --resume=True continues")
-                break
-        log(f"total {time.time() - t0:.1f} s")
-    finally:
-        restore_stop_handler(stop)
-        if d.ddp and dist.is_initialized():
-            dist.destroy_process_group()
+    with distributed(c.device, c.parallel) as d:  # no process group outlives this (issue 28)
+        log = tqdm.write if d.master else (lambda *a, **k: None)
+        if batch[0] < c.micro_batch:
+            log(f"micro_batch {c.micro_batch} -> {batch[0]}: a rank's share of a {c.total_batch_tokens:,}-token step "
+                f"on {d.world_size} ranks is {batch[0]} sequences")
+        stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
+        try:
+            run_stages(c, d, batch, stop, log)
+        finally:
+            restore_stop_handler(stop)
+
+
+def run_stages(c, d, batch: tuple[int, int], stop, log) -> None:
+    if c.synth_dir:
+        if d.master:
+            build_synth_data(c, log)
+        if d.ddp:
+            dist.barrier()
+    train_dtype, _ = autocast_for(c.dtype, d.device)
+    peak, source = peak_flops(d.device, train_dtype)
+    log(f"peak for MFU: {peak / 1e12:.3f} TFLOP/s per device ({source})")
+    t0 = time.time()
+    stages = ("stable", "decay") if c.stage == "both" else (c.stage,)
+    for which in stages:
+        if not run_stage(c, which, d, batch, peak, stop):
+            log(f"stopped early in the {which} stage (stop_at_step={c.stop_at_step}); --resume=True continues")
+            break
+    log(f"total {time.time() - t0:.1f} s")
 
 
 if __name__ == "__main__":

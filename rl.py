@@ -53,7 +53,7 @@ from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
 from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, exit_on_stop,
                      full_model, install_stop_handler, is_sharded, load_optimizer_state, memory_table, progress_bar,
-                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, setup_distributed, shard_model,
+                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, distributed, shard_model,
                      stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -567,18 +567,16 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
     if c.max_response_len is None:
         c.max_response_len = copy.deepcopy(DEFAULTS["max_response_len"])
     schedule = check_config(c, world_size_from_env())  # all knob errors before any work
-    d = setup_distributed(c.device)
-    log = tqdm.write if d.master else (lambda *a, **k: None)
-    if d.master:
-        from configurator import print_config
-        print_config(vars(c))
-    stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
-    try:
-        return run(c, d, schedule, reward_fn, log, stop)
-    finally:
-        restore_stop_handler(stop)
-        if d.ddp and dist.is_initialized():
-            dist.destroy_process_group()
+    with distributed(c.device, c.parallel) as d:  # no process group outlives this (issue 28)
+        log = tqdm.write if d.master else (lambda *a, **k: None)
+        if d.master:
+            from configurator import print_config
+            print_config(vars(c))
+        stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
+        try:
+            return run(c, d, schedule, reward_fn, log, stop)
+        finally:
+            restore_stop_handler(stop)
 
 
 def run(c, d, schedule, reward_fn, log, stop=None) -> dict:

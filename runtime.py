@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import gc
+import importlib
 import json
 import os
 import random
@@ -63,6 +65,50 @@ def setup_distributed(device_knob: str) -> SimpleNamespace:
         dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", timeout=DIST_TIMEOUT)
     return SimpleNamespace(ddp=world > 1, rank=rank, local_rank=local_rank, world_size=world, device=dev,
                            master=rank == 0)
+
+
+@contextlib.contextmanager
+def distributed(device_knob: str, parallel: str = "ddp"):
+    """setup_distributed for the body -> d; on leaving it, by any path (return, UserError, a signal's or a NaN's
+    SystemExit, any exception), no collective is left pending and every process group is destroyed, while the
+    interpreter is still whole. Every entry point that starts a process group runs inside this.
+
+    Why (issue 28, DESIGN.md "Exit"): gloo runs each collective on its own worker threads, which drop their
+    reference to the work's tensors only after the caller's wait() has returned. A tensor whose Python object died
+    first was handed over to C++ (torch "resurrects" it), so that last drop takes the GIL. destroy_process_group
+    does not stop those threads while anything still holds the group (FSDP2's DTensor ops leave a holder; DDP does when
+    torch._dynamo came after the group), so a worker could reach for the GIL while the interpreter was being torn
+    down: pthread_exit through a noexcept destructor, "terminate called without an active exception", exit -6."""
+    if parallel == "ddp" and world_size_from_env() > 1:
+        # before the group: torch._dynamo imported after it (DDP's constructor does) keeps the group alive past
+        # destroy_process_group, and with it gloo's threads; imported first, the group goes and they are joined
+        # (measured; after FSDP2's DTensor ops it stays held either way, so fsdp runs skip the import's seconds)
+        importlib.import_module("torch._dynamo")
+    d = setup_distributed(device_knob)
+    synced = False  # every rank leaves at the same point: a return, or our SystemExits (stop, non-finite loss)
+    try:
+        yield d
+        synced = True
+    except SystemExit:
+        synced = True
+        raise
+    finally:
+        shutdown_distributed(drain=synced)
+
+
+def shutdown_distributed(drain: bool = True) -> None:
+    """Destroy every process group (a no-op without one). drain: first a barrier, which gloo runs only after all
+    work issued before it, with the GIL released while waiting, so the worker threads finish dropping the tensors
+    of the last collectives now, not at interpreter exit. Only when every rank reaches it (a rank that raised
+    alone would wait for the others until the timeout)."""
+    if not dist.is_initialized():
+        return
+    try:
+        if drain:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+        gc.collect()  # the models, optimizers and DDP wrappers in reference cycles hold the group: free them now
 
 
 def autocast_for(dtype_knob: str, dev: torch.device):

@@ -217,28 +217,29 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
     import runtime
     import test_rl
 
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"})
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(ports[0])})
     # 1. update_policy: test_rl.one_update's models, optimizer and rollouts, plain (gradients all-reduced by hand),
-    # then sharded
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{ports[0]}", rank=rank, world_size=2)
-    d = SimpleNamespace(ddp=True, rank=rank, world_size=2)
-    torch.save(test_rl.one_update(rank, 2, d), os.path.join(root, f"ddp{rank}.pt"))
-    build = test_rl.Llama
+    # then sharded; in runtime.distributed, as the stages (its exit destroys the group)
+    with runtime.distributed("cpu"):
+        d = SimpleNamespace(ddp=True, rank=rank, world_size=2)
+        torch.save(test_rl.one_update(rank, 2, d), os.path.join(root, f"ddp{rank}.pt"))
+        build = test_rl.Llama
 
-    def sharded_llama(cfg):
-        net = build(cfg)
-        runtime.shard_model(net, torch.device("cpu"), torch.float32)
-        runtime.sum_gradients(net)
-        return net
+        def sharded_llama(cfg):
+            net = build(cfg)
+            runtime.shard_model(net, torch.device("cpu"), torch.float32)
+            runtime.sum_gradients(net)
+            return net
 
-    test_rl.Llama = sharded_llama
-    try:
-        res = test_rl.one_update(rank, 2, d)
-        res = {agg: {k: v.full_tensor() for k, v in sd.items()} for agg, sd in res.items()}
-    finally:
-        test_rl.Llama = build
-    torch.save(res, os.path.join(root, f"fsdp{rank}.pt"))
-    dist.destroy_process_group()
+        test_rl.Llama = sharded_llama
+        try:
+            res = test_rl.one_update(rank, 2, d)
+            res = {agg: {k: v.full_tensor() for k, v in sd.items()} for agg, sd in res.items()}
+        finally:
+            test_rl.Llama = build
+        torch.save(res, os.path.join(root, f"fsdp{rank}.pt"))
+    assert not dist.is_initialized()
     # 2. rl.main end to end (each call sets up and tears down its own process group)
     tiny = SimpleNamespace(base=os.path.join(root, "base"), prompts=os.path.join(root, "prompts.jsonl"))
     runs = [("ddp", 4, ()), ("fsdp", 4, ("--parallel=fsdp",)), ("resumed", 2, ("--parallel=fsdp",)),

@@ -265,8 +265,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
 
     monkeypatch.setattr(model_lib.Llama, "forward", poisoned)
     out = tmp_path / "nan"
+    # a one-rank group stands in for torchrun's: main must leave none behind on this exit either (issue 28)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     with pytest.raises(SystemExit, match=r"step 4: loss nan is not finite.*last good checkpoint is .*ckpt-000003"):
         midtrain.main(args(data, out, "--ckpt_interval=1", "--keep_last_n=0"))
+    assert not torch.distributed.is_initialized()
     assert ckpts(out) == ["ckpt-000001", "ckpt-000002", "ckpt-000003"]
     assert model_lib.resolve_checkpoint(str(out)).endswith("ckpt-000003")
     monkeypatch.setattr(model_lib.Llama, "forward", forward)

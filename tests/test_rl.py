@@ -146,6 +146,15 @@ def toy_args(tiny, out, steps, *extra):
             "--micro_batch=16", *extra]
 
 
+def test_user_error_in_the_run_leaves_no_process_group(tiny, tmp_path):
+    """A UserError raised inside rl.main's run (a missing init_from) ends in runtime.distributed too (issue 28): a
+    one-rank group stands in for torchrun's."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    with pytest.raises(rl.UserFileError, match="init_from"):
+        rl.main(toy_args(tiny, str(tmp_path / "run"), 2, f"--init_from={tmp_path / 'missing'}"))
+    assert not torch.distributed.is_initialized()
+
+
 def train_rows(out):
     return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"train"' in line]
 

@@ -1,9 +1,16 @@
-"""runtime.py: RNG state per device, the progress bar, the process group's backends."""
+"""runtime.py: RNG state per device, the progress bar, the process group's backends and its end on every exit
+path."""
 from __future__ import annotations
 
+import importlib
+import os
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 import runtime
+from configurator import UserError
 
 
 def test_rng_state_holds_this_device_only(monkeypatch):
@@ -53,6 +60,61 @@ def test_distributed_backend_carries_cpu_tensors_next_to_nccl(monkeypatch):
     backend, kw = calls[-1]
     assert "cuda:nccl" in backend.split(",") and "cpu:gloo" in backend.split(",") and str(d.device) == "cuda:3"
     assert kw["timeout"].total_seconds() >= 3600  # rank 0's lone eval / checkpoint write outlasts NCCL's 10 min
+
+
+class _Stop(Exception):
+    pass
+
+
+EXITS = {  # how a stage's body can end -> whether every rank ends there together (then the helper drains first)
+    "return": (None, True), "user error": (UserError("bad knob"), False), "SIGTERM stop": (SystemExit(143), True),
+    "non-finite loss": (SystemExit("step 4: loss nan is not finite"), True), "Ctrl-C before the loop":
+        (KeyboardInterrupt(), False), "crash": (_Stop("anything else"), False)}
+
+
+@pytest.mark.parametrize("path", list(EXITS))
+def test_distributed_destroys_the_group_on_every_exit(path, tmp_path, monkeypatch):
+    """runtime.distributed leaves no process group behind however its body ends (issue 28), and drains (a barrier:
+    gloo runs it after all earlier work) only where every rank gets to: a return or our SystemExits."""
+    exc, drains = EXITS[path]
+    runtime.dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    barriers = []
+    barrier = runtime.dist.barrier
+    monkeypatch.setattr(runtime.dist, "barrier", lambda *a, **k: (barriers.append(1), barrier(*a, **k)))
+    try:
+        with runtime.distributed("cpu") as d:  # the group above stands in for torchrun's (one rank)
+            runtime.all_reduce_(torch.ones(1), SimpleNamespace(ddp=True))
+            if exc is not None:
+                raise exc
+    except (BaseException if exc is not None else ()) as e:
+        assert e is exc
+    finally:
+        alive = runtime.dist.is_initialized()
+        if alive:
+            runtime.dist.destroy_process_group()
+    assert not alive and d.device.type == "cpu"
+    assert barriers == ([1] if drains else [])
+
+
+def gloo_threads() -> list[str]:
+    names = (open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+    return [n for n in names if n.startswith(("pt_gloo", "gloo"))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are read from /proc")
+def test_distributed_joins_gloo_threads_after_ddp(tmp_path):
+    """After a DDP run in runtime.distributed, gloo's worker threads are gone (joined by the group's destructor):
+    none is left to take the GIL while the interpreter is torn down (issue 28). torch._dynamo is imported before the
+    group, as runtime.distributed does for parallel=ddp."""
+    importlib.import_module("torch._dynamo")
+    runtime.dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    assert gloo_threads()
+    with runtime.distributed("cpu"):
+        net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        net(torch.ones(3, 2)).sum().backward()
+        runtime.all_reduce_(torch.ones(1), SimpleNamespace(ddp=True))
+        del net
+    assert not runtime.dist.is_initialized() and gloo_threads() == []
 
 
 def imported_modules(path: str) -> set[str]:
