@@ -113,6 +113,9 @@ kl_coef = 0.1
 entropy_coef = 0.0  # > 0: entropy bonus
 dual_clip = 0.0  # > 1: verl's dual-clip c (3.0): a negative-advantage token's loss is capped at -advantage * c
 max_log_ratio = 20.0  # log(new / old) is clamped to +-this before exp: stale ratios (epochs, mini-batches) stay finite
+# > 0 (>= 1; verl uses 2.0): truncated importance sampling for the rollout/trainer mismatch: each token's
+# policy-gradient term is weighted by min(p_trainer_old / p_sampler, tis_cap) (grpo.tis_weight); 0 = off
+tis_cap = 0.0
 # long responses (DAPO; off in the paper presets)
 overlong_buffer = 0  # > 0: soft overlong punishment, a penalty rising linearly over the last this many tokens
 overlong_penalty = 1.0  # the penalty at max_response_len (added to the reward as -overlong_penalty)
@@ -184,6 +187,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
     if not (c.dual_clip == 0 or c.dual_clip > 1) or not c.max_log_ratio > 0:
         raise UserError(f"dual_clip must be 0 (off) or > 1 (verl: 3.0) and max_log_ratio > 0, got {c.dual_clip}, "
                         f"{c.max_log_ratio}")
+    if not (c.tis_cap == 0 or c.tis_cap >= 1):
+        raise UserError(f"tis_cap must be 0 (off) or >= 1 (verl: 2.0), got {c.tis_cap}")
     if c.overlong_buffer < 0 or c.overlong_penalty < 0:
         raise UserError(f"overlong_buffer and overlong_penalty must be >= 0, got {c.overlong_buffer}, {c.overlong_penalty}")
     if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
@@ -370,8 +375,9 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     is_active = set(active)
     seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731  positions run
     by_len = lambda ids: sorted(ids, key=seq_len)  # noqa: E731
-    # sums over this rank, all-reduced at the end: [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl]
-    acc = torch.zeros(9, dtype=torch.float64)
+    # sums over this rank, all-reduced at the end:
+    # [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl, tis weight]
+    acc = torch.zeros(10, dtype=torch.float64)
     mis_max = torch.zeros(1, dtype=torch.float64)
     fwd_tokens = 0  # positions run through the model on this rank (recompute + update passes), for tokens/s
 
@@ -448,10 +454,13 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                     old_t = per_token(rs, [old[i] for i in micro], mask)
                 adv = torch.tensor([r.advantage for r in rs], device=dev)
                 ref_t = per_token(rs, [ref[i] for i in micro], mask) if ref_model is not None else None
-                tl = grpo.token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent)
+                sampler_t = per_token(rs, [r.logprobs for r in rs], mask) if c.tis_cap > 0 else None
+                tl = grpo.token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent, sampler_logp=sampler_t)
                 hi, lo, ratio = tl.clipped_high, tl.clipped_low, tl.ratio
                 if tl.kl is not None:
                     acc[8] += tl.kl.detach()[mask].sum().item()
+                if tl.tis is not None:
+                    acc[9] += tl.tis[mask].sum().item()
                 loss = grpo.aggregate(tl.loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs,
                                       max_len=loss_max_len)
                 loss.backward()
@@ -486,6 +495,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
         "clip_frac": (acc[0] + acc[1]).item() / tok, "approx_kl": acc[3].item() / tok,
         "entropy": acc[4].item() / max(acc[5].item(), 1.0), "ref_kl": acc[8].item() / tok,
         "logprob_mismatch_mean": acc[6].item() / max(acc[7].item(), 1.0), "logprob_mismatch_max": mis_max.item(),
+        "tis_weight": acc[9].item() / tok if c.tis_cap > 0 else 1.0,
         "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
         "trained_seqs_per_rank": len(active), "forward_tokens": int(fwd_t.item()), "recompute_s": t_recompute,
         "update_s": t_update,
@@ -700,7 +710,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                 f"{rs['response_len']:5.1f} (max {rs['response_len_max']}, trunc {rs['truncated']:.0%}) | uniform "
                 f"{rs['uniform_groups']:.0%} | clip {us['clip_frac']:.3f} | kl old {us['approx_kl']:.1e} ref "
                 f"{us['ref_kl']:.1e} | ent "
-                f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} | "
+                f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} (max "
+                f"{us['logprob_mismatch_max']:.1e}) | "
                 f"{t_rollout:.1f}+{us['recompute_s']:.1f}+{us['update_s']:.1f} s | {rec['gen_tok_s']:,.0f} gen tok/s")
         last = step == c.max_steps
         saved = last or (c.ckpt_interval and step % c.ckpt_interval == 0)
