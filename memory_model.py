@@ -184,12 +184,16 @@ def uses_bf16(dtype_knob: str, device_type: str) -> bool:
 
 
 def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda", gpu_bytes: float = 80 * GB,
-                   kv_pool_bytes: float | None = None) -> Plan:
+                   kv_pool_bytes: float | None = None, checkpointing: bool | str | None = None) -> Plan:
     """c: the stage's knobs (midtrain.py / rl.py names). RL's lengths are the largest of the max_response_len
     schedule (the update packs to the longest sequence, so this is its worst case); a rank's rows in flight are
-    rollout_batch_size, or its whole share when that is 0."""
+    rollout_batch_size, or its whole share when that is 0. checkpointing: overrides c.grad_checkpointing; "auto"
+    is decided by auto_checkpointing against gpu_bytes."""
+    ckpt = c.grad_checkpointing if checkpointing is None else checkpointing
+    if ckpt == "auto":
+        ckpt = auto_checkpointing(stage, cfg, c, world_size, device_type, gpu_bytes)[0]
     bf16 = uses_bf16(c.dtype, device_type)
-    common = dict(bf16=bf16, checkpointing=bool(c.grad_checkpointing), logits_chunk=c.logits_chunk,
+    common = dict(bf16=bf16, checkpointing=bool(ckpt), logits_chunk=c.logits_chunk,
                   parallel=c.parallel, world_size=world_size, gpu_bytes=gpu_bytes)
     if stage == "midtrain":
         micro = min(c.micro_batch, max(1, c.total_batch_tokens // (c.seq_len * world_size)))
@@ -201,6 +205,27 @@ def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda
     micro = min(c.micro_batch, max(1, share // c.mini_batches))  # a forward never holds more than a mini-batch
     return rl_plan(cfg, micro_batch=micro, prompt_len=c.max_prompt_len, response_len=response,
                    rollout_rows=rows, reference=c.kl_coef > 0, kv_pool_bytes=kv_pool_bytes, **common)
+
+
+# grad_checkpointing="auto" turns checkpointing on when the step's plan without it needs more than this fraction
+# of the device: the model leaves out the CUDA context and allocator fragmentation (~1-2 GB), NCCL buffers and
+# torch.compile's workspaces, and it is within +-15% of measured peaks on CPU (tests/test_memory_model.py)
+FIT_FRACTION = 0.85
+
+
+def auto_checkpointing(stage: str, cfg, c, world_size: int, device_type: str, device_bytes: float,
+                       device_name: str = "") -> tuple[bool, str]:
+    """grad_checkpointing="auto": -> (on, one line with the numbers). On when the peak of the plan without
+    checkpointing exceeds FIT_FRACTION x device_bytes (recomputing every block costs ~30% more compute, so it is
+    only worth it where the activations do not fit)."""
+    without, with_ = (plan_for_knobs(stage, cfg, c, world_size, device_type, device_bytes, checkpointing=flag).peak()
+                      for flag in (False, True))
+    usable = FIT_FRACTION * device_bytes
+    on = without > usable
+    where = f" of {device_name}" if device_name else ""
+    return on, (f"grad_checkpointing auto -> {'on' if on else 'off'}: the step needs {without / GB:.2f} GB without "
+                f"it, {with_ / GB:.2f} GB with it; {usable / GB:.1f} GB usable ({FIT_FRACTION:.0%} of "
+                f"{device_bytes / GB:.1f} GB{where})")
 
 
 def model_config_for(init_from: str):

@@ -49,11 +49,11 @@ from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
-from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, exit_on_stop, full_model,
-                     grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint, load_optimizer_state,
-                     peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
-                     setup_distributed, stop_requested, trim_metrics, wandb_init, wandb_record, world_size_from_env,
-                     memory_table, wrap_for_training)
+from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, checkpointing_for, clip_grad_norm,
+                     exit_on_stop, full_model, grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint,
+                     load_optimizer_state, peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint,
+                     set_rng_state, setup_distributed, stop_requested, trim_metrics, wandb_init, wandb_record,
+                     world_size_from_env, memory_table, wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -124,7 +124,9 @@ compile = False  # torch.compile the model
 # three over the GPUs (16 / world_size bytes a parameter, + one block's full weights at a time); same updates
 parallel = "ddp"
 fsdp_cpu_offload = False  # fsdp: shards, gradients and the AdamW step in host memory (slower; fits larger models)
-grad_checkpointing = False  # recompute each block in backward: less activation memory, ~30% more compute
+# recompute each block in backward: less activation memory, ~30% more compute. "auto": on only when memory_model
+# says the step would not fit the device without it (runtime.checkpointing_for; on CPU: the host's memory)
+grad_checkpointing = "auto"
 seed = 1337
 
 DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
@@ -192,6 +194,8 @@ def check_config(c, world_size: int) -> int:
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.parallel not in PARALLEL:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
+    if c.grad_checkpointing not in (True, False, "auto"):
+        raise UserError(f"grad_checkpointing must be True, False or 'auto', got {c.grad_checkpointing!r}")
     if not c.out_dir and not (c.stable_out_dir and c.decay_out_dir):
         raise UserError("out_dir is empty: give the folder for the runs (e.g. --out_dir=out/midtrain), or both "
                         "stable_out_dir and decay_out_dir")
@@ -423,7 +427,7 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
 
     # --- model, optimizer
     model.to(d.device)
-    model.gradient_checkpointing = c.grad_checkpointing
+    model.gradient_checkpointing = checkpointing_for("midtrain", model.config, c, d, log)  # "auto": by memory
     n_params, flops_per_token = model.num_params(), model.flops_per_token(c.seq_len)
     train_dtype, autocast = autocast_for(c.dtype, d.device)
     # raw_model: the Llama the optimizer holds (sharded in place under fsdp); model: what forward/backward run on
@@ -456,7 +460,7 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
     log(f"[{which}] {n_params / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
         f"({d.world_size} x {micro_batch} x {c.seq_len} x {grad_accum} accum, {c.parallel}), mixture {plan.mixture}, "
         f"from {start} -> {out_dir}")
-    log(memory_table("midtrain", raw_model.config, c, d))
+    log(memory_table("midtrain", raw_model.config, c, d, raw_model.gradient_checkpointing))
 
     def save(step_now, tokens_now):
         st = {"step": step_now, "tokens": tokens_now, "loader": loader.state_dict(), "rng": rng_state(),

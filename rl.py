@@ -51,10 +51,11 @@ import model as model_lib
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, exit_on_stop,
-                     full_model, install_stop_handler, is_sharded, load_optimizer_state, memory_table, progress_bar,
-                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, setup_distributed, shard_model,
-                     stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
+from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, dummy_pass, even_out,
+                     exit_on_stop, full_model, install_stop_handler, is_sharded, load_optimizer_state, memory_table,
+                     progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state, setup_distributed,
+                     shard_model, stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record,
+                     world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -138,7 +139,9 @@ wandb_run_name = ""  # "" = the out dir's name
 # system
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
-grad_checkpointing = False
+# recompute each block in backward: less activation memory, ~30% more compute. "auto": on only when memory_model
+# says the update would not fit the device without it (runtime.checkpointing_for; on CPU: the host's memory)
+grad_checkpointing = "auto"
 # "ddp": every GPU holds the policy, its gradients and AdamW moments (16 bytes a parameter, + the reference's 4 with
 # kl_coef); "fsdp": FSDP2 shards them over the GPUs; rollouts then decode from a full copy of the weights in the
 # training dtype (bf16 on GPU: 2 bytes a parameter), gathered once per step and freed before the update
@@ -176,6 +179,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
                         "rank rolls out an equal share")
     if c.parallel not in PARALLEL:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
+    if c.grad_checkpointing not in (True, False, "auto"):
+        raise UserError(f"grad_checkpointing must be True, False or 'auto', got {c.grad_checkpointing!r}")
     if c.group_size < 2:
         raise UserError("group_size must be >= 2: advantages are relative to the group")
     if not c.temperature > 0:
@@ -605,7 +610,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
     model, tok, state = model_lib.load_checkpoint(resume_from or c.init_from, dtype=torch.float32,
                                                   load_state=resume_from is not None)
     model.to(d.device)
-    model.gradient_checkpointing = c.grad_checkpointing
+    model.gradient_checkpointing = checkpointing_for("rl", model.config, c, d, log)  # "auto": by memory
     ref_model = None
     if c.kl_coef > 0:  # a frozen copy of the starting weights (of the original init_from, also when resuming)
         ref_model = model_lib.load_checkpoint(c.init_from, dtype=torch.float32)[0].to(d.device).eval()
@@ -645,7 +650,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                                      "resumed_from": resume_from, "prompts": len(examples)}}
     log(f"{n_params / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x {c.group_size} "
         f"responses | {d.world_size} rank(s) ({c.parallel}) on {d.device} | {c.init_from} -> {c.out_dir}")
-    log(memory_table("rl", model.config, c, d))
+    log(memory_table("rl", model.config, c, d, model.gradient_checkpointing))
 
     wandb_run = wandb_init(c, c.out_dir) if d.master else None  # None unless wandb_log=True
 

@@ -184,6 +184,9 @@ def preset_plan(path: str, world: int, gpu_gb: float, overrides=()) -> memory_mo
         cfg.vocab_size = midtrain.DEFAULTS["synth_vocab_size"]
     if cfg is None:
         raise UserError(f"{path}: cannot tell the model of {start!r} (no config.json there, no 1b / 3b in its name)")
+    if k.grad_checkpointing == "auto":  # the decision the run makes at start on such a GPU
+        print(memory_model.auto_checkpointing(stage, cfg, k, world, "cuda", gpu_gb * memory_model.GB,
+                                              "the planned GPU")[1])
     plan = memory_model.plan_for_knobs(stage, cfg, k, world, "cuda", gpu_gb * memory_model.GB)
     print(memory_model.format_plan(plan, f"{os.path.basename(path)}: {stage}, "
                                          f"{memory_model.param_count(cfg) / 1e9:.2f}B params, {world} GPUs, "

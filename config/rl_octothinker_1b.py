@@ -57,7 +57,9 @@ ckpt_interval = 20
 keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
-grad_checkpointing = True
+# "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (43.0 GB peak without it, 13.3 GB with,
+# 68 GB usable), 40-48 GB cards: on
+grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 1.24B policy on 8 GPUs (memory_model, printed by `python bench/memory.py
 # --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW moments) + 2.5 GB bf16 weight copies + 4.6 GB
 # activations + 1.4 GB logits chunk = 28.3 GB in the update, 26.3 GB during rollouts (grads freed; the bf16 KV

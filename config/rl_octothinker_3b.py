@@ -57,7 +57,9 @@ ckpt_interval = 20
 keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
-grad_checkpointing = True
+# "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (51.9 GB peak without it, 19.1 GB with,
+# 68 GB usable), 40-48 GB cards: on
+grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 3.21B policy on 8 GPUs (memory_model, printed by `python bench/memory.py
 # --plan=<this file>`): ddp = 51.4 GB (fp32 weights, grads, AdamW moments) + 6.4 GB bf16 weight copies + 4.5 GB
 # activations + 2.0 GB logits chunk = 64.3 GB in the update, 52.9 GB during rollouts (grads freed; the bf16 KV cache

@@ -247,7 +247,8 @@ def test_tis_is_a_no_op_when_sampler_and_trainer_agree(nets):
 
 def test_new_knob_errors():
     for bad, msg in [({"dual_clip": 0.5}, "dual_clip"), ({"max_log_ratio": 0.0}, "max_log_ratio"),
-                     ({"overlong_buffer": -1}, "overlong_buffer"), ({"tis_cap": 0.5}, "tis_cap")]:
+                     ({"overlong_buffer": -1}, "overlong_buffer"), ({"tis_cap": 0.5}, "tis_cap"),
+                     ({"grad_checkpointing": "yes"}, "grad_checkpointing")]:
         with pytest.raises(ValueError, match=msg):
             rl.check_config(knobs(**bad, out_dir="/nonexistent/rl"), world_size=1)
 
