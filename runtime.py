@@ -100,7 +100,8 @@ def progress_bar(master: bool, **kw) -> tqdm:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# MFU: achieved FLOPs over the device's peak. GPUs: datasheet bf16 dense peaks; elsewhere a matmul measured at start
+# MFU: achieved FLOPs over the device's peak. GPUs: datasheet bf16 dense peaks, and a matmul measured at start beside
+# them; elsewhere only the measured matmul
 
 PEAK_FLOPS_BF16 = [  # (substring of torch.cuda.get_device_name(), dense bf16 FLOP/s), most specific first
     ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H100", 989e12), ("H200", 989e12),
@@ -134,15 +135,22 @@ def measure_peak_flops(dev: torch.device, dtype: torch.dtype, seconds: float = 0
 
 
 @functools.lru_cache(maxsize=None)  # measured once per process, not once per stage
+def matmul_peak_flops(dev: torch.device, dtype: torch.dtype) -> float:
+    """What this device reaches in practice (measure_peak_flops): MFU against it next to the datasheet's says how
+    much of the gap is the kernels' and how much the card's (clocks, power)."""
+    return measure_peak_flops(dev, dtype)
+
+
+@functools.lru_cache(maxsize=None)
 def peak_flops(dev: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """-> (FLOP/s per device, where the number comes from)."""
+    """-> (FLOP/s per device, where the number comes from): the datasheet's bf16 peak on a known GPU, else the
+    measured matmul peak."""
     if dev.type == "cuda" and dtype == torch.bfloat16:
         name = torch.cuda.get_device_name(dev)
         for key, flops in PEAK_FLOPS_BF16:
             if key in name:
                 return flops, f"{name} bf16 datasheet"
-    flops = measure_peak_flops(dev, dtype)
-    return flops, f"measured {str(dtype).removeprefix('torch.')} matmul on {dev.type}"
+    return matmul_peak_flops(dev, dtype), f"measured {str(dtype).removeprefix('torch.')} matmul on {dev.type}"
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def descendants(pid: int) -> list[int]:
 
 def rows(out, kind: str) -> list[dict]:
     """metrics.jsonl records of one kind without the wall-clock fields."""
-    drop = {"tok_s", "mfu", "elapsed", "seconds"}
+    drop = {"tok_s", "mfu", "mfu_matmul", "elapsed", "seconds"}
     return [{k: v for k, v in r.items() if k not in drop}
             for r in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if r["kind"] == kind]
 
