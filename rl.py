@@ -98,7 +98,12 @@ loss_agg = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-toke
 loss_max_len = 0  # the constant of "seq-mean-token-sum-norm"; 0 = the step's max_response_len
 ppo_epochs = 1  # passes over each step's rollouts
 mini_batches = 1  # optimizer steps per pass (each rank splits its rollouts into this many parts)
-micro_batch = 32  # sequences per forward/backward
+micro_batch = 32  # sequences per forward/backward (when micro_batch_tokens is 0)
+# > 0: each forward/backward (log-prob recompute and update) takes length-sorted sequences up to this many tokens,
+# padding included (one longer than it goes alone), instead of micro_batch sequences: short responses fill the
+# device, long ones do not run out of memory. Padded length buckets rather than packing without padding: packed
+# rows need a block-diagonal attention mask, which took 2.8x the CPU time (bench/rl_update.py, README)
+micro_batch_tokens = 0
 logits_chunk = 256  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
 lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
 lr_warmup_steps = 0  # linear warmup over RL steps, then constant
@@ -171,7 +176,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise UserError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
     for name in ("rollout_batch_size", "max_refill_rounds", "loss_max_len", "lr_warmup_steps", "eval_interval",
-                 "logits_chunk", "kv_budget", "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
+                 "logits_chunk", "kv_budget", "eval_limit", "micro_batch_tokens", "log_interval", "ckpt_interval",
+                 "keep_last_n"):
         if getattr(c, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.prompts_per_step % world_size:
@@ -354,6 +360,21 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def micro_batches(ids: list[int], seq_len: Callable[[int], int], micro_batch: int, budget: int = 0) -> list[list]:
+    """Sequence ids sorted by length (shortest first) -> micro-batches: micro_batch at a time, or with a token
+    budget > 0 as many as fit it padded to their longest (the newest one, in this order); a sequence longer than the
+    budget goes alone. The losses are normalised by global counts, so any split gives the same gradient."""
+    if budget <= 0:
+        return chunks(ids, micro_batch)
+    out: list[list[int]] = []
+    for i in ids:
+        if out and (len(out[-1]) + 1) * seq_len(i) <= budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 # -----------------------------------------------------------------------------------------------------------------
 # the policy update over one step's rollouts
 
@@ -380,6 +401,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     is_active = set(active)
     seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731  positions run
     by_len = lambda ids: sorted(ids, key=seq_len)  # noqa: E731
+    split = lambda ids: micro_batches(ids, seq_len, c.micro_batch, c.micro_batch_tokens)  # noqa: E731
     # sums over this rank, all-reduced at the end:
     # [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl, tis weight]
     acc = torch.zeros(10, dtype=torch.float64)
@@ -402,7 +424,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     ref: dict[int, torch.Tensor] = {}
     if n_updates > 1 or ref_model is not None:
         with torch.no_grad():
-            for micro in even_out(chunks(by_len(active), c.micro_batch), d, sharded):
+            for micro in even_out(split(by_len(active)), d, sharded):
                 if micro is None:
                     for m in (model if n_updates > 1 else None, ref_model):
                         if m is not None:
@@ -438,7 +460,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             if n_active == 0:
                 continue  # every rank's sequences here have zero gradient: no step (Adam would still move)
             mine = by_len([i for i in members if i in is_active])
-            micros = even_out(chunks(mine, c.micro_batch), d, sharded)
+            micros = even_out(split(mine), d, sharded)
             for k, micro in enumerate(micros):
                 if sharded:
                     model.set_requires_gradient_sync(k == len(micros) - 1)  # reduce-scatter once, at the end

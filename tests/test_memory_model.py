@@ -136,3 +136,22 @@ def test_checkpointing_for_passes_a_decision_and_decides_auto_against_host_memor
     assert runtime.checkpointing_for("rl", cfg, c, d, lines.append) is False  # a ~1M model fits any host
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert lines[0].startswith("grad_checkpointing auto -> off") and f"{host / 1e9:.1f} GB of host memory" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["rl_octothinker_1b.py", "rl_octothinker_3b.py"])
+def test_rl_presets_budget_is_the_largest_that_fits_80gb_without_checkpointing(name):
+    """The presets' micro_batch_tokens: memory_model's largest for an 80 GB card (8 GPUs) without checkpointing, so
+    grad_checkpointing="auto" stays off there; one more 1K tokens would not fit."""
+    import copy
+
+    import rl
+    from configurator import configure
+    ns = {**copy.deepcopy(rl.DEFAULTS), "max_response_len": None}
+    c = SimpleNamespace(**configure(ns, [os.path.join(ROOT, "config", name)], verbose=False))
+    cfg = memory_model.model_config_for(c.init_from)
+    gpu = 80 * memory_model.GB
+    assert c.micro_batch_tokens == memory_model.largest_micro_batch_tokens(cfg, c, 8, gpu)
+    assert memory_model.auto_checkpointing("rl", cfg, c, 8, "cuda", gpu)[0] is False
+    more = SimpleNamespace(**{**vars(c), "micro_batch_tokens": c.micro_batch_tokens + 1024})
+    assert memory_model.auto_checkpointing("rl", cfg, more, 8, "cuda", gpu)[0] is True
+    assert c.micro_batch_tokens >= c.max_prompt_len + max(c.max_response_len.values())  # a whole longest sequence
