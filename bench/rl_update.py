@@ -11,7 +11,8 @@ loss + backward over every micro-batch of a step, three ways:
 
     python bench/rl_update.py                                   # CPU, a random "micro" model, 128 rollouts
     python bench/rl_update.py --device=cuda --dtype=bfloat16 --preset=llama3.2-1b --vocab_size=128256 \
-        --n_seqs=128 --prompt_len=150 --max_response=1024 --micro_batch=2 --micro_batch_tokens=32768
+        --n_seqs=128 --prompt_len=150 --max_response=1024 --micro_batch=2 --micro_batch_tokens=27648 \
+        --modes=fixed,padded                      # the 1B RL preset's update on a GPU (packed: a dense N x N mask)
 
 Rollouts are synthetic: prompts of prompt_len +- 25% tokens, response lengths uniform in [max_response / 8,
 max_response] (short and long answers mixed, as in RL), advantages +-1. First every mode's loss and gradient are
@@ -51,6 +52,7 @@ modes = "fixed,padded,packed"
 rounds = 3
 device = "cpu"
 dtype = "float32"  # "float32" | "bfloat16" (autocast, as rl.py)
+grad_checkpointing = False  # recompute each block in backward (model.gradient_checkpointing)
 threads = 0  # torch threads; 0 = torch's default
 seed = 0
 
@@ -106,17 +108,23 @@ def fwd_bwd(net, rollouts, micro, packed: bool, c, counts, autocast, dev) -> flo
     idx, targets = rl.pack(rs, dev)  # the padded layout: where the loss is computed in every mode
     if packed:
         f_idx, f_tgt, f_pos, mask = pack_flat(rs, dev)
-        with autocast(), attention_mask(mask):
-            f_logp, _ = net(f_idx, targets=f_tgt, pos=f_pos, logprobs=True, temperature=1.0,
-                            chunk_size=c.logits_chunk)
-        resp = targets != -100
-        logp = torch.zeros(resp.shape, device=dev).masked_scatter(resp, f_logp[f_tgt != -100])  # -> [B, L]
+        ctx = attention_mask(mask)  # through backward too: checkpointing recomputes the blocks there
     else:
-        logp, _, resp = rl.response_logprobs(net, idx, targets, 1.0, autocast=autocast, chunk_size=c.logits_chunk)
-    adv = torch.tensor([r.advantage for r in rs], device=dev)
-    tl = grpo.token_loss(logp, logp.detach(), adv, resp, c)
-    loss = grpo.aggregate(tl.loss, resp, c.loss_agg, n_tokens=counts[0], n_seqs=counts[1])
-    loss.backward()
+        ctx = contextlib.nullcontext()
+    with ctx:
+        if packed:
+            with autocast():
+                f_logp, _ = net(f_idx, targets=f_tgt, pos=f_pos, logprobs=True, temperature=1.0,
+                                chunk_size=c.logits_chunk)
+            resp = targets != -100
+            logp = torch.zeros(resp.shape, device=dev).masked_scatter(resp, f_logp[f_tgt != -100])  # -> [B, L]
+        else:
+            logp, _, resp = rl.response_logprobs(net, idx, targets, 1.0, autocast=autocast,
+                                                 chunk_size=c.logits_chunk)
+        adv = torch.tensor([r.advantage for r in rs], device=dev)
+        tl = grpo.token_loss(logp, logp.detach(), adv, resp, c)
+        loss = grpo.aggregate(tl.loss, resp, c.loss_agg, n_tokens=counts[0], n_seqs=counts[1])
+        loss.backward()
     return loss.item()
 
 
@@ -162,6 +170,7 @@ def main(argv=None):
     cfg = model_lib.LlamaConfig.from_preset(c.preset, **over)
     torch.manual_seed(c.seed)
     net = model_lib.Llama(cfg).to(dev).train()
+    net.gradient_checkpointing = c.grad_checkpointing
     rollouts = make_rollouts(c.n_seqs, c.prompt_len, c.max_response, c.vocab_size, c.seed)
     positions = sum(len(r.prompt_tokens) + len(r.tokens) - 1 for r in rollouts)
     names = c.modes.split(",")
@@ -188,7 +197,8 @@ def main(argv=None):
                      for mb in split(rollouts, m, c)) for m in names if m != "packed"}
     print(f"\n{c.preset}: {net.num_params() / 1e6:.2f}M params, {c.n_seqs} rollouts, {positions:,} positions "
           f"(prompts ~{c.prompt_len}, responses {max(1, c.max_response // 8)}-{c.max_response}), {c.dtype} on "
-          f"{dev}, {torch.get_num_threads()} threads; best of {c.rounds} alternating rounds"
+          f"{dev}, {torch.get_num_threads()} threads, checkpointing {'on' if c.grad_checkpointing else 'off'}; best "
+          f"of {c.rounds} alternating rounds"
           + ("" if dev.type == "cuda" else ", CPU seconds"))
     for mode in names:
         what = (f"micro_batch {c.micro_batch}" if mode == "fixed" else f"micro_batch_tokens {c.micro_batch_tokens}")
