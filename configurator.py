@@ -53,8 +53,11 @@ def type_name(value) -> str:
 
 
 def check_type(key: str, new, old):
-    """Accept `new` for a knob whose default is `old`: same type, int for float, anything for a None default."""
+    """Accept `new` for a knob whose default is `old`: same type, int for float, anything for a None default, a
+    bool for an "auto" default."""
     if old is None or new is None:
+        return new
+    if old == "auto" and isinstance(new, bool):  # "auto" or a decision (grad_checkpointing)
         return new
     if isinstance(old, bool) or isinstance(new, bool):
         if isinstance(old, bool) and isinstance(new, bool):

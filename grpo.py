@@ -60,20 +60,35 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, m
 
 
 def token_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, c,
-               ref_logp: torch.Tensor | None = None, entropy: torch.Tensor | None = None) -> SimpleNamespace:
+               ref_logp: torch.Tensor | None = None, entropy: torch.Tensor | None = None,
+               sampler_logp: torch.Tensor | None = None) -> SimpleNamespace:
     """rl.update_policy's per-token loss [B, T]: the clipped surrogate (knobs clip_low, clip_high, dual_clip,
-    max_log_ratio of c), plus kl_coef x the k3 KL to the reference (when ref_logp is given; minimising it pulls
-    logp toward ref_logp), minus entropy_coef x the entropy (minimising it raises the entropy).
-    -> namespace(loss, clipped_high, clipped_low, ratio, kl (None without ref_logp))."""
+    max_log_ratio of c), times the truncated importance weight when c.tis_cap > 0 and sampler_logp is given, plus
+    kl_coef x the k3 KL to the reference (when ref_logp is given; minimising it pulls logp toward ref_logp), minus
+    entropy_coef x the entropy (minimising it raises the entropy).
+    -> namespace(loss, clipped_high, clipped_low, ratio, kl (None without ref_logp), tis (the weight or None))."""
     loss, hi, lo, ratio = policy_loss(logp, old_logp, adv, mask, c.clip_low, c.clip_high, c.dual_clip,
                                       c.max_log_ratio)
+    tis = None
+    if c.tis_cap > 0 and sampler_logp is not None:
+        tis = tis_weight(old_logp, sampler_logp, mask, c.tis_cap)
+        loss = loss * tis  # the policy-gradient term only: the KL and entropy terms are the trainer's own
     kl = None
     if ref_logp is not None:
         kl = torch.where(mask, kl_k3(logp, ref_logp), 0.0)
         loss = loss + c.kl_coef * kl
     if c.entropy_coef > 0:
         loss = loss - c.entropy_coef * torch.where(mask, entropy, 0.0)
-    return SimpleNamespace(loss=loss, clipped_high=hi, clipped_low=lo, ratio=ratio, kl=kl)
+    return SimpleNamespace(loss=loss, clipped_high=hi, clipped_low=lo, ratio=ratio, kl=kl, tis=tis)
+
+
+def tis_weight(old_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling for the rollout/trainer mismatch: the responses were sampled by the sampler's
+    numerics (KV-cache decode, bf16) but the surrogate is the trainer's, so each token's policy-gradient term is
+    weighted by min(p_trainer_old / p_sampler, cap) [B, T], detached (a constant per token; 1 outside the mask).
+    Equal log-probs give exactly 1: the loss is unchanged when sampler and trainer agree."""
+    log_w = torch.where(mask, old_logp.detach() - sampler_logp, 0.0)  # 0 on padding: no inf * 0
+    return log_w.exp().clamp(max=cap)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -129,16 +129,18 @@ def midtrain_plan(cfg, *, micro_batch: int, seq_len: int, bf16: bool, checkpoint
 def rl_plan(cfg, *, micro_batch: int, prompt_len: int, response_len: int, rollout_rows: int, bf16: bool,
             checkpointing: bool, logits_chunk: int, parallel: str = "ddp", world_size: int = 1,
             optimizer: str = "adamw", reference: bool = False, kv_pool_bytes: float | None = None,
-            gpu_bytes: float = 80 * GB) -> Plan:
+            gpu_bytes: float = 80 * GB, micro_batch_tokens: int = 0) -> Plan:
     """rollout phase: the training state (grads freed) + the engine's weights + its KV cache; update phase: one
-    micro-batch's forward and backward over prompt_len + response_len tokens a sequence."""
+    micro-batch's forward and backward over prompt_len + response_len tokens a sequence: micro_batch of them, or
+    with micro_batch_tokens > 0 that many tokens (padding included; at least one whole sequence)."""
     fsdp = parallel == "fsdp" and world_size > 1
     shards = world_size if fsdp else 1
     P = param_count(cfg)
     update = state_terms(cfg, shards, bf16, fsdp, optimizer)
     seq = prompt_len + response_len
-    update["activations"] = activation_bytes(cfg, micro_batch * seq, bf16, checkpointing)
-    update["logits"] = logits_bytes(cfg, micro_batch * response_len, logits_chunk, 3)
+    tokens = max(micro_batch_tokens, seq) if micro_batch_tokens > 0 else micro_batch * seq
+    update["activations"] = activation_bytes(cfg, tokens, bf16, checkpointing)
+    update["logits"] = logits_bytes(cfg, tokens * response_len // seq, logits_chunk, 3)
     if reference:  # kl_coef > 0: a frozen fp32 copy of the starting weights, sharded like the policy
         update["reference"] = 4 * P / shards
     rollout = {k: v for k, v in update.items() if k not in ("grads", "activations", "logits", "compute copy")}
@@ -184,12 +186,16 @@ def uses_bf16(dtype_knob: str, device_type: str) -> bool:
 
 
 def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda", gpu_bytes: float = 80 * GB,
-                   kv_pool_bytes: float | None = None) -> Plan:
+                   kv_pool_bytes: float | None = None, checkpointing: bool | str | None = None) -> Plan:
     """c: the stage's knobs (midtrain.py / rl.py names). RL's lengths are the largest of the max_response_len
     schedule (the update packs to the longest sequence, so this is its worst case); a rank's rows in flight are
-    rollout_batch_size, or its whole share when that is 0."""
+    rollout_batch_size, or its whole share when that is 0. checkpointing: overrides c.grad_checkpointing; "auto"
+    is decided by auto_checkpointing against gpu_bytes."""
+    ckpt = c.grad_checkpointing if checkpointing is None else checkpointing
+    if ckpt == "auto":
+        ckpt = auto_checkpointing(stage, cfg, c, world_size, device_type, gpu_bytes)[0]
     bf16 = uses_bf16(c.dtype, device_type)
-    common = dict(bf16=bf16, checkpointing=bool(c.grad_checkpointing), logits_chunk=c.logits_chunk,
+    common = dict(bf16=bf16, checkpointing=bool(ckpt), logits_chunk=c.logits_chunk,
                   parallel=c.parallel, world_size=world_size, gpu_bytes=gpu_bytes)
     if stage == "midtrain":
         micro = min(c.micro_batch, max(1, c.total_batch_tokens // (c.seq_len * world_size)))
@@ -199,8 +205,51 @@ def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda
     share = c.prompts_per_step * c.group_size // world_size
     rows = min(c.rollout_batch_size, share) if c.rollout_batch_size else share
     micro = min(c.micro_batch, max(1, share // c.mini_batches))  # a forward never holds more than a mini-batch
+    budget = getattr(c, "micro_batch_tokens", 0)
+    if budget:
+        budget = min(budget, max(1, share // c.mini_batches) * (c.max_prompt_len + response))
     return rl_plan(cfg, micro_batch=micro, prompt_len=c.max_prompt_len, response_len=response,
-                   rollout_rows=rows, reference=c.kl_coef > 0, kv_pool_bytes=kv_pool_bytes, **common)
+                   rollout_rows=rows, reference=c.kl_coef > 0, kv_pool_bytes=kv_pool_bytes,
+                   micro_batch_tokens=budget, **common)
+
+
+# grad_checkpointing="auto" turns checkpointing on when the step's plan without it needs more than this fraction
+# of the device: the model leaves out the CUDA context and allocator fragmentation (~1-2 GB), NCCL buffers and
+# torch.compile's workspaces, and it is within +-15% of measured peaks on CPU (tests/test_memory_model.py)
+FIT_FRACTION = 0.85
+
+
+def auto_checkpointing(stage: str, cfg, c, world_size: int, device_type: str, device_bytes: float,
+                       device_name: str = "") -> tuple[bool, str]:
+    """grad_checkpointing="auto": -> (on, one line with the numbers). On when the peak of the plan without
+    checkpointing exceeds FIT_FRACTION x device_bytes (recomputing every block costs ~30% more compute, so it is
+    only worth it where the activations do not fit)."""
+    without, with_ = (plan_for_knobs(stage, cfg, c, world_size, device_type, device_bytes, checkpointing=flag).peak()
+                      for flag in (False, True))
+    usable = FIT_FRACTION * device_bytes
+    on = without > usable
+    where = f" of {device_name}" if device_name else ""
+    return on, (f"grad_checkpointing auto -> {'on' if on else 'off'}: the step needs {without / GB:.2f} GB without "
+                f"it, {with_ / GB:.2f} GB with it; {usable / GB:.1f} GB usable ({FIT_FRACTION:.0%} of "
+                f"{device_bytes / GB:.1f} GB{where})")
+
+
+def largest_micro_batch_tokens(cfg, c, world_size: int, device_bytes: float, checkpointing: bool = False,
+                               device_type: str = "cuda", step: int = 1024) -> int:
+    """The largest RL micro_batch_tokens (a multiple of step) whose update fits FIT_FRACTION of device_bytes (with
+    or without checkpointing); 0 when not even one whole sequence at the longest stair fits. The RL presets take
+    their budget from it."""
+    def fits(budget):
+        k = type(c)(**{**vars(c), "micro_batch_tokens": budget})
+        plan = plan_for_knobs("rl", cfg, k, world_size, device_type, device_bytes, checkpointing=checkpointing)
+        return plan.peak() <= FIT_FRACTION * device_bytes
+    lo, hi = 0, step
+    while fits(hi) and hi < 1 << 24:
+        lo, hi = hi, 2 * hi
+    while hi - lo > step:  # fits(lo) (or lo == 0), not fits(hi)
+        mid = (lo + hi) // 2 // step * step
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def model_config_for(init_from: str):

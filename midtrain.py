@@ -49,11 +49,11 @@ from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
-from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, clip_grad_norm, exit_on_stop, full_model,
-                     grad_sync, has_checkpoint, install_stop_handler, latest_checkpoint, load_optimizer_state,
-                     peak_flops, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
-                     distributed, stop_requested, trim_metrics, wandb_init, wandb_record, world_size_from_env,
-                     memory_table, wrap_for_training)
+from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, checkpointing_for, clip_grad_norm,
+                     distributed, exit_on_stop, full_model, grad_sync, has_checkpoint, install_stop_handler,
+                     latest_checkpoint, load_optimizer_state, matmul_peak_flops, peak_flops, progress_bar,
+                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, stop_requested, trim_metrics,
+                     wandb_init, wandb_record, world_size_from_env, memory_table, wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -124,7 +124,9 @@ compile = False  # torch.compile the model
 # three over the GPUs (16 / world_size bytes a parameter, + one block's full weights at a time); same updates
 parallel = "ddp"
 fsdp_cpu_offload = False  # fsdp: shards, gradients and the AdamW step in host memory (slower; fits larger models)
-grad_checkpointing = False  # recompute each block in backward: less activation memory, ~30% more compute
+# recompute each block in backward: less activation memory, ~30% more compute. "auto": on only when memory_model
+# says the step would not fit the device without it (runtime.checkpointing_for; on CPU: the host's memory)
+grad_checkpointing = "auto"
 seed = 1337
 
 DEFAULTS = copy.deepcopy(knobs(globals()))  # every name above is a knob; main() starts from a copy of these
@@ -192,6 +194,8 @@ def check_config(c, world_size: int) -> int:
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {c.device!r}")
     if c.parallel not in PARALLEL:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
+    if c.grad_checkpointing not in (True, False, "auto"):
+        raise UserError(f"grad_checkpointing must be True, False or 'auto', got {c.grad_checkpointing!r}")
     if not c.out_dir and not (c.stable_out_dir and c.decay_out_dir):
         raise UserError("out_dir is empty: give the folder for the runs (e.g. --out_dir=out/midtrain), or both "
                         "stable_out_dir and decay_out_dir")
@@ -423,7 +427,7 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
 
     # --- model, optimizer
     model.to(d.device)
-    model.gradient_checkpointing = c.grad_checkpointing
+    model.gradient_checkpointing = checkpointing_for("midtrain", model.config, c, d, log)  # "auto": by memory
     n_params, flops_per_token = model.num_params(), model.flops_per_token(c.seq_len)
     train_dtype, autocast = autocast_for(c.dtype, d.device)
     # raw_model: the Llama the optimizer holds (sharded in place under fsdp); model: what forward/backward run on
@@ -456,7 +460,13 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
     log(f"[{which}] {n_params / 1e6:.2f}M params, {n_steps} steps of {c.total_batch_tokens:,} tokens "
         f"({d.world_size} x {micro_batch} x {c.seq_len} x {grad_accum} accum, {c.parallel}), mixture {plan.mixture}, "
         f"from {start} -> {out_dir}")
-    log(memory_table("midtrain", raw_model.config, c, d))
+    log(memory_table("midtrain", raw_model.config, c, d, raw_model.gradient_checkpointing))
+    # MFU against the datasheet (peak) and against what a plain matmul reaches here (the same number where no
+    # datasheet applies: CPU, fp32)
+    matmul_peak = matmul_peak_flops(d.device, train_dtype)
+    if matmul_peak != peak:
+        log(f"[{which}] measured {str(train_dtype).removeprefix('torch.')} matmul peak: {matmul_peak / 1e12:.1f} "
+            f"TFLOP/s per device ({matmul_peak / peak:.0%} of the datasheet's {peak / 1e12:.0f})")
 
     def save(step_now, tokens_now):
         st = {"step": step_now, "tokens": tokens_now, "loader": loader.state_dict(), "rng": rng_state(),
@@ -535,15 +545,17 @@ def run_stage(c, which: str, d, batch: tuple[int, int], peak: float, stop=None) 
         # smoothed throughput; the first two steps (allocator, compile warm-up) only seed it
         tok_s = c.total_batch_tokens / dt if steps_here <= 2 else 0.9 * tok_s + 0.1 * c.total_batch_tokens / dt
         mfu = flops_per_token * tok_s / (d.world_size * peak)
+        mfu_matmul = flops_per_token * tok_s / (d.world_size * matmul_peak)
         write_metrics({"kind": "train", "step": step, "tokens": tokens, "loss": loss_mean, "lr": lr_now,
                        "grad_norm": grad_norm, "tok_s": round(c.total_batch_tokens / dt, 1), "mfu": round(mfu, 4),
-                       "elapsed": round(time.time() - t_run, 2)})
+                       "mfu_matmul": round(mfu_matmul, 4), "elapsed": round(time.time() - t_run, 2)})
         bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{lr_now:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}",
                         refresh=False)
         bar.update(1)
         if c.log_interval and step % c.log_interval == 0:
             log(f"[{which}] step {step:>5}/{n_steps} | loss {loss_mean:.4f} | lr {lr_now:.2e} | "
-                f"{tok_s:,.0f} tok/s | mfu {mfu:.1%}")
+                f"{tok_s:,.0f} tok/s | mfu {mfu:.1%}"
+                + (f" ({mfu_matmul:.1%} of the matmul peak)" if matmul_peak != peak else ""))
         last = tokens >= budget or step == c.stop_at_step
         if last or (c.ckpt_interval and step % c.ckpt_interval == 0):
             save(step, tokens)  # before eval: a crashing eval loses nothing

@@ -51,10 +51,11 @@ import model as model_lib
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from runtime import (PARALLEL, all_reduce_, autocast_for, clip_grad_norm, dummy_pass, even_out, exit_on_stop,
-                     full_model, install_stop_handler, is_sharded, load_optimizer_state, memory_table, progress_bar,
-                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, distributed, shard_model,
-                     stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
+from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, distributed, dummy_pass,
+                     even_out, exit_on_stop, full_model, install_stop_handler, is_sharded, load_optimizer_state,
+                     memory_table, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
+                     shard_model, stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record,
+                     world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -97,7 +98,12 @@ loss_agg = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-toke
 loss_max_len = 0  # the constant of "seq-mean-token-sum-norm"; 0 = the step's max_response_len
 ppo_epochs = 1  # passes over each step's rollouts
 mini_batches = 1  # optimizer steps per pass (each rank splits its rollouts into this many parts)
-micro_batch = 32  # sequences per forward/backward
+micro_batch = 32  # sequences per forward/backward (when micro_batch_tokens is 0)
+# > 0: each forward/backward (log-prob recompute and update) takes length-sorted sequences up to this many tokens,
+# padding included (one longer than it goes alone), instead of micro_batch sequences: short responses fill the
+# device, long ones do not run out of memory. Padded length buckets rather than packing without padding: packed
+# rows need a block-diagonal attention mask, which took 2.8x the CPU time (bench/rl_update.py, README)
+micro_batch_tokens = 0
 logits_chunk = 256  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
 lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
 lr_warmup_steps = 0  # linear warmup over RL steps, then constant
@@ -113,6 +119,9 @@ kl_coef = 0.1
 entropy_coef = 0.0  # > 0: entropy bonus
 dual_clip = 0.0  # > 1: verl's dual-clip c (3.0): a negative-advantage token's loss is capped at -advantage * c
 max_log_ratio = 20.0  # log(new / old) is clamped to +-this before exp: stale ratios (epochs, mini-batches) stay finite
+# > 0 (>= 1; verl uses 2.0): truncated importance sampling for the rollout/trainer mismatch: each token's
+# policy-gradient term is weighted by min(p_trainer_old / p_sampler, tis_cap) (grpo.tis_weight); 0 = off
+tis_cap = 0.0
 # long responses (DAPO; off in the paper presets)
 overlong_buffer = 0  # > 0: soft overlong punishment, a penalty rising linearly over the last this many tokens
 overlong_penalty = 1.0  # the penalty at max_response_len (added to the reward as -overlong_penalty)
@@ -135,7 +144,9 @@ wandb_run_name = ""  # "" = the out dir's name
 # system
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
-grad_checkpointing = False
+# recompute each block in backward: less activation memory, ~30% more compute. "auto": on only when memory_model
+# says the update would not fit the device without it (runtime.checkpointing_for; on CPU: the host's memory)
+grad_checkpointing = "auto"
 # "ddp": every GPU holds the policy, its gradients and AdamW moments (16 bytes a parameter, + the reference's 4 with
 # kl_coef); "fsdp": FSDP2 shards them over the GPUs; rollouts then decode from a full copy of the weights in the
 # training dtype (bf16 on GPU: 2 bytes a parameter), gathered once per step and freed before the update
@@ -165,7 +176,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise UserError(f"{name} must be an int >= 1, got {getattr(c, name)!r}")
     for name in ("rollout_batch_size", "max_refill_rounds", "loss_max_len", "lr_warmup_steps", "eval_interval",
-                 "logits_chunk", "kv_budget", "eval_limit", "log_interval", "ckpt_interval", "keep_last_n"):
+                 "logits_chunk", "kv_budget", "eval_limit", "micro_batch_tokens", "log_interval", "ckpt_interval",
+                 "keep_last_n"):
         if getattr(c, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(c, name)}")
     if c.prompts_per_step % world_size:
@@ -173,6 +185,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
                         "rank rolls out an equal share")
     if c.parallel not in PARALLEL:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
+    if c.grad_checkpointing not in (True, False, "auto"):
+        raise UserError(f"grad_checkpointing must be True, False or 'auto', got {c.grad_checkpointing!r}")
     if c.group_size < 2:
         raise UserError("group_size must be >= 2: advantages are relative to the group")
     if not c.temperature > 0:
@@ -184,6 +198,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
     if not (c.dual_clip == 0 or c.dual_clip > 1) or not c.max_log_ratio > 0:
         raise UserError(f"dual_clip must be 0 (off) or > 1 (verl: 3.0) and max_log_ratio > 0, got {c.dual_clip}, "
                         f"{c.max_log_ratio}")
+    if not (c.tis_cap == 0 or c.tis_cap >= 1):
+        raise UserError(f"tis_cap must be 0 (off) or >= 1 (verl: 2.0), got {c.tis_cap}")
     if c.overlong_buffer < 0 or c.overlong_penalty < 0:
         raise UserError(f"overlong_buffer and overlong_penalty must be >= 0, got {c.overlong_buffer}, {c.overlong_penalty}")
     if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
@@ -344,6 +360,21 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def micro_batches(ids: list[int], seq_len: Callable[[int], int], micro_batch: int, budget: int = 0) -> list[list]:
+    """Sequence ids sorted by length (shortest first) -> micro-batches: micro_batch at a time, or with a token
+    budget > 0 as many as fit it padded to their longest (the newest one, in this order); a sequence longer than the
+    budget goes alone. The losses are normalised by global counts, so any split gives the same gradient."""
+    if budget <= 0:
+        return chunks(ids, micro_batch)
+    out: list[list[int]] = []
+    for i in ids:
+        if out and (len(out[-1]) + 1) * seq_len(i) <= budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 # -----------------------------------------------------------------------------------------------------------------
 # the policy update over one step's rollouts
 
@@ -370,8 +401,10 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     is_active = set(active)
     seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731  positions run
     by_len = lambda ids: sorted(ids, key=seq_len)  # noqa: E731
-    # sums over this rank, all-reduced at the end: [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl]
-    acc = torch.zeros(9, dtype=torch.float64)
+    split = lambda ids: micro_batches(ids, seq_len, c.micro_batch, c.micro_batch_tokens)  # noqa: E731
+    # sums over this rank, all-reduced at the end:
+    # [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl, tis weight]
+    acc = torch.zeros(10, dtype=torch.float64)
     mis_max = torch.zeros(1, dtype=torch.float64)
     fwd_tokens = 0  # positions run through the model on this rank (recompute + update passes), for tokens/s
 
@@ -391,7 +424,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     ref: dict[int, torch.Tensor] = {}
     if n_updates > 1 or ref_model is not None:
         with torch.no_grad():
-            for micro in even_out(chunks(by_len(active), c.micro_batch), d, sharded):
+            for micro in even_out(split(by_len(active)), d, sharded):
                 if micro is None:
                     for m in (model if n_updates > 1 else None, ref_model):
                         if m is not None:
@@ -427,7 +460,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
             if n_active == 0:
                 continue  # every rank's sequences here have zero gradient: no step (Adam would still move)
             mine = by_len([i for i in members if i in is_active])
-            micros = even_out(chunks(mine, c.micro_batch), d, sharded)
+            micros = even_out(split(mine), d, sharded)
             for k, micro in enumerate(micros):
                 if sharded:
                     model.set_requires_gradient_sync(k == len(micros) - 1)  # reduce-scatter once, at the end
@@ -448,10 +481,13 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
                     old_t = per_token(rs, [old[i] for i in micro], mask)
                 adv = torch.tensor([r.advantage for r in rs], device=dev)
                 ref_t = per_token(rs, [ref[i] for i in micro], mask) if ref_model is not None else None
-                tl = grpo.token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent)
+                sampler_t = per_token(rs, [r.logprobs for r in rs], mask) if c.tis_cap > 0 else None
+                tl = grpo.token_loss(logp, old_t, adv, mask, c, ref_logp=ref_t, entropy=ent, sampler_logp=sampler_t)
                 hi, lo, ratio = tl.clipped_high, tl.clipped_low, tl.ratio
                 if tl.kl is not None:
                     acc[8] += tl.kl.detach()[mask].sum().item()
+                if tl.tis is not None:
+                    acc[9] += tl.tis[mask].sum().item()
                 loss = grpo.aggregate(tl.loss, mask, c.loss_agg, n_tokens=n_tokens, n_seqs=n_seqs,
                                       max_len=loss_max_len)
                 loss.backward()
@@ -486,6 +522,7 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
         "clip_frac": (acc[0] + acc[1]).item() / tok, "approx_kl": acc[3].item() / tok,
         "entropy": acc[4].item() / max(acc[5].item(), 1.0), "ref_kl": acc[8].item() / tok,
         "logprob_mismatch_mean": acc[6].item() / max(acc[7].item(), 1.0), "logprob_mismatch_max": mis_max.item(),
+        "tis_weight": acc[9].item() / tok if c.tis_cap > 0 else 1.0,
         "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
         "trained_seqs_per_rank": len(active), "forward_tokens": int(fwd_t.item()), "recompute_s": t_recompute,
         "update_s": t_update,
@@ -593,7 +630,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
     model, tok, state = model_lib.load_checkpoint(resume_from or c.init_from, dtype=torch.float32,
                                                   load_state=resume_from is not None)
     model.to(d.device)
-    model.gradient_checkpointing = c.grad_checkpointing
+    model.gradient_checkpointing = checkpointing_for("rl", model.config, c, d, log)  # "auto": by memory
     ref_model = None
     if c.kl_coef > 0:  # a frozen copy of the starting weights (of the original init_from, also when resuming)
         ref_model = model_lib.load_checkpoint(c.init_from, dtype=torch.float32)[0].to(d.device).eval()
@@ -633,7 +670,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                                      "resumed_from": resume_from, "prompts": len(examples)}}
     log(f"{n_params / 1e6:.2f}M params | {c.max_steps} steps x {c.prompts_per_step} prompts x {c.group_size} "
         f"responses | {d.world_size} rank(s) ({c.parallel}) on {d.device} | {c.init_from} -> {c.out_dir}")
-    log(memory_table("rl", model.config, c, d))
+    log(memory_table("rl", model.config, c, d, model.gradient_checkpointing))
 
     wandb_run = wandb_init(c, c.out_dir) if d.master else None  # None unless wandb_log=True
 
@@ -698,7 +735,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                 f"{rs['response_len']:5.1f} (max {rs['response_len_max']}, trunc {rs['truncated']:.0%}) | uniform "
                 f"{rs['uniform_groups']:.0%} | clip {us['clip_frac']:.3f} | kl old {us['approx_kl']:.1e} ref "
                 f"{us['ref_kl']:.1e} | ent "
-                f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} | "
+                f"{us['entropy']:.2f} | gnorm {us['grad_norm']:.3f} | mismatch {us['logprob_mismatch_mean']:.1e} (max "
+                f"{us['logprob_mismatch_max']:.1e}) | "
                 f"{t_rollout:.1f}+{us['recompute_s']:.1f}+{us['update_s']:.1f} s | {rec['gen_tok_s']:,.0f} gen tok/s")
         last = step == c.max_steps
         saved = last or (c.ckpt_interval and step % c.ckpt_interval == 0)

@@ -146,7 +146,8 @@ def progress_bar(master: bool, **kw) -> tqdm:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# MFU: achieved FLOPs over the device's peak. GPUs: datasheet bf16 dense peaks; elsewhere a matmul measured at start
+# MFU: achieved FLOPs over the device's peak. GPUs: datasheet bf16 dense peaks, and a matmul measured at start beside
+# them; elsewhere only the measured matmul
 
 PEAK_FLOPS_BF16 = [  # (substring of torch.cuda.get_device_name(), dense bf16 FLOP/s), most specific first
     ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H100", 989e12), ("H200", 989e12),
@@ -180,15 +181,22 @@ def measure_peak_flops(dev: torch.device, dtype: torch.dtype, seconds: float = 0
 
 
 @functools.lru_cache(maxsize=None)  # measured once per process, not once per stage
+def matmul_peak_flops(dev: torch.device, dtype: torch.dtype) -> float:
+    """What this device reaches in practice (measure_peak_flops): MFU against it next to the datasheet's says how
+    much of the gap is the kernels' and how much the card's (clocks, power)."""
+    return measure_peak_flops(dev, dtype)
+
+
+@functools.lru_cache(maxsize=None)
 def peak_flops(dev: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """-> (FLOP/s per device, where the number comes from)."""
+    """-> (FLOP/s per device, where the number comes from): the datasheet's bf16 peak on a known GPU, else the
+    measured matmul peak."""
     if dev.type == "cuda" and dtype == torch.bfloat16:
         name = torch.cuda.get_device_name(dev)
         for key, flops in PEAK_FLOPS_BF16:
             if key in name:
                 return flops, f"{name} bf16 datasheet"
-    flops = measure_peak_flops(dev, dtype)
-    return flops, f"measured {str(dtype).removeprefix('torch.')} matmul on {dev.type}"
+    return matmul_peak_flops(dev, dtype), f"measured {str(dtype).removeprefix('torch.')} matmul on {dev.type}"
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -520,12 +528,33 @@ def install_stop_handler(master: bool, script: str, argv: list[str]) -> SimpleNa
     return stop
 
 
-def memory_table(stage: str, cfg, c, d) -> str:
-    """memory_model's per-GPU plan of this run as one table ("midtrain" or "rl" knobs c); the stages log it on rank
-    0 at start. On a CPU run the capacity line is sized for an 80 GB GPU."""
+def device_memory(dev: torch.device) -> tuple[float, str]:
+    """-> (bytes, what they are): a GPU's total memory, or on CPU the host's physical memory (where a CPU run's
+    activations live)."""
+    if dev.type == "cuda":
+        return float(torch.cuda.get_device_properties(dev).total_memory), torch.cuda.get_device_name(dev)
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "host memory"
+
+
+def checkpointing_for(stage: str, cfg, c, d, log=None) -> bool:
+    """The grad_checkpointing knob resolved: True / False as given; "auto" by memory_model.auto_checkpointing
+    against this device's memory (a GPU's; on CPU the host's), its decision and numbers logged."""
+    if c.grad_checkpointing != "auto":
+        return bool(c.grad_checkpointing)
+    mem, name = device_memory(d.device)
+    on, line = memory_model.auto_checkpointing(stage, cfg, c, d.world_size, d.device.type, mem, name)
+    if log is not None:
+        log(line)
+    return on
+
+
+def memory_table(stage: str, cfg, c, d, checkpointing: bool | None = None) -> str:
+    """memory_model's per-GPU plan of this run as one table ("midtrain" or "rl" knobs c; checkpointing: the
+    resolved grad_checkpointing); the stages log it on rank 0 at start. On a CPU run the capacity line is sized
+    for an 80 GB GPU."""
     cuda = d.device.type == "cuda"
-    gpu = torch.cuda.get_device_properties(d.device).total_memory if cuda else 80 * memory_model.GB
-    plan = memory_model.plan_for_knobs(stage, cfg, c, d.world_size, d.device.type, gpu)
+    gpu = device_memory(d.device)[0] if cuda else 80 * memory_model.GB
+    plan = memory_model.plan_for_knobs(stage, cfg, c, d.world_size, d.device.type, gpu, checkpointing=checkpointing)
     n = memory_model.param_count(cfg)
     size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
     dtype = "bf16" if memory_model.uses_bf16(c.dtype, d.device.type) else "fp32"

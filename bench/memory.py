@@ -165,6 +165,10 @@ def compare(c) -> list[dict]:
     return rows
 
 
+def fmt_budget(tokens: int) -> str:
+    return "any" if tokens >= 1 << 23 else f"{tokens:,}"  # a whole mini-batch fits at once
+
+
 def preset_plan(path: str, world: int, gpu_gb: float, overrides=()) -> memory_model.Plan:
     """memory_model's plan of the run a config file describes (rl.py's knobs when its name starts with "rl", else
     midtrain.py's), on `world` GPUs of gpu_gb; the model from init_from (decay_init_from for a decay stage)."""
@@ -184,6 +188,14 @@ def preset_plan(path: str, world: int, gpu_gb: float, overrides=()) -> memory_mo
         cfg.vocab_size = midtrain.DEFAULTS["synth_vocab_size"]
     if cfg is None:
         raise UserError(f"{path}: cannot tell the model of {start!r} (no config.json there, no 1b / 3b in its name)")
+    if stage == "rl":  # where the presets' micro_batch_tokens comes from
+        print(f"largest micro_batch_tokens on a {gpu_gb:g} GB GPU: " + ", ".join(
+            f"{fmt_budget(memory_model.largest_micro_batch_tokens(cfg, k, world, gpu_gb * memory_model.GB, ck))} {what}"
+            for ck, what in ((False, "without checkpointing"), (True, "with it"))) +
+            f" (this run: {k.micro_batch_tokens:,})")
+    if k.grad_checkpointing == "auto":  # the decision the run makes at start on such a GPU
+        print(memory_model.auto_checkpointing(stage, cfg, k, world, "cuda", gpu_gb * memory_model.GB,
+                                              "the planned GPU")[1])
     plan = memory_model.plan_for_knobs(stage, cfg, k, world, "cuda", gpu_gb * memory_model.GB)
     print(memory_model.format_plan(plan, f"{os.path.basename(path)}: {stage}, "
                                          f"{memory_model.param_count(cfg) / 1e9:.2f}B params, {world} GPUs, "

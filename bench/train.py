@@ -10,7 +10,8 @@ matrices only), zero_grad. Both models train from the same weights on the same b
 Timing: warm-up steps, then `rounds` alternating rounds of `steps` steps per model (so drift in the machine's speed
 hits both alike); the best round counts. FLOPs per token come from model.flops_per_token (6 x matmul weights + the
 attention scores, PaLM's count), the peak from runtime.peak_flops (bf16 datasheet on known GPUs, else a matmul
-measured here).
+measured here); on a GPU with a datasheet entry a second MFU column is against the matmul peak measured here
+(runtime.matmul_peak_flops).
 """
 from __future__ import annotations
 
@@ -118,12 +119,16 @@ def main(argv=None):
           f"{str(train_dtype).removeprefix('torch.')} on {dev}, {torch.get_num_threads()} threads, "
           f"{flops_per_token / 1e6:.2f} MFLOP/token (fwd+bwd)")
     print(f"first loss: nanoOcto {first['nanoOcto']:.6f}  transformers {first['transformers']:.6f}")
-    print(f"peak: {peak / 1e9:.1f} GFLOP/s ({source})")
-    print(f"{'':>14} {'ms/step':>9} {'tok/s':>10} {'GFLOP/s':>9} {'MFU':>7}")
+    matmul = runtime.matmul_peak_flops(dev, train_dtype)  # the same number as peak without a datasheet entry
+    print(f"peak: {peak / 1e9:.1f} GFLOP/s ({source})" + (f"; measured matmul peak {matmul / 1e9:.1f} GFLOP/s"
+                                                          if matmul != peak else ""))
+    print(f"{'':>14} {'ms/step':>9} {'tok/s':>10} {'GFLOP/s':>9} {'MFU':>7}" + (f" {'matmul':>7}" if matmul != peak
+                                                                             else ""))
     for name in sides:
         tok_s = tokens / best[name]
         print(f"{name:>14} {best[name] * 1e3:9.1f} {tok_s:10,.0f} {tok_s * flops_per_token / 1e9:9.1f} "
-              f"{tok_s * flops_per_token / peak:7.1%}")
+              f"{tok_s * flops_per_token / peak:7.1%}" + (f" {tok_s * flops_per_token / matmul:7.1%}"
+                                                          if matmul != peak else ""))
     print(f"nanoOcto / transformers speed: {best['transformers'] / best['nanoOcto']:.2f}x")
     return best
 

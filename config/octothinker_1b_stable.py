@@ -33,7 +33,9 @@ beta2 = 0.95
 grad_clip = 1.0
 dtype = "bfloat16"  # autocast over fp32 master weights
 compile = True
-grad_checkpointing = True
+# "auto": memory_model decides at start; 80 GB cards: off (60.2 GB without it, 28.1 GB with, 68 GB usable),
+# 40-48 GB cards: on
+grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 1.24B parameters (8192-token sequences, micro_batch 1, gradient checkpointing;
 # memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 16 bytes a parameter 19.8 GB + 2.5 GB
 # of bf16 autocast weight copies + 4.4 GB activations + 1.5 GB logits chunk = 28.1 GB, fits 40 GB cards, and skips

@@ -36,7 +36,9 @@ beta2 = 0.95
 grad_clip = 1.0
 dtype = "bfloat16"  # autocast over fp32 master weights
 compile = True
-grad_checkpointing = True
+# "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (49.9 GB without it, 13.8 GB with, 68 GB
+# usable), 40-48 GB cards: on
+grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 3.21B parameters on 8 GPUs (8192-token sequences, micro_batch 1, gradient
 # checkpointing; memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 16 bytes a parameter
 # (fp32 weights, grads, AdamW moments) 51.4 GB + 6.4 GB of bf16 autocast weight copies + 4.2 GB activations + 1.9 GB

@@ -35,6 +35,11 @@ loss_agg = "token-mean"
 ppo_epochs = 1
 mini_batches = 1  # one on-policy step per rollout batch; raise to take several smaller steps per batch
 micro_batch = 2
+# the log-prob recompute and update take length-sorted sequences up to this many tokens (padding included) per
+# forward/backward, not micro_batch sequences: memory_model.largest_micro_batch_tokens for an 80 GB card, 8 GPUs,
+# fsdp, without gradient checkpointing (the update's peak 66.3 GB of the 68 usable; `python bench/memory.py
+# --plan=<this file>` prints it). Smaller cards: lower it, or grad_checkpointing=True with a larger one
+micro_batch_tokens = 27648
 lr = 1e-6
 lr_warmup_steps = 0  # constant
 weight_decay = 0.01  # verl's AdamW default
@@ -57,11 +62,13 @@ ckpt_interval = 20
 keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
-grad_checkpointing = True
-# Parallel, per-GPU memory of the 1.24B policy on 8 GPUs (memory_model, printed by `python bench/memory.py
-# --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW moments) + 2.5 GB bf16 weight copies + 4.6 GB
-# activations + 1.4 GB logits chunk = 28.3 GB in the update, 26.3 GB during rollouts (grads freed; the bf16 KV
-# cache of 32 rows x 8.6k slots is 9.0 GB), past the limit of 40-48 GB cards with allocator slack (on 80 GB cards
-# ddp is the faster choice); fsdp = 2.5 GB of shards + a 2.5 GB bf16 rollout copy with its 9.0 GB KV cache (freed
-# before the update) = 13.3 GB during rollouts, 9.3 GB during the update
+# "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
+# peak is 66.3 GB without it, 13.3 GB with it, 68 GB usable), 40-48 GB cards: on
+grad_checkpointing = "auto"
+# Parallel, per-GPU memory of the 1.24B policy on 8 GPUs at micro_batch=2 sequences with gradient checkpointing
+# (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW
+# moments) + 2.5 GB bf16 weight copies + 4.6 GB activations + 1.4 GB logits chunk = 28.3 GB in the update, 26.3 GB
+# during rollouts (grads freed; the bf16 KV cache of 32 rows x 8.6k slots is 9.0 GB), past the limit of 40-48 GB cards
+# with allocator slack (on 80 GB cards ddp is the faster choice); fsdp = 2.5 GB of shards + a 2.5 GB bf16 rollout copy
+# with its 9.0 GB KV cache (freed before the update) = 13.3 GB during rollouts, 9.3 GB during the update
 parallel = "fsdp"

@@ -35,6 +35,11 @@ loss_agg = "token-mean"
 ppo_epochs = 1
 mini_batches = 1  # one on-policy step per rollout batch; raise to take several smaller steps per batch
 micro_batch = 1
+# the log-prob recompute and update take length-sorted sequences up to this many tokens (padding included) per
+# forward/backward, not micro_batch sequences: memory_model.largest_micro_batch_tokens for an 80 GB card, 8 GPUs,
+# fsdp, without gradient checkpointing (the update's peak 65.0 GB of the 68 usable; `python bench/memory.py
+# --plan=<this file>` prints it). Smaller cards: lower it, or grad_checkpointing=True with a larger one
+micro_batch_tokens = 11264
 lr = 1e-6
 lr_warmup_steps = 0  # constant
 weight_decay = 0.01  # verl's AdamW default
@@ -57,11 +62,14 @@ ckpt_interval = 20
 keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
-grad_checkpointing = True
-# Parallel, per-GPU memory of the 3.21B policy on 8 GPUs (memory_model, printed by `python bench/memory.py
-# --plan=<this file>`): ddp = 51.4 GB (fp32 weights, grads, AdamW moments) + 6.4 GB bf16 weight copies + 4.5 GB
-# activations + 2.0 GB logits chunk = 64.3 GB in the update, 52.9 GB during rollouts (grads freed; the bf16 KV cache
-# of 8 rows x 8.6k slots is 7.9 GB): 80 GB cards only; fsdp = 6.4 GB of shards + a 6.4 GB bf16 rollout copy of the
-# weights with its 7.9 GB KV cache (both freed before the update) = 19.1 GB during rollouts, 14.0 GB during the
-# update: fits 40-48 GB cards. On 80 GB cards the rollout phase has room for 69 such rows (35 under ddp)
+# "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
+# peak is 65.0 GB without it, 19.1 GB with it, 68 GB usable), 40-48 GB cards: on
+grad_checkpointing = "auto"
+# Parallel, per-GPU memory of the 3.21B policy on 8 GPUs at micro_batch=1 sequence with gradient checkpointing
+# (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 51.4 GB (fp32 weights, grads, AdamW
+# moments) + 6.4 GB bf16 weight copies + 4.5 GB activations + 2.0 GB logits chunk = 64.3 GB in the update, 52.9 GB
+# during rollouts (grads freed; the bf16 KV cache of 8 rows x 8.6k slots is 7.9 GB): 80 GB cards only; fsdp = 6.4 GB of
+# shards + a 6.4 GB bf16 rollout copy of the weights with its 7.9 GB KV cache (both freed before the update) = 19.1 GB
+# during rollouts, 14.0 GB during the update: fits 40-48 GB cards. On 80 GB cards the rollout phase has room for 69 such
+# rows (35 under ddp)
 parallel = "fsdp"

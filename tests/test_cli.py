@@ -15,7 +15,8 @@ from conftest import ROOT
 HELP_KNOB = {"midtrain.py": ("lr", "float = 0.003"), "rl.py": ("max_response_len", "dict = {0: 192}  # tokens"),
              "sample.py": ("temperature", "float = 0.8  # 0 = greedy"), "eval_math.py": ("limit", "int = 0  # first"),
              "study.py": ("seeds", "list = [1337]  # one full study per seed"), "bench/train.py": ("seed", "int = "),
-             "plot.py": ("smooth", "int = 1  # trailing moving average")}
+             "plot.py": ("smooth", "int = 1  # trailing moving average"),
+             "bench/rl_update.py": ("micro_batch_tokens", "int = 4096  # padded / packed")}
 
 
 def load_script(rel):

@@ -84,3 +84,11 @@ def test_help_reads_comments_and_usage(tmp_path, capsys):
     assert "  # the run\n  steps: int = 10  # how many\n  lr:    float = 0.001\n  name:  str = 'x'\n" in out
     assert "far away" not in out and "tag:   any = None" in out and "MAX" not in out
     assert ns["steps"] == 10  # --help changes nothing
+
+
+def test_an_auto_default_also_takes_a_bool():
+    ns = {"grad_checkpointing": "auto", "device": "auto"}
+    assert configure(dict(ns), ["--grad_checkpointing=True"], verbose=False)["grad_checkpointing"] is True
+    assert configure(dict(ns), ["--grad_checkpointing=auto"], verbose=False)["grad_checkpointing"] == "auto"
+    with pytest.raises(UserError, match="grad_checkpointing"):
+        configure(dict(ns), ["--grad_checkpointing=3"], verbose=False)

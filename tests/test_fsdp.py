@@ -65,7 +65,7 @@ def descendants(pid: int) -> list[int]:
 
 def rows(out, kind: str) -> list[dict]:
     """metrics.jsonl records of one kind without the wall-clock fields."""
-    drop = {"tok_s", "mfu", "elapsed", "seconds"}
+    drop = {"tok_s", "mfu", "mfu_matmul", "elapsed", "seconds"}
     return [{k: v for k, v in r.items() if k not in drop}
             for r in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if r["kind"] == kind]
 
@@ -149,9 +149,13 @@ def test_midtrain_fsdp_matches_one_process_and_resumes_bit_exactly_after_kill(da
 
 # ---- rl.py ---------------------------------------------------------------------------------------------------------
 
+BUDGET = 10  # micro_batch_tokens of the token-budget runs: the ranks run 5 and 4 micro-batches (2 seqs: 3 and 3)
+
+
 def test_rl_fsdp_two_ranks(tmp_path):
     """One launch of 2 gloo workers: update_policy on 2 ranks == 1 process holding all the rollouts, with rl.py's
-    hand-written all-reduce (parallel=ddp) and on FSDP shards; rl.main with parallel=fsdp == parallel=ddp on 2 ranks
+    hand-written all-reduce (parallel=ddp) and on FSDP shards, with micro-batches of 2 sequences and of a token
+    budget (the ranks then run different numbers of them; FSDP pads with dummy passes); rl.main with parallel=fsdp == parallel=ddp on 2 ranks
     (same rollouts, the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint ==
     uninterrupted; a DDP run's step-2 checkpoint resumed under FSDP (with CPU offload, here a no-op but its code
     path) == the DDP run."""
@@ -169,7 +173,7 @@ def test_rl_fsdp_two_ranks(tmp_path):
     single = test_rl.one_update(0, 1, SimpleNamespace(ddp=False, rank=0, world_size=1))
     start = (torch.manual_seed(0), model_lib.Llama(model_lib.LlamaConfig.from_preset("test")).state_dict())[1]
     for r in range(2):
-        for mode in ("ddp", "fsdp"):
+        for mode in ("ddp", "fsdp", "ddp-tokens", "fsdp-tokens"):  # -tokens: micro_batch_tokens=BUDGET
             ranked = torch.load(tmp_path / f"{mode}{r}.pt")
             for agg in single:
                 assert max_diff(single[agg], start) > 1e-3, "the update must move the weights"
@@ -224,6 +228,7 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
     with runtime.distributed("cpu"):
         d = SimpleNamespace(ddp=True, rank=rank, world_size=2)
         torch.save(test_rl.one_update(rank, 2, d), os.path.join(root, f"ddp{rank}.pt"))
+        torch.save(test_rl.one_update(rank, 2, d, BUDGET), os.path.join(root, f"ddp-tokens{rank}.pt"))
         build = test_rl.Llama
 
         def sharded_llama(cfg):
@@ -234,11 +239,12 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
 
         test_rl.Llama = sharded_llama
         try:
-            res = test_rl.one_update(rank, 2, d)
-            res = {agg: {k: v.full_tensor() for k, v in sd.items()} for agg, sd in res.items()}
+            for name, budget in (("fsdp", 0), ("fsdp-tokens", BUDGET)):
+                res = test_rl.one_update(rank, 2, d, budget)
+                res = {agg: {k: v.full_tensor() for k, v in sd.items()} for agg, sd in res.items()}
+                torch.save(res, os.path.join(root, f"{name}{rank}.pt"))
         finally:
             test_rl.Llama = build
-        torch.save(res, os.path.join(root, f"fsdp{rank}.pt"))
     assert not dist.is_initialized()
     # 2. rl.main end to end (each call sets up and tears down its own process group)
     tiny = SimpleNamespace(base=os.path.join(root, "base"), prompts=os.path.join(root, "prompts.jsonl"))

@@ -196,9 +196,59 @@ def test_log_ratio_clamp_keeps_a_runaway_ratio_finite():
     assert torch.isfinite(loss).all() and torch.isfinite(logp.grad).all()
 
 
+def test_tis_weight_by_hand():
+    """Truncated importance sampling: w = min(exp(old - sampler), cap), detached, multiplies the clipped surrogate
+    and not the KL. Tokens: the trainer above the sampler by log 1.5 (w 1.5), by log 3 (capped at 2), below by
+    log 2 (w 0.5); a padding position with a wild sampler value stays out."""
+    old = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
+    sampler = torch.tensor([[-math.log(1.5), -math.log(3.0), math.log(2.0), -50.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    w = grpo.tis_weight(old, sampler, mask, cap=2.0)
+    assert torch.allclose(w, torch.tensor([[1.5, 2.0, 0.5, 1.0]]))
+    logp = torch.tensor([[0.0, 0.1, -0.1, 0.0]], requires_grad=True)
+    ref = torch.tensor([[-0.5, -0.5, -0.5, -0.5]])
+    adv = torch.tensor([1.0])
+    c = knobs(kl_coef=0.3, tis_cap=2.0)
+    out = grpo.token_loss(logp, old, adv, mask, c, ref_logp=ref, sampler_logp=sampler)
+    pg, _, _, _ = grpo.policy_loss(logp, old, adv, mask)
+    kl = torch.where(mask, grpo.kl_k3(logp, ref), 0.0)
+    assert torch.allclose(out.loss, pg * w + 0.3 * kl)
+    out.loss.sum().backward()  # the weight is a constant: d/dlogp = w * d(pg) + 0.3 * d(kl)
+    g_tis = logp.grad.clone()
+    logp.grad = None
+    (pg * w.detach() + 0.3 * kl).sum().backward()
+    assert torch.allclose(g_tis, logp.grad)
+    # off (tis_cap 0), or no sampler log-probs: the plain loss
+    plain = grpo.token_loss(logp, old, adv, mask, knobs(kl_coef=0.3), ref_logp=ref, sampler_logp=sampler)
+    assert plain.tis is None and torch.allclose(plain.loss, pg + 0.3 * kl)
+
+
+def test_tis_is_a_no_op_when_sampler_and_trainer_agree(nets):
+    """Rollouts whose sampler log-probs are the trainer's own: weight 1, the same loss and the same weights after
+    the step as without TIS; with log-probs that disagree the loss moves."""
+    policy, ref = nets
+    rs = make_rollouts(policy.config.vocab_size, [5, 3, 6, 2], [1.0, -1.0, 0.5, -0.5])
+    idx, targets = rl.pack(rs, "cpu")
+    with torch.no_grad():
+        logp, _, mask = rl.response_logprobs(policy, idx, targets, 1.0)
+    for r, lp in zip(rs, logp[mask].split([len(r.tokens) for r in rs])):
+        r.logprobs = lp.clone()
+    a, b = fresh(policy), fresh(policy)
+    off = sgd_update(a, ref, rs, kl_coef=0.1)
+    on = sgd_update(b, ref, rs, kl_coef=0.1, tis_cap=2.0)
+    assert on["tis_weight"] == pytest.approx(1.0, abs=1e-6) and on["loss"] == pytest.approx(off["loss"], rel=1e-6)
+    assert all(torch.allclose(x, y, atol=1e-7) for x, y in zip(a.parameters(), b.parameters()))
+    for r in rs:
+        r.logprobs = r.logprobs - 0.2  # the sampler 0.2 nats below the trainer: weight e^0.2 on every token
+    moved = sgd_update(fresh(policy), None, rs, tis_cap=2.0)
+    assert moved["tis_weight"] == pytest.approx(math.exp(0.2), rel=1e-5)
+    assert moved["loss"] == pytest.approx(math.exp(0.2) * sgd_update(fresh(policy), None, rs)["loss"], rel=1e-5)
+
+
 def test_new_knob_errors():
     for bad, msg in [({"dual_clip": 0.5}, "dual_clip"), ({"max_log_ratio": 0.0}, "max_log_ratio"),
-                     ({"overlong_buffer": -1}, "overlong_buffer")]:
+                     ({"overlong_buffer": -1}, "overlong_buffer"), ({"tis_cap": 0.5}, "tis_cap"),
+                     ({"grad_checkpointing": "yes"}, "grad_checkpointing")]:
         with pytest.raises(ValueError, match=msg):
             rl.check_config(knobs(**bad, out_dir="/nonexistent/rl"), world_size=1)
 

@@ -98,3 +98,60 @@ def test_bench_rl_case_eos_schedule():
     bench_sample.eos_schedule(logits, t, eos=1, typical=16, zone=3.0)
     p_eos = logits.softmax(-1)[:, 1]
     assert torch.allclose(p_eos, torch.tensor([1 / 16, 1 / 16, 0.0, 0.0]), atol=1e-6)
+
+
+def test_auto_checkpointing_decides_by_the_plan_without_it():
+    """grad_checkpointing="auto": on exactly when the no-checkpointing plan's peak exceeds FIT_FRACTION of the
+    device; the 1B RL preset's knobs (8 GPUs, fsdp, 2 + 8K tokens) fit an 80 GB card without it, not a 40 GB one."""
+    import rl
+    cfg = model_lib.LlamaConfig.from_preset("llama3.2-1b")
+    c = SimpleNamespace(**{**rl.DEFAULTS, "dtype": "bfloat16", "parallel": "fsdp", "micro_batch": 2, "group_size": 16,
+                           "prompts_per_step": 64, "max_response_len": 8192, "max_prompt_len": 400,
+                           "rollout_batch_size": 32, "kl_coef": 0.0, "grad_checkpointing": "auto"})
+    kw = dict(micro_batch=2, prompt_len=400, response_len=8192, rollout_rows=32, bf16=True, logits_chunk=256,
+              parallel="fsdp", world_size=8)
+    need = memory_model.rl_plan(cfg, checkpointing=False, **kw).peak()  # the same plan, built by hand
+    with_ = memory_model.rl_plan(cfg, checkpointing=True, **kw).peak()
+    assert with_ < need
+    for gb, want in ((80, False), (40, True), (need / memory_model.FIT_FRACTION / 1e9 * 1.001, False),
+                     (need / memory_model.FIT_FRACTION / 1e9 * 0.999, True)):
+        on, line = memory_model.auto_checkpointing("rl", cfg, c, 8, "cuda", gb * memory_model.GB, "GPU x")
+        assert on == want, (gb, line)
+        assert f"{need / 1e9:.2f} GB without" in line and f"{with_ / 1e9:.2f} GB with" in line and "GPU x" in line
+        # the plan printed at start is the decided one
+        plan = memory_model.plan_for_knobs("rl", cfg, c, 8, "cuda", gb * memory_model.GB)
+        assert plan.peak() == pytest.approx(with_ if want else need)
+
+
+def test_checkpointing_for_passes_a_decision_and_decides_auto_against_host_memory():
+    cfg = model_lib.LlamaConfig.from_preset("nano")
+    c = SimpleNamespace(**{k: v for k, v in __import__("rl").DEFAULTS.items()})
+    d = SimpleNamespace(device=torch.device("cpu"), world_size=1)
+    lines = []
+    for given in (True, False):
+        assert runtime.checkpointing_for("rl", cfg, SimpleNamespace(**{**vars(c), "grad_checkpointing": given}), d,
+                                         lines.append) is given
+    assert not lines  # a given decision prints nothing
+    assert c.grad_checkpointing == "auto"  # the stages' default
+    assert runtime.checkpointing_for("rl", cfg, c, d, lines.append) is False  # a ~1M model fits any host
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert lines[0].startswith("grad_checkpointing auto -> off") and f"{host / 1e9:.1f} GB of host memory" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["rl_octothinker_1b.py", "rl_octothinker_3b.py"])
+def test_rl_presets_budget_is_the_largest_that_fits_80gb_without_checkpointing(name):
+    """The presets' micro_batch_tokens: memory_model's largest for an 80 GB card (8 GPUs) without checkpointing, so
+    grad_checkpointing="auto" stays off there; one more 1K tokens would not fit."""
+    import copy
+
+    import rl
+    from configurator import configure
+    ns = {**copy.deepcopy(rl.DEFAULTS), "max_response_len": None}
+    c = SimpleNamespace(**configure(ns, [os.path.join(ROOT, "config", name)], verbose=False))
+    cfg = memory_model.model_config_for(c.init_from)
+    gpu = 80 * memory_model.GB
+    assert c.micro_batch_tokens == memory_model.largest_micro_batch_tokens(cfg, c, 8, gpu)
+    assert memory_model.auto_checkpointing("rl", cfg, c, 8, "cuda", gpu)[0] is False
+    more = SimpleNamespace(**{**vars(c), "micro_batch_tokens": c.micro_batch_tokens + 1024})
+    assert memory_model.auto_checkpointing("rl", cfg, more, 8, "cuda", gpu)[0] is True
+    assert c.micro_batch_tokens >= c.max_prompt_len + max(c.max_response_len.values())  # a whole longest sequence

@@ -277,6 +277,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
     assert state["step"] == 3 and all(torch.isfinite(p).all() for p in m.parameters())
 
 
+def test_mfu_against_the_datasheet_and_the_measured_matmul_peak(data, tmp_path, monkeypatch, capsys):
+    """On a GPU with a datasheet peak, MFU is printed and logged against it and against a matmul measured at start
+    (runtime.matmul_peak_flops). A datasheet 4x the measured peak stands in for the GPU here."""
+    matmul = midtrain.matmul_peak_flops(torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(midtrain, "peak_flops", lambda dev, dtype: (4 * matmul, "a datasheet"))
+    out = tmp_path / "mfu"
+    midtrain.main(args(data, out, "--log_interval=1", steps=3))
+    printed = capsys.readouterr().out
+    assert "matmul peak:" in printed and "(25% of the datasheet's" in printed and "of the matmul peak)" in printed
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert len(train) == 3 and all(r["mfu_matmul"] == pytest.approx(4 * r["mfu"], abs=3e-4) for r in train)
+
+
 # ---- checkpoint format ---------------------------------------------------------------------------------------------
 
 def test_checkpoint_loads_with_model_and_transformers(data, tmp_path):

@@ -219,9 +219,10 @@ def fixed_rollouts(vocab: int) -> list:
     return out
 
 
-def one_update(rank: int, world: int, d) -> dict:
+def one_update(rank: int, world: int, d, budget: int = 0) -> dict:
     """Each config: fresh model, SGD, ppo_epochs=2 (so the old log-probs are recomputed and ratios move);
-    this rank's half of the rollouts. -> {config: state_dict after the update}."""
+    this rank's half of the rollouts; micro-batches of 2 sequences, or of up to `budget` tokens (micro_batch_tokens).
+    -> {config: state_dict after the update}."""
     results = {}
     for agg, kl, ent in CONFIGS:
         torch.manual_seed(0)
@@ -234,13 +235,42 @@ def one_update(rank: int, world: int, d) -> dict:
         # noise in near-zero gradients (summed in another order over ranks) into lr-sized differences
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
         c = SimpleNamespace(**{**rl.DEFAULTS, "loss_agg": agg, "kl_coef": kl, "entropy_coef": ent, "ppo_epochs": 2,
-                               "mini_batches": 1, "micro_batch": 2, "clip_low": 0.05, "clip_high": 0.05})
+                               "mini_batches": 1, "micro_batch": 2, "clip_low": 0.05, "clip_high": 0.05,
+                               "micro_batch_tokens": budget})
         rs = fixed_rollouts(net.config.vocab_size)
         share = rs[rank * len(rs) // world:(rank + 1) * len(rs) // world]
         stats = rl.update_policy(net, opt, share, c, d, ref_model=ref, loss_max_len=8, seed=rank)
         assert stats["optimizer_steps"] == 2
         results[agg] = {k: v.clone() for k, v in net.state_dict().items()}
     return results
+
+
+def test_token_budget_micro_batches():
+    """Length-sorted ids fill a micro-batch while count x the newest (longest) length fits the budget; a sequence
+    longer than the budget goes alone; budget 0 = micro_batch sequences at a time."""
+    lens = {0: 3, 1: 3, 2: 4, 3: 5, 4: 9, 5: 20}
+    ids = sorted(lens, key=lens.get)
+    assert rl.micro_batches(ids, lens.get, 2, 12) == [[0, 1, 2], [3], [4], [5]]  # 3 x 4 = 12 fits, 4 x 5 does not
+    assert rl.micro_batches(ids, lens.get, 2, 18) == [[0, 1, 2], [3, 4], [5]]
+    assert rl.micro_batches(ids, lens.get, 4) == [[0, 1, 2, 3], [4, 5]]
+    for budget in (1, 7, 10, 30, 100):
+        mbs = rl.micro_batches(ids, lens.get, 2, budget)
+        assert sum(mbs, []) == ids
+        assert all(len(m) == 1 or len(m) * max(map(lens.get, m)) <= budget for m in mbs)
+
+
+def test_token_budget_update_equals_fixed_micro_batches():
+    """The same update (every config: the three aggregations, KL, entropy, recomputed old log-probs) whether a step
+    is cut into micro-batches of 2 sequences or of up to 10 / 24 tokens (other counts and shapes); the 2-rank and
+    FSDP runs of the same are in tests/test_fsdp.py."""
+    solo = SimpleNamespace(ddp=False, rank=0, world_size=1)
+    fixed = one_update(0, 1, solo)
+    lens = sorted(len(r.prompt_tokens) + len(r.tokens) - 1 for r in fixed_rollouts(256))
+    for budget in (10, 24):
+        assert len(rl.micro_batches(lens, int, 2, budget)) != len(rl.micro_batches(lens, int, 2))
+        got = one_update(0, 1, solo, budget)
+        for agg in fixed:
+            assert all(torch.allclose(fixed[agg][k], got[agg][k], atol=1e-6) for k in fixed[agg]), (budget, agg)
 
 
 def free_port() -> int:
