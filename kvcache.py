@@ -106,7 +106,7 @@ class PagedKVCache:
         self._gather_buf = [torch.empty(0, dtype=dtype, device=device) for _ in range(2)]  # k, v; reused
         self.table = torch.zeros(0, 1, dtype=torch.long, device=device)
         self.lens = torch.zeros(0, dtype=torch.long, device=device)
-        self._slots = None
+        self._slots = self._ctx = None
 
     @classmethod
     def for_model(cls, model, num_blocks: int, block_size: int, dtype=None):
@@ -144,7 +144,7 @@ class PagedKVCache:
         rows = [t[:width] + [0] * (width - len(t)) for t in tables]  # one host -> device copy per call
         self.table = torch.tensor(rows, dtype=torch.long).to(self.device)
         self.lens = torch.tensor(lens, dtype=torch.long).to(self.device)
-        self._slots = None
+        self._slots = self._ctx = None
 
     def positions(self, T: int) -> torch.Tensor:
         """Rotary positions [B, T] of the next T tokens: no padding, a row's position is its token index."""
@@ -157,6 +157,13 @@ class PagedKVCache:
             blk = self.table.gather(1, pos // self.block_size)  # [B, T]
             self._slots = blk * self.block_size + pos % self.block_size
         return self._slots
+
+    def context_lens(self, T: int) -> torch.Tensor:
+        """[B] keys each row attends to after writing its next T tokens; computed once per model call (every
+        layer's attention reads it)."""
+        if self._ctx is None or self._ctx[0] != T:
+            self._ctx = (T, self.lens + T)
+        return self._ctx[1]
 
     def update(self, layer: int, k, v):
         """k, v [B, Hkv, T, D] -> every row's keys/values so far, gathered [B, Hkv, width * block_size, D]."""
@@ -190,4 +197,4 @@ class PagedKVCache:
 
     def advance(self, T: int):
         self.lens = self.lens + T
-        self._slots = None
+        self._slots = self._ctx = None
