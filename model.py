@@ -406,11 +406,12 @@ class Llama(nn.Module):
             nn.init.normal_(self.lm_head.weight, 0.0, 0.02)
         nn.init.ones_(self.norm.weight)
 
-    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool = False, *,
+    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool | torch.Tensor = False, *,
                 chunk_size: int = 0, logprobs: bool = False, temperature: float = 1.0, vocab_size: int | None = None,
                 need_entropy: bool = False, entropy_grad: bool = False):
         """idx [B, T] -> logits [B, T, V] (or (logits, loss) with targets). last_only: logits of the last position
-        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul).
+        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul); a
+        LongTensor [B] instead names each row's last position (right-padded rows of a batched prefill).
         chunk_size > 0 with targets: the loss goes through the vocabulary chunk_size tokens at a time and
         (None, loss) is returned; no [B, T, V] logits exist, in forward or backward.
         logprobs=True (needs targets) -> (logp [B, T], entropy [B, T] or None) in fp32, 0 where targets == -100, under
@@ -418,7 +419,7 @@ class Llama(nn.Module):
         with entropy_grad; chunked by chunk_size (0: all logits at once). Computed here, in forward, because DDP's
         gradient hooks and FSDP's unsharding of lm_head.weight only run through the wrapper's __call__."""
         B, T = idx.shape
-        if last_only and targets is not None:
+        if last_only is not False and targets is not None:
             raise ValueError("last_only=True computes the last position's logits only; the loss needs all of them")
         if logprobs and targets is None:
             raise ValueError("logprobs=True gives the log-probs of `targets`: pass targets [B, T] (-100 = skip)")
@@ -437,7 +438,9 @@ class Llama(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
                 x = block(x, cos, sin, cache)
-        if last_only:
+        if isinstance(last_only, torch.Tensor):
+            x = x[torch.arange(B, device=x.device), last_only][:, None]  # [B, 1, dim]
+        elif last_only:
             x = x[:, -1:]  # [B, 1, dim]
         h = self.norm(x)  # [B, T, dim]
         if logprobs:

@@ -136,7 +136,7 @@ def use_kernel_sampler(device, temperature: float, top_k: int, top_p: float, voc
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# the two model calls: one sequence's prefill and one decode step for the batch (small, separate, compilable)
+# the model calls: prefill (one sequence, or several padded into one forward) and one decode step for the batch
 
 
 def prefill(model, ids: list[int], cache: PagedKVCache, blocks: list[int], start: int = 0,
@@ -150,6 +150,41 @@ def prefill(model, ids: list[int], cache: PagedKVCache, blocks: list[int], start
         cache.set_batch([blocks], [a], cdiv(a + len(piece), cache.block_size))
         logits = model(torch.tensor([piece], device=device), cache=cache, last_only=True)  # [1, 1, V]
     return logits[0, -1].float()
+
+
+def prefill_batch(model, seqs: list[tuple[list[int], list[int]]], cache: PagedKVCache,
+                  max_tokens: int = 2**14) -> tuple[list[torch.Tensor], int]:
+    """Prefill sequences (ids, blocks), nothing of them cached yet, several per forward: rows right-padded to the
+    longest of their forward (padding is neither written nor attended: PagedKVCache.set_batch's `new`), as many
+    rows as keep rows * length <= max_tokens; a longer sequence goes alone, in pieces (prefill). -> each one's
+    last-position logits [V] fp32, in order (what one prefill per sequence gives), and the forwards it took."""
+    out: list = [None] * len(seqs)
+    group: list[int] = []
+    forwards = [0]
+
+    def run_group():
+        lens = [len(seqs[g][0]) for g in group]
+        T = max(lens)
+        idx = torch.tensor([seqs[g][0] + [0] * (T - n) for g, n in zip(group, lens)], device=cache.device)  # [B, T]
+        cache.set_batch([seqs[g][1] for g in group], [0] * len(group), cdiv(T, cache.block_size), new=lens)
+        last = torch.tensor(lens, device=cache.device) - 1  # [B]: each row's last real position
+        logits = model(idx, cache=cache, last_only=last)  # [B, 1, V]
+        for r, g in enumerate(group):
+            out[g] = logits[r, -1].float()
+        group.clear()
+        forwards[0] += 1
+
+    for k, (ids, blocks) in enumerate(seqs):
+        if len(ids) > max_tokens:
+            out[k] = prefill(model, ids, cache, blocks, max_tokens=max_tokens)
+            forwards[0] += cdiv(len(ids), max_tokens)
+            continue
+        if group and max(len(ids), *(len(seqs[g][0]) for g in group)) * (len(group) + 1) > max_tokens:
+            run_group()
+        group.append(k)
+    if group:
+        run_group()
+    return out, forwards[0]
 
 
 def decode_one_token(model, tokens: torch.Tensor, cache: PagedKVCache) -> torch.Tensor:
@@ -277,7 +312,8 @@ class Engine:
         self.waiting: deque = deque((i, list(range(n))) for i in range(len(prompts)))
         self.running: list[Seq] = []
         self.admitted = 0
-        self.prefills = 0  # prefill calls (one per prompt group admitted, one per resumed sequence)
+        self.prefills = 0  # sequences prefilled (one per prompt group admitted, one per resumed sequence)
+        self.prefill_forwards = 0  # model calls they took (several sequences share one: prefill_batch)
         self.preemptions = 0
 
     def _fits(self, need: int, length: int, adding: int) -> bool:
@@ -295,8 +331,9 @@ class Engine:
         return self.pool.n_free >= k
 
     def admit(self) -> list[tuple[Seq, torch.Tensor]]:
-        """Start waiting sequences while batch slots and blocks are free; -> (sequence, next-token logits [V])."""
-        fresh, bs = [], self.cache.block_size
+        """Start waiting sequences while batch slots and blocks are free, prefilled together (prefill_batch);
+        -> (sequence, next-token logits [V])."""
+        todo, forks, bs = [], [], self.cache.block_size  # todo: (ids, blocks, the sequences they start)
         while self.waiting and len(self.running) < self.cap:
             item = self.waiting[0]
             if isinstance(item, Seq):  # resume: re-prefill prompt + generated tokens into fresh blocks
@@ -305,46 +342,50 @@ class Engine:
                     break
                 self.waiting.popleft()
                 item.blocks = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
-                logits = prefill(self.model, ids, self.cache, item.blocks)
-                self.prefills += 1
                 item.cached, item.order = len(ids), self._next_order()
                 self.running.append(item)
-                fresh.append((item, logits))
+                todo.append((ids, item.blocks, [item]))
                 continue
-            started = self._admit_group(*item)
+            started = self._admit_group(*item, forks)
             if not started:
                 break
-            fresh += started
-        return fresh
+            todo.append(started)
+        if not todo:
+            return []
+        logits, forwards = prefill_batch(self.model, [(ids, blocks) for ids, blocks, _ in todo], self.cache)
+        self.prefills += len(todo)
+        self.prefill_forwards += forwards
+        for src, dst in forks:  # after the prefill wrote the shared partial block
+            self.cache.copy_block(src, dst)
+        return [(s, lg) for (_, _, seqs), lg in zip(todo, logits) for s in seqs]
 
     def _next_order(self) -> int:
         self.admitted += 1
         return self.admitted
 
-    def _admit_group(self, i: int, js: list[int]) -> list[tuple[Seq, torch.Tensor]]:
-        """Up to the free slots of prompt i's waiting samples: one prefill, full prompt blocks shared by all of
-        them, the last partial block copied per sample (they write their own tokens into it)."""
+    def _admit_group(self, i: int, js: list[int], forks: list):
+        """Up to the free slots of prompt i's waiting samples: one prefill (the caller's), full prompt blocks
+        shared by all of them, the last partial block copied per sample (they write their own tokens into it:
+        (source, copy) pairs go to forks, copied once the prefill is done); -> (ids, blocks, sequences) or None."""
         bs, ids = self.cache.block_size, self.prompts[i]
         k = min(len(js), self.cap - len(self.running))
         n_full, part = divmod(len(ids), bs)
         if not self._fits(n_full + (k if part else 0), len(ids), k):
-            return []
+            return None
         first = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
-        logits = prefill(self.model, ids, self.cache, first)
-        self.prefills += 1
         seqs = []
         for m, j in enumerate(js[:k]):
             blocks = first if m == 0 else [self.pool.share(b) for b in first[:n_full]]
             if m > 0 and part:
                 blocks.append(self.pool.allocate())
-                self.cache.copy_block(first[-1], blocks[-1])
+                forks.append((first[-1], blocks[-1]))
             seqs.append(Seq(i, j, ids, self._next_order(), blocks=list(blocks), cached=len(ids)))
         if k < len(js):
             self.waiting[0] = (i, js[k:])
         else:
             self.waiting.popleft()
         self.running += seqs
-        return [(s, logits) for s in seqs]
+        return ids, first, seqs
 
     def preempt(self, s: Seq):
         """Free a sequence's blocks and queue it to resume first (its tokens so far are kept)."""
@@ -542,7 +583,7 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
                 kv_blocks=kv_blocks, block_size=block_size, on_token=on_token, on_finish=on_finish)
         k0 = eng.cache.k[0]
         last_stats.clear()
-        last_stats.update(prefills=eng.prefills, preemptions=eng.preemptions, pool_blocks=eng.pool.num_blocks,
+        last_stats.update(prefills=eng.prefills, prefill_forwards=eng.prefill_forwards, preemptions=eng.preemptions, pool_blocks=eng.pool.num_blocks,
                           peak_blocks=eng.pool.peak_used,
                           block_bytes=2 * len(eng.cache.k) * k0[0].numel() * k0.element_size())
     finally:
