@@ -474,11 +474,12 @@ class Llama(nn.Module):
         go through too (with weight 0): no data-dependent shapes, so torch.compile keeps one graph."""
         return chunked_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), chunk_size)
 
-    def decode_layers(self, x, cos, sin, cache: KVCache):
+    def decode_layers(self, x, cos, sin, cache: KVCache, weights=None):
         """The blocks and the final norm for one token per row, all through the kernels (no autograd): every
-        RMSNorm is one kernel fused with the residual add before it. x [B, 1, dim] -> normed [B, 1, dim]."""
+        RMSNorm is one kernel fused with the residual add before it. x [B, 1, dim] -> normed [B, 1, dim].
+        weights: decode_weights(), when the caller holds them (a traced or captured step reads no version)."""
         import octo_kernels
-        delta, (blocks, lm_head) = None, self.decode_weights()
+        delta, (blocks, lm_head) = None, weights or self.decode_weights()
         for block, w in zip(self.layers, blocks):
             x, delta = block.decode_step(x, delta, cos, sin, cache, w)
         return octo_kernels.rms_norm(delta, self.norm.weight, self.norm.eps, residual=x,

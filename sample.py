@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 import model as model_lib
 from configurator import UserError, UserFileError, run_cli
+from decode_step import DecodeStep
 from kvcache import PagedKVCache, blocks_for_budget, cdiv
 from lm_head import autocast_dtype
 
@@ -421,6 +422,13 @@ class Engine:
             s.cached += 1
         return logits
 
+    def decode_static(self, step, rows: list[Seq], state) -> tuple[torch.Tensor, torch.Tensor]:
+        """One static decode step for rows (decode_step.py) -> (tokens [len(rows)], log-probs) on the device."""
+        out = step([s.out[-1] for s in rows], [s.cached for s in rows], [s.blocks for s in rows], state)
+        for s in rows:
+            s.cached += 1
+        return out
+
     def finish(self, s: Seq):
         self.pool.release(s.blocks)
         s.blocks = []
@@ -451,25 +459,51 @@ def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_b
     return blocks, blocks
 
 
-def draw(logits, rows: list[Seq], n: int, *, temperature, top_k, top_p, u_all, seeds_of, kernel_sampler):
-    """The next token of every row, each from its own seeded stream at its own step len(out)."""
+def row_state(rows: list[Seq], n: int, *, temperature, u_all, seeds_of, kernel_sampler) -> torch.Tensor | None:
+    """Each row's sampler state at its own step len(out), on the host [len(rows)]: the kernel sampler's key (the
+    sample's seed with the step folded in: the kernel's counter offset is shared by the batch, int64) or the torch
+    sampler's uniform (fp32); None when greedy."""
+    if temperature == 0:
+        return None
+    if kernel_sampler:
+        return torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows], dtype=torch.long)
+    return u_all[[s.i * n + s.j for s in rows], [len(s.out) for s in rows]]
+
+
+def make_sampler(temperature: float, top_k: int, top_p: float, kernel_sampler: bool):
+    """(logits [B, V] fp32, per-row state [B] on the device or None) -> (tokens [B], log-probs [B]): no host
+    sync, so the static decode step (decode_step.py) draws inside its graph."""
     if kernel_sampler:
         import octo_kernels  # here only: CPU runs stay free of the triton import
-        seeds = 0
-        if temperature > 0:  # the kernel's counter offset is shared by the batch: fold each row's step into its key
-            seeds = torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows],
-                                 dtype=torch.long, device=logits.device)
-        return octo_kernels.sample_logits(logits, temperature, seeds, 0)
-    u = None
-    if temperature > 0:
-        at = torch.tensor([[s.i * n + s.j, len(s.out)] for s in rows])  # [B, 2]: (row of u_all, step)
-        u = u_all[at[:, 0], at[:, 1]].to(logits.device)
-    return sample_logits(logits, temperature, top_k, top_p, u)
+        return lambda logits, state: octo_kernels.sample_logits(logits, temperature,
+                                                                 0 if state is None else state, 0)
+    return lambda logits, state: sample_logits(logits, temperature, top_k, top_p, state)
+
+
+def next_tokens(eng, step, fresh: list, rows: list[Seq], sampler, state_of, vocab_mask):
+    """The next token and log-prob [len(fresh) + len(rows)] on the device: the fresh rows' from their prefill
+    logits, then the decoding rows' from one decode step (the static one when `step` is set: it draws inside)."""
+    seqs = [s for s, _ in fresh]
+    parts = [torch.stack([lg for _, lg in fresh])] if fresh else []
+    if rows and step is None:
+        parts.append(eng.decode(rows))
+        seqs += rows
+    out = []
+    if parts:
+        logits = torch.cat(parts)  # [len(seqs), V]
+        if vocab_mask is not None:
+            logits = logits.masked_fill(vocab_mask, float("-inf"))
+        state = state_of(seqs)
+        out.append(sampler(logits, None if state is None else state.to(logits.device)))
+    if rows and step is not None:
+        out.append(eng.decode_static(step, rows, state_of(rows)))
+    return torch.cat([t for t, _ in out]), torch.cat([lp for _, lp in out])
 
 
 def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_tokens: int, temperature: float,
                top_k: int, top_p: float, stop: tuple[str, ...], seed: int, batch_size: int | None, kv_budget,
-               kv_blocks: int | None, block_size: int, on_token=None, on_finish=None) -> tuple[dict, Engine]:
+               kv_blocks: int | None, block_size: int, static_step: bool, cuda_graphs: bool, on_token=None,
+               on_finish=None) -> tuple[dict, Engine]:
     """Generate every (prompt i, sample j); -> ({(i, j): (tokens, logprobs [len] fp32, finish_reason)}, engine)."""
     device = model.embed_tokens.weight.device
     M, stop_ids, V_tok = max_new_tokens, tokenizer.stop_ids, tokenizer.vocab_size
@@ -477,8 +511,8 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
     cap = min(batch_size or R, R)
     longest = max(len(p) for p in prompts) + M
     blocks, max_blocks = pool_blocks(model, cap, longest, block_size, kv_budget, kv_blocks)
-    cache = PagedKVCache.for_model(model, blocks, block_size)
-    eng = Engine(model, cache, prompts, n, cap, max_blocks)
+    cache = PagedKVCache.for_model(model, blocks + static_step, block_size)  # the static step's scratch block
+    eng = Engine(model, cache, prompts, n, cap, max_blocks + static_step)
     keys = [(i, j) for i in range(len(prompts)) for j in range(n)]
     kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, model.config.vocab_size)
     u_all = seeds_of = None
@@ -489,23 +523,24 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
     vocab_mask = None
     if model.config.vocab_size > V_tok:  # model rows past the tokenizer's ids (a padded embedding) are not tokens
         vocab_mask = torch.arange(model.config.vocab_size, device=device) >= V_tok
+    sampler = make_sampler(temperature, top_k, top_p, kernel_sampler)
+    state_of = lambda rows: row_state(rows, n, temperature=temperature, u_all=u_all, seeds_of=seeds_of,  # noqa: E731
+                                      kernel_sampler=kernel_sampler)
+    step = None
+    if static_step:
+        per_row = None if temperature == 0 else torch.long if kernel_sampler else torch.float32
+        step = DecodeStep(model, cache, cap, cdiv(longest, block_size), sampler=sampler, per_row_dtype=per_row,
+                          vocab_mask=vocab_mask, graphs=cuda_graphs)
     tail, results = stop_tail_len(stop), {}
     while eng.waiting or eng.running:
         fresh = eng.admit()
         new = {id(s) for s, _ in fresh}
         rows = eng.reserve_decode([s for s in eng.running if id(s) not in new])
         fresh = [(s, lg) for s, lg in fresh if s in eng.running]  # reserve_decode may preempt fresh ones
-        parts = [torch.stack([lg for _, lg in fresh])] if fresh else []
-        if rows:
-            parts.append(eng.decode(rows))
         batch = [s for s, _ in fresh] + rows
         if not batch:
             continue
-        logits = torch.cat(parts)  # [len(batch), V]
-        if vocab_mask is not None:
-            logits = logits.masked_fill(vocab_mask, float("-inf"))
-        tok, lp = draw(logits, batch, n, temperature=temperature, top_k=top_k, top_p=top_p, u_all=u_all,
-                       seeds_of=seeds_of, kernel_sampler=kernel_sampler)
+        tok, lp = next_tokens(eng, step, fresh, rows, sampler, state_of, vocab_mask)
         # one host sync per step; NaN logits (an overflowing model) show up as id -1 instead of a silent token
         host = torch.where(torch.isnan(lp), -1, tok).tolist()
         for s, x, p in zip(batch, host, lp.tolist()):
@@ -537,7 +572,8 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
              top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
              batch_size: int | None = None, progress: bool = False,
              on_token: Callable[[int, int], None] | None = None, kv_budget: float | None = None,
-             kv_blocks: int | None = None, block_size: int = 16) -> list[Completion]:
+             kv_blocks: int | None = None, block_size: int = 16, static_step: bool | None = None,
+             cuda_graphs: bool = True) -> list[Completion]:
     """Complete each prompt n times; -> list of Completion, index i * n + j = sample j of prompt i.
 
     prompts: str (encoded with BOS when the tokenizer has one) or token-id lists (taken verbatim).
@@ -548,7 +584,10 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
     kv_budget: the KV pool's size, GB (> 1) or a fraction (<= 1) of free GPU memory, allocated at once; None = a
     pool that doubles as needed up to batch_size rows at full length. A smaller pool preempts the newest sequence when it runs out (recomputed later: the same
     tokens, more compute). kv_blocks: the pool's size in blocks instead (wins over kv_budget). block_size: tokens
-    per KV block. last_stats (module global) has the run's counters."""
+    per KV block. static_step: decode through decode_step.DecodeStep (preallocated buffers, rows padded to a
+    bucket, no host sync inside); None = on the decode kernel path (CUDA), off on CPU, where the plain torch path
+    is faster. cuda_graphs: capture that step as a CUDA graph per bucket and replay it (CUDA only; False = eager).
+    last_stats (module global) has the run's counters."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise UserError(f"block_size must be an int >= 1 (tokens per KV block), got {block_size!r}")
@@ -556,6 +595,11 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
         raise UserError(f"kv_budget must be > 0 (GB, or a fraction <= 1 of free GPU memory) or None, got {kv_budget!r}")
     if kv_blocks is not None and (not isinstance(kv_blocks, int) or isinstance(kv_blocks, bool) or kv_blocks < 1):
         raise UserError(f"kv_blocks must be an int >= 1 (KV pool size in blocks) or None, got {kv_blocks!r}")
+    for name, v, none_ok in (("static_step", static_step, True), ("cuda_graphs", cuda_graphs, False)):
+        if not (isinstance(v, bool) or (none_ok and v is None)):
+            raise UserError(f"{name} must be True or False{' or None (auto)' if none_ok else ''}, got {v!r}")
+    if static_step is None:
+        static_step = model_lib.use_decode_kernels(model.embed_tokens.weight.device)
     ids = encode_prompts(tokenizer, prompts, model.config.vocab_size)
     check_lengths(ids, max_new_tokens, model.config.max_seq_len)
     if seed is None:
@@ -580,11 +624,12 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
             results, eng = run_engine(
                 model, tokenizer, ids, n=n, max_new_tokens=max_new_tokens, temperature=float(temperature),
                 top_k=top_k, top_p=float(top_p), stop=stop, seed=seed, batch_size=batch_size, kv_budget=kv_budget,
-                kv_blocks=kv_blocks, block_size=block_size, on_token=on_token, on_finish=on_finish)
+                kv_blocks=kv_blocks, block_size=block_size, static_step=static_step, cuda_graphs=cuda_graphs,
+                on_token=on_token, on_finish=on_finish)
         k0 = eng.cache.k[0]
         last_stats.clear()
-        last_stats.update(prefills=eng.prefills, prefill_forwards=eng.prefill_forwards, preemptions=eng.preemptions, pool_blocks=eng.pool.num_blocks,
-                          peak_blocks=eng.pool.peak_used,
+        last_stats.update(prefills=eng.prefills, prefill_forwards=eng.prefill_forwards, preemptions=eng.preemptions,
+                          pool_blocks=eng.pool.num_blocks, peak_blocks=eng.pool.peak_used, static_step=static_step,
                           block_bytes=2 * len(eng.cache.k) * k0[0].numel() * k0.element_size())
     finally:
         model.train(was_training)
