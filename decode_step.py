@@ -77,6 +77,12 @@ class DecodeStep:
 
     def compute(self, B: int, W: int):
         """One decode step over buffer rows :B and table columns :W; writes out_tok / out_lp [:B]."""
+        tok, lp = self.sampler(self.logits(B, W), None if self.per_row is None else self.per_row[:B])
+        self.out_tok[:B].copy_(tok)
+        self.out_lp[:B].copy_(lp)
+
+    def logits(self, B: int, W: int) -> torch.Tensor:
+        """The next-token logits [B, V] fp32 of buffer rows :B (vocab mask applied)."""
         model, cache = self.model, self.cache
         lens, table = self.lens[:B], self.table[:B, :W]
         pos = lens[:, None]  # [B, 1]
@@ -88,9 +94,7 @@ class DecodeStep:
         logits = F.linear(model.decode_layers(x, cos, sin, view, (blocks, lm_head)), lm_head)[:, 0].float()  # [B, V]
         if self.vocab_mask is not None:
             logits = logits.masked_fill(self.vocab_mask, float("-inf"))
-        tok, lp = self.sampler(logits, None if self.per_row is None else self.per_row[:B])
-        self.out_tok[:B].copy_(tok)
-        self.out_lp[:B].copy_(lp)
+        return logits
 
     def load(self, tokens: list[int], lens: list[int], tables: list[list[int]], per_row: list):
         """Host -> the buffers, one copy each: rows past len(tokens) (the bucket's padding) point at the scratch

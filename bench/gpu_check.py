@@ -10,7 +10,8 @@ The first command to run on a GPU machine: does the GPU path work here?
 2. A tiny model (the 0.9M-parameter "nano" preset) end to end on this GPU, with bf16 autocast as the presets use:
    a few mid-training steps on throwaway data (including midtrain's greedy sample), one GRPO step with
    its rollouts and evals, then greedy generation with the decode kernels on and off: the tokens must agree (fp32),
-   and both speeds are shown.
+   and both speeds are shown; then the static decode step replayed as CUDA graphs against the same step run
+   eagerly (greedy and sampled: identical tokens and log-probs), with both speeds.
 
 Prints one PASS / FAIL line per item, tokens/s and peak memory; exits 1 if anything failed. Without a CUDA device it
 says so and exits 0.
@@ -85,6 +86,13 @@ def check_kernels(B: int, S: int) -> None:
                 err = max(max_err(y, y_ref), max_err(h, h_ref) / 8)
                 return y.dtype == y_ref.dtype and err <= tol(y.dtype), f"max err {err:.2e}"
             check(f"rms_norm {preset} x={x_dt} stream={r_dt} w={w_dt}".replace("torch.", ""), norm)
+
+        def swiglu(dt):
+            gu = rnd(B, 1, 2 * 8192, dtype=dt, scale=3.0)
+            err = max_err(octo_kernels.silu_mul(gu, impl="triton"), octo_kernels.silu_mul(gu, impl="torch"))
+            return err <= tol(dt) * 4, f"max err {err:.2e}"  # values up to ~10: a few ulp of them
+        for dt in (bf16, f32):
+            check(f"silu_mul {preset} ffn=8192 {dt}".replace("torch.", ""), lambda dt=dt: swiglu(dt))
         for act, cache_dt in ((bf16, bf16), (bf16, f32), (f32, f32)):
             tag = f"{preset} D={D} H={H}/{Hkv} act={act} cache={cache_dt}".replace("torch.", "")
 
@@ -252,6 +260,32 @@ def generate_on_off(ckpt: str, n_prompts: int, max_new: int) -> None:
         report(f"generate {precision}: decode kernels on vs off", ok, detail)
 
 
+def graphs_vs_eager(ckpt: str, n_prompts: int, max_new: int) -> None:
+    """The static decode step replayed as CUDA graphs against the same step run eagerly (the same kernels in the
+    same order: the same tokens and log-probs), greedy and sampled under bf16 autocast, and both speeds."""
+    import model as model_lib
+    import sample
+    net, tok, _ = model_lib.load_checkpoint(ckpt, device=DEV)
+    net.eval()
+    prompts = [f"Question: Mia has {i} apples and buys {i + 1} more. How many?\nAnswer:" for i in range(n_prompts)]
+    for name, kw in (("greedy", {}), ("sampled", dict(n=4, temperature=1.0, seed=3))):
+        runs = {}
+        for graphs in (True, False):
+            with torch.autocast(DEV.type, torch.bfloat16):
+                sample.generate(net, tok, prompts[:3], max_new_tokens=4, cuda_graphs=graphs, **kw)  # warm-up
+                sync()
+                t0 = time.perf_counter()
+                outs = sample.generate(net, tok, prompts, max_new_tokens=max_new, cuda_graphs=graphs, **kw)
+                sync()
+                runs[graphs] = (outs, sum(len(o.tokens) for o in outs) / (time.perf_counter() - t0))
+        (a, tps_g), (b, tps_e) = runs[True], runs[False]
+        same = sum(x.tokens == y.tokens for x, y in zip(a, b))
+        err = max((x.logprobs - y.logprobs).abs().max().item() for x, y in zip(a, b) if x.tokens == y.tokens)
+        report(f"decode step {name}: CUDA graph replay vs eager", same == len(a) and err < 1e-5,
+               f"{same} of {len(a)} completions identical, log-prob max diff {err:.1e}; graphs {tps_g:,.0f} tok/s, "
+               f"eager {tps_e:,.0f} tok/s; static step: {sample.last_stats.get('static_step')}")
+
+
 def sync() -> None:
     if DEV.type == "cuda":
         torch.cuda.synchronize()
@@ -287,6 +321,10 @@ def main(argv=None) -> int:
                     generate_on_off(ckpt, 16, c["gen_tokens"])
                 except Exception as e:  # noqa: BLE001 - reported like every other check
                     report("generate: decode kernels on vs off", False, f"{type(e).__name__}: {e}"[:200])
+                try:
+                    graphs_vs_eager(ckpt, 16, c["gen_tokens"])
+                except Exception as e:  # noqa: BLE001
+                    report("decode step: CUDA graph replay vs eager", False, f"{type(e).__name__}: {e}"[:200])
     failed = [name for name, ok, _ in results if not ok]
     print(f"\n{len(results) - len(failed)} / {len(results)} passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; peak memory {peak_memory() / 2**30:.2f} GiB")
