@@ -3,6 +3,7 @@ The first command to run on a GPU machine: does the GPU path work here?
 
     python bench/gpu_check.py                 # kernels, a tiny mid-training + RL run, generation
     python bench/gpu_check.py --quick=True    # kernels only
+    python bench/gpu_check.py --scale=1b      # + bench/sample.py's table and RL-shaped case at Llama-3.2-1B, bf16
 
 1. Every Triton kernel against its torch reference at the presets' shapes (Llama-3.2-1B: 32 x 64 / 8 kv heads,
    dim 2048; 3B: 24 x 128 / 8, dim 3072; vocab 128256) and the dtypes the pipeline runs them with (bf16 activations
@@ -36,7 +37,13 @@ PRESET_SHAPES = {"1B": dict(dim=2048, H=32, Hkv=8, D=64), "3B": dict(dim=3072, H
 VOCAB = 128256
 # device "cpu" runs every check on the CPU under the Triton interpreter (TRITON_INTERPRET=1 in the environment):
 # slow, and for working on this script without a GPU; the speeds it prints mean nothing
-DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda"}
+DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda", "scale": ""}
+# --scale=1b: the generation benchmarks at the 1B preset on this GPU (issue 24's measurements: decode step wall vs GPU
+# kernel time vs memory floor at batch 1 / 16 / 64; the RL-shaped case, 32 prompts x 8 samples, EOS after ~64
+# tokens, cap 512, against transformers)
+SCALE_BENCHES = {"1b": [["--preset=llama3.2-1b", "--batch_sizes=1,16,64", "--repeats=2"],
+                        ["--preset=llama3.2-1b", "--rl", "--prompts=32", "--samples=8", "--typical=64",
+                         "--cap_factor=8"]]}
 DEV = torch.device("cuda")
 
 results: list[tuple[str, bool, str]] = []
@@ -286,6 +293,17 @@ def graphs_vs_eager(ckpt: str, n_prompts: int, max_new: int) -> None:
                f"eager {tps_e:,.0f} tok/s; static step: {sample.last_stats.get('static_step')}")
 
 
+def run_scale_benches(scale: str) -> None:
+    """bench/sample.py at a real preset on this GPU, each in its own process (its output shown as it comes)."""
+    import subprocess
+    for args in SCALE_BENCHES[scale]:
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "sample.py"), f"--device={DEV}", *args]
+        print(f"\n$ {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        r = subprocess.run(cmd, cwd=ROOT)
+        report(f"bench/sample.py {' '.join(args)}"[:58], r.returncode == 0, f"{time.time() - t0:.0f} s")
+
+
 def sync() -> None:
     if DEV.type == "cuda":
         torch.cuda.synchronize()
@@ -299,6 +317,9 @@ def main(argv=None) -> int:
     global DEV
     c = configure(dict(DEFAULTS), argv if argv is not None else sys.argv[1:], verbose=False)
     DEV = torch.device(c["device"])
+    if c["scale"] not in ("", *SCALE_BENCHES):
+        print(f"error: scale must be one of {sorted(SCALE_BENCHES)} or empty (no benchmarks), got {c['scale']!r}")
+        return 2
     if DEV.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here. "
               "Run it on the GPU machine, after `pip install -r requirements.txt` with a CUDA build of torch.")
@@ -325,6 +346,8 @@ def main(argv=None) -> int:
                     graphs_vs_eager(ckpt, 16, c["gen_tokens"])
                 except Exception as e:  # noqa: BLE001
                     report("decode step: CUDA graph replay vs eager", False, f"{type(e).__name__}: {e}"[:200])
+    if c["scale"]:
+        run_scale_benches(c["scale"])
     failed = [name for name, ok, _ in results if not ok]
     print(f"\n{len(results) - len(failed)} / {len(results)} passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; peak memory {peak_memory() / 2**30:.2f} GiB")
