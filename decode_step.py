@@ -9,8 +9,8 @@ What a step reads is only its buffers: the rows' last tokens, their cached lengt
 their block tables, and the sampler's per-row state (the kernel sampler's keys, or the torch sampler's uniforms).
 The host fills them (one copy each) and calls `compute`, which has no host synchronisation and no data-dependent
 Python: the rotary angles, the slot mapping, every layer through the decode kernels (model.decode_layers over the
-fused weights of Llama.decode_weights), the lm_head and the draw. Rows are padded up to a bucket (1, 2, 4, 8, then
-multiples of 8): a padding row writes its key into a scratch block nobody reads and its outputs are ignored.
+fused weights of Llama.decode_weights), the lm_head and the draw. Rows are padded up to a bucket (a power of two):
+a padding row writes its key into a scratch block nobody reads and its outputs are ignored.
 
 On CUDA with graphs on, `compute` for a bucket is captured once (after a warm-up that compiles the Triton kernels)
 and replayed; a captured graph reads fixed addresses, so the step keeps the KV pools (a pool that grows gets new
@@ -25,14 +25,11 @@ import torch.nn.functional as F
 
 from model import rope_cos_sin
 
-BUCKET_STEP = 8  # past 8 rows, buckets are multiples of this
-
-
 def bucket(rows: int) -> int:
-    """The padded batch a step of `rows` rows runs at: 1, 2, 4, 8, 16, 24, 32, ..."""
-    if rows <= BUCKET_STEP:
-        return 1 << max(0, rows - 1).bit_length()
-    return -(-rows // BUCKET_STEP) * BUCKET_STEP
+    """The padded batch a step of `rows` rows runs at: the next power of two. Graphs are captured per generate call
+    (its KV pool is its own), so few buckets keep the captures few (8 for 128 rows); a padding row costs little in
+    a step that reads every weight once anyway."""
+    return 1 << max(0, rows - 1).bit_length()
 
 
 class StepCache:

@@ -24,7 +24,7 @@ def model(tok):  # noqa: F811
 
 
 def test_buckets():
-    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9, 16, 17, 64)] == [1, 2, 4, 8, 8, 16, 16, 24, 64]
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9, 16, 17, 64, 100)] == [1, 2, 4, 8, 8, 16, 16, 32, 64, 128]
 
 
 @pytest.mark.parametrize("kw", [
