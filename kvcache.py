@@ -106,7 +106,8 @@ class PagedKVCache:
         self._gather_buf = [torch.empty(0, dtype=dtype, device=device) for _ in range(2)]  # k, v; reused
         self.table = torch.zeros(0, 1, dtype=torch.long, device=device)
         self.lens = torch.zeros(0, dtype=torch.long, device=device)
-        self._slots = None
+        self.new = None  # [B] tokens each row adds this call, when rows are padded (set_batch)
+        self._slots = self._ctx = None
 
     @classmethod
     def for_model(cls, model, num_blocks: int, block_size: int, dtype=None):
@@ -138,13 +139,16 @@ class PagedKVCache:
         for t in self._k + self._v:
             t[dst].copy_(t[src])
 
-    def set_batch(self, tables: list[list[int]], lens: list[int], width: int):
+    def set_batch(self, tables: list[list[int]], lens: list[int], width: int, new: list[int] | None = None):
         """Rows of the next model call; every row's table must cover lens[b] + the tokens that call adds.
-        width: table columns (block slots) to gather, enough for the longest row after the call."""
+        width: table columns (block slots) to gather, enough for the longest row after the call. new: tokens each
+        row adds when rows are right-padded to one length T (a batched prefill): row b's tokens past new[b] are
+        padding, whose keys are never written (and, being later than every real token, never attended)."""
         rows = [t[:width] + [0] * (width - len(t)) for t in tables]  # one host -> device copy per call
         self.table = torch.tensor(rows, dtype=torch.long).to(self.device)
         self.lens = torch.tensor(lens, dtype=torch.long).to(self.device)
-        self._slots = None
+        self.new = None if new is None else torch.tensor(new, dtype=torch.long).to(self.device)
+        self._slots = self._ctx = None
 
     def positions(self, T: int) -> torch.Tensor:
         """Rotary positions [B, T] of the next T tokens: no padding, a row's position is its token index."""
@@ -154,17 +158,32 @@ class PagedKVCache:
         """[B, T] flat slot (block * block_size + offset) of each new token; computed once per model call."""
         if self._slots is None or self._slots.shape[1] != T:
             pos = self.positions(T)
-            blk = self.table.gather(1, pos // self.block_size)  # [B, T]
-            self._slots = blk * self.block_size + pos % self.block_size
+            col = (pos // self.block_size).clamp(max=self.table.shape[1] - 1)  # a pad may point past the table
+            self._slots = self.table.gather(1, col) * self.block_size + pos % self.block_size  # [B, T]
+            if self.new is not None:  # padding: slot -1, dropped by update()
+                pad = torch.arange(T, device=self.device)[None, :] >= self.new[:, None]
+                self._slots = self._slots.masked_fill(pad, -1)
         return self._slots
+
+    def context_lens(self, T: int) -> torch.Tensor:
+        """[B] keys each row attends to after writing its next T tokens; computed once per model call (every
+        layer's attention reads it)."""
+        if self._ctx is None or self._ctx[0] != T:
+            self._ctx = (T, self.lens + T)
+        return self._ctx[1]
 
     def update(self, layer: int, k, v):
         """k, v [B, Hkv, T, D] -> every row's keys/values so far, gathered [B, Hkv, width * block_size, D]."""
         B, Hkv, T, D = k.shape
         slots = self.slot_mapping(T).reshape(-1)  # [B*T]
+        keep = None if self.new is None else slots >= 0  # padded rows: their real tokens only
         bs = self.block_size
         for pool, new in ((self._k[layer], k), (self._v[layer], v)):
-            pool[slots // bs, slots % bs] = new.transpose(1, 2).reshape(B * T, Hkv, D).to(pool.dtype)
+            new = new.transpose(1, 2).reshape(B * T, Hkv, D).to(pool.dtype)
+            if keep is None:
+                pool[slots // bs, slots % bs] = new
+            else:
+                pool[slots[keep] // bs, slots[keep] % bs] = new[keep]
         W = self.table.shape[1]
         rows = self.table.reshape(-1)  # [B*W] block ids
 
@@ -189,5 +208,5 @@ class PagedKVCache:
         return (kpos[None, None, :] <= qpos[:, :, None])[:, None]
 
     def advance(self, T: int):
-        self.lens = self.lens + T
-        self._slots = None
+        self.lens = self.lens + (T if self.new is None else self.new)
+        self._slots = self._ctx = None

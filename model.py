@@ -298,23 +298,25 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         return q, k, v
 
-    def decode_step(self, x, cos, sin, cache: KVCache):
-        """One token per row through the Triton kernels: rotary fused with the cache write, then split-K decode
-        attention over each row's slots start[b] .. slot. x [B, 1, dim] -> [B, 1, dim]."""
+    def decode_step(self, x, cos, sin, cache: KVCache, w_qkv, w_o):
+        """One token per row through the Triton kernels: q, k and v from one matmul with the fused weight w_qkv
+        [(H + 2 Hkv) * D, dim] (Llama.decode_weights), rotary fused with the cache write, then split-K decode
+        attention over each row's slots. x [B, 1, dim] -> [B, 1, dim]."""
         import octo_kernels
-        B = x.shape[0]
-        q, k, v = self.qkv(x)
+        B, H, Hkv, D = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        q, k, v = F.linear(x, w_qkv).split([H * D, Hkv * D, Hkv * D], dim=-1)  # [B, 1, (H + 2 Hkv) D] -> 3 views
+        q, k, v = q.view(B, 1, H, D), k.view(B, 1, Hkv, D), v.view(B, 1, Hkv, D)
         if getattr(cache, "paged", False):  # kvcache.PagedKVCache: writes and reads go through the block table
             from octo_kernels.decode_attention import decode_attention_paged
             from octo_kernels.rope import rope_cache_update_paged
             kp, vp = cache.k[self.layer], cache.v[self.layer]
             q = rope_cache_update_paged(q, k, v, cos, sin, kp, vp, cache.slot_mapping(1))
-            y = decode_attention_paged(q[:, 0], kp, vp, cache.table, cache.lens + 1)  # [B, H, D]
-            return self.o_proj(y.reshape(B, 1, -1))
+            y = decode_attention_paged(q[:, 0], kp, vp, cache.table, cache.context_lens(1))  # [B, H, D]
+            return F.linear(y.reshape(B, 1, -1), w_o)
         q = octo_kernels.rope_cache_update(q, k, v, cos, sin, cache.k[self.layer], cache.v[self.layer], cache.slot)
         y = octo_kernels.decode_attention(q[:, 0], cache.k[self.layer], cache.v[self.layer], cache.start,
-                                     cache.slot + 1)  # [B, H, D]
-        return self.o_proj(y.reshape(B, 1, -1))
+                                          cache.slot + 1)  # [B, H, D]
+        return F.linear(y.reshape(B, 1, -1), w_o)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None):
         B, T, _ = x.shape
@@ -352,19 +354,23 @@ class Block(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def decode_step(self, x, delta, cos, sin, cache: KVCache):
+    def decode_step(self, x, delta, cos, sin, cache: KVCache, w):
         """forward() for one token per row through the Triton kernels, with every residual add fused into the
         RMSNorm that follows it. The add that ends a block is left to the next block's input norm, so this takes
         the residual stream x [B, 1, dim] *before* the previous block's MLP output delta was added (delta None for
-        the first block) and returns its own (x, delta): the caller's final norm does the last add."""
+        the first block) and returns its own (x, delta): the caller's final norm does the last add. w: this
+        block's (qkv, o, gate_up, down) weights from Llama.decode_weights."""
         import octo_kernels
+        w_qkv, w_o, w_gu, w_down = w
         norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
+        mm = w_qkv.dtype  # norms hand their output to a matmul in this dtype (bf16 under autocast): no cast between
         if delta is None:
-            h = octo_kernels.rms_norm(x, norm1.weight, norm1.eps)
+            h = octo_kernels.rms_norm(x, norm1.weight, norm1.eps, y_dtype=mm)
         else:
-            h, x = octo_kernels.rms_norm(delta, norm1.weight, norm1.eps, residual=x)  # x <- x + delta
-        h, x = octo_kernels.rms_norm(self.self_attn.decode_step(h, cos, sin, cache), norm2.weight, norm2.eps, residual=x)
-        return x, self.mlp(h)
+            h, x = octo_kernels.rms_norm(delta, norm1.weight, norm1.eps, residual=x, y_dtype=mm)  # x <- x + delta
+        attn = self.self_attn.decode_step(h, cos, sin, cache, w_qkv, w_o)
+        h, x = octo_kernels.rms_norm(attn, norm2.weight, norm2.eps, residual=x, y_dtype=mm)
+        return x, F.linear(octo_kernels.silu_mul(F.linear(h, w_gu)), w_down)  # SwiGLU: gate/up in one matmul
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -400,11 +406,12 @@ class Llama(nn.Module):
             nn.init.normal_(self.lm_head.weight, 0.0, 0.02)
         nn.init.ones_(self.norm.weight)
 
-    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool = False, *,
+    def forward(self, idx, targets=None, pos=None, cache: KVCache | None = None, last_only: bool | torch.Tensor = False, *,
                 chunk_size: int = 0, logprobs: bool = False, temperature: float = 1.0, vocab_size: int | None = None,
                 need_entropy: bool = False, entropy_grad: bool = False):
         """idx [B, T] -> logits [B, T, V] (or (logits, loss) with targets). last_only: logits of the last position
-        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul).
+        only, [B, 1, V] (a prefill that needs just the next token skips the [B, T, dim] x [dim, V] matmul); a
+        LongTensor [B] instead names each row's last position (right-padded rows of a batched prefill).
         chunk_size > 0 with targets: the loss goes through the vocabulary chunk_size tokens at a time and
         (None, loss) is returned; no [B, T, V] logits exist, in forward or backward.
         logprobs=True (needs targets) -> (logp [B, T], entropy [B, T] or None) in fp32, 0 where targets == -100, under
@@ -412,7 +419,7 @@ class Llama(nn.Module):
         with entropy_grad; chunked by chunk_size (0: all logits at once). Computed here, in forward, because DDP's
         gradient hooks and FSDP's unsharding of lm_head.weight only run through the wrapper's __call__."""
         B, T = idx.shape
-        if last_only and targets is not None:
+        if last_only is not False and targets is not None:
             raise ValueError("last_only=True computes the last position's logits only; the loss needs all of them")
         if logprobs and targets is None:
             raise ValueError("logprobs=True gives the log-probs of `targets`: pass targets [B, T] (-100 = skip)")
@@ -425,13 +432,15 @@ class Llama(nn.Module):
         cos, sin = rope_cos_sin(self.inv_freq, pos)
         x = self.embed_tokens(idx)
         if cache is not None and T == 1 and not torch.is_grad_enabled() and use_decode_kernels(idx.device):
-            return self.lm_head(self.decode_layers(x, cos, sin, cache))  # the decode hot path (Triton on CUDA)
+            return F.linear(self.decode_layers(x, cos, sin, cache), self.decode_weights()[1])  # the decode hot path
         for block in self.layers:
             if self.gradient_checkpointing and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
                 x = block(x, cos, sin, cache)
-        if last_only:
+        if isinstance(last_only, torch.Tensor):
+            x = x[torch.arange(B, device=x.device), last_only][:, None]  # [B, 1, dim]
+        elif last_only:
             x = x[:, -1:]  # [B, 1, dim]
         h = self.norm(x)  # [B, T, dim]
         if logprobs:
@@ -465,14 +474,56 @@ class Llama(nn.Module):
         go through too (with weight 0): no data-dependent shapes, so torch.compile keeps one graph."""
         return chunked_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), chunk_size)
 
-    def decode_layers(self, x, cos, sin, cache: KVCache):
+    def decode_layers(self, x, cos, sin, cache: KVCache, weights=None):
         """The blocks and the final norm for one token per row, all through the kernels (no autograd): every
-        RMSNorm is one kernel fused with the residual add before it. x [B, 1, dim] -> normed [B, 1, dim]."""
+        RMSNorm is one kernel fused with the residual add before it. x [B, 1, dim] -> normed [B, 1, dim].
+        weights: decode_weights(), when the caller holds them (a traced or captured step reads no version)."""
         import octo_kernels
-        delta = None
-        for block in self.layers:
-            x, delta = block.decode_step(x, delta, cos, sin, cache)
-        return octo_kernels.rms_norm(delta, self.norm.weight, self.norm.eps, residual=x)[0]  # norm(x + delta)
+        delta, (blocks, lm_head) = None, weights or self.decode_weights()
+        for block, w in zip(self.layers, blocks):
+            x, delta = block.decode_step(x, delta, cos, sin, cache, w)
+        return octo_kernels.rms_norm(delta, self.norm.weight, self.norm.eps, residual=x,
+                                     y_dtype=lm_head.dtype)[0]  # norm(x + delta)
+
+    def decode_weights(self) -> tuple[list[tuple], torch.Tensor]:
+        """The decode kernels' matrices in the compute dtype: ([(qkv, o, gate_up, down) per block], lm_head), with
+        q/k/v and gate/up concatenated along the output dim so each is one matmul ([(H + 2 Hkv) D, dim] and
+        [2 ffn, dim]). The parameters keep the HF layout (checkpoints, the optimizer and its state keyed by name,
+        FSDP's per-block sharding and training never see the fused ones): these are copies beside them, made once
+        and refreshed in place whenever a parameter moved (its data pointer or version counter changed: optimizer
+        steps, load_state_dict), so their addresses stay fixed (a captured CUDA graph keeps reading them). A matrix
+        already in the compute dtype (o, down, lm_head of a bf16 model) is the parameter itself. Costs the fused
+        projections once more in memory (under autocast over fp32 weights: every matrix once more in bf16, and no
+        per-step cast of each weight)."""
+        dtype = autocast_dtype(self.embed_tokens.weight)
+        groups = []
+        for b in self.layers:
+            a, m = b.self_attn, b.mlp
+            groups += [(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight), (a.o_proj.weight,),
+                       (m.gate_proj.weight, m.up_proj.weight), (m.down_proj.weight,)]
+        groups.append((self.lm_head.weight,))
+        key = tuple((p.data_ptr(), p._version) for g in groups for p in g)
+        cached = self.__dict__.get("_decode_w")
+        if cached is not None and cached[0] == key and cached[1] == dtype:
+            return cached[2]
+        old = cached[3] if cached is not None and cached[1] == dtype else [None] * len(groups)
+        mats = []
+        # plain tensors even inside inference_mode: a later call (outside it) refreshes them in place
+        with torch.inference_mode(False), torch.no_grad():
+            for g, buf in zip(groups, old):
+                if len(g) == 1 and g[0].dtype == dtype:
+                    mats.append(g[0])
+                    continue
+                if buf is None or buf.shape[0] != sum(p.shape[0] for p in g) or buf.device != g[0].device:
+                    buf = torch.empty((sum(p.shape[0] for p in g),) + tuple(g[0].shape[1:]), dtype=dtype,
+                                      device=g[0].device)
+                torch.cat([p.detach().to(dtype) for p in g], out=buf)
+                mats.append(buf)
+        L = len(self.layers)
+        out = ([tuple(mats[4 * i:4 * i + 4]) for i in range(L)], mats[-1])
+        # the key is taken after the copies: reading a parameter does not move its version
+        self.__dict__["_decode_w"] = (key, dtype, out, [None if m is g[0] else m for m, g in zip(mats, groups)])
+        return out
 
     # --- bookkeeping -------------------------------------------------------------------------------------------
 

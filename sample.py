@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 import model as model_lib
 from configurator import UserError, UserFileError, run_cli
+from decode_step import DecodeStep
 from kvcache import PagedKVCache, blocks_for_budget, cdiv
 from lm_head import autocast_dtype
 
@@ -136,7 +137,7 @@ def use_kernel_sampler(device, temperature: float, top_k: int, top_p: float, voc
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# the two model calls: one sequence's prefill and one decode step for the batch (small, separate, compilable)
+# the model calls: prefill (one sequence, or several padded into one forward) and one decode step for the batch
 
 
 def prefill(model, ids: list[int], cache: PagedKVCache, blocks: list[int], start: int = 0,
@@ -150,6 +151,41 @@ def prefill(model, ids: list[int], cache: PagedKVCache, blocks: list[int], start
         cache.set_batch([blocks], [a], cdiv(a + len(piece), cache.block_size))
         logits = model(torch.tensor([piece], device=device), cache=cache, last_only=True)  # [1, 1, V]
     return logits[0, -1].float()
+
+
+def prefill_batch(model, seqs: list[tuple[list[int], list[int]]], cache: PagedKVCache,
+                  max_tokens: int = 2**14) -> tuple[list[torch.Tensor], int]:
+    """Prefill sequences (ids, blocks), nothing of them cached yet, several per forward: rows right-padded to the
+    longest of their forward (padding is neither written nor attended: PagedKVCache.set_batch's `new`), as many
+    rows as keep rows * length <= max_tokens; a longer sequence goes alone, in pieces (prefill). -> each one's
+    last-position logits [V] fp32, in order (what one prefill per sequence gives), and the forwards it took."""
+    out: list = [None] * len(seqs)
+    group: list[int] = []
+    forwards = [0]
+
+    def run_group():
+        lens = [len(seqs[g][0]) for g in group]
+        T = max(lens)
+        idx = torch.tensor([seqs[g][0] + [0] * (T - n) for g, n in zip(group, lens)], device=cache.device)  # [B, T]
+        cache.set_batch([seqs[g][1] for g in group], [0] * len(group), cdiv(T, cache.block_size), new=lens)
+        last = torch.tensor(lens, device=cache.device) - 1  # [B]: each row's last real position
+        logits = model(idx, cache=cache, last_only=last)  # [B, 1, V]
+        for r, g in enumerate(group):
+            out[g] = logits[r, -1].float()
+        group.clear()
+        forwards[0] += 1
+
+    for k, (ids, blocks) in enumerate(seqs):
+        if len(ids) > max_tokens:
+            out[k] = prefill(model, ids, cache, blocks, max_tokens=max_tokens)
+            forwards[0] += cdiv(len(ids), max_tokens)
+            continue
+        if group and max(len(ids), *(len(seqs[g][0]) for g in group)) * (len(group) + 1) > max_tokens:
+            run_group()
+        group.append(k)
+    if group:
+        run_group()
+    return out, forwards[0]
 
 
 def decode_one_token(model, tokens: torch.Tensor, cache: PagedKVCache) -> torch.Tensor:
@@ -277,7 +313,8 @@ class Engine:
         self.waiting: deque = deque((i, list(range(n))) for i in range(len(prompts)))
         self.running: list[Seq] = []
         self.admitted = 0
-        self.prefills = 0  # prefill calls (one per prompt group admitted, one per resumed sequence)
+        self.prefills = 0  # sequences prefilled (one per prompt group admitted, one per resumed sequence)
+        self.prefill_forwards = 0  # model calls they took (several sequences share one: prefill_batch)
         self.preemptions = 0
 
     def _fits(self, need: int, length: int, adding: int) -> bool:
@@ -295,8 +332,9 @@ class Engine:
         return self.pool.n_free >= k
 
     def admit(self) -> list[tuple[Seq, torch.Tensor]]:
-        """Start waiting sequences while batch slots and blocks are free; -> (sequence, next-token logits [V])."""
-        fresh, bs = [], self.cache.block_size
+        """Start waiting sequences while batch slots and blocks are free, prefilled together (prefill_batch);
+        -> (sequence, next-token logits [V])."""
+        todo, forks, bs = [], [], self.cache.block_size  # todo: (ids, blocks, the sequences they start)
         while self.waiting and len(self.running) < self.cap:
             item = self.waiting[0]
             if isinstance(item, Seq):  # resume: re-prefill prompt + generated tokens into fresh blocks
@@ -305,46 +343,50 @@ class Engine:
                     break
                 self.waiting.popleft()
                 item.blocks = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
-                logits = prefill(self.model, ids, self.cache, item.blocks)
-                self.prefills += 1
                 item.cached, item.order = len(ids), self._next_order()
                 self.running.append(item)
-                fresh.append((item, logits))
+                todo.append((ids, item.blocks, [item]))
                 continue
-            started = self._admit_group(*item)
+            started = self._admit_group(*item, forks)
             if not started:
                 break
-            fresh += started
-        return fresh
+            todo.append(started)
+        if not todo:
+            return []
+        logits, forwards = prefill_batch(self.model, [(ids, blocks) for ids, blocks, _ in todo], self.cache)
+        self.prefills += len(todo)
+        self.prefill_forwards += forwards
+        for src, dst in forks:  # after the prefill wrote the shared partial block
+            self.cache.copy_block(src, dst)
+        return [(s, lg) for (_, _, seqs), lg in zip(todo, logits) for s in seqs]
 
     def _next_order(self) -> int:
         self.admitted += 1
         return self.admitted
 
-    def _admit_group(self, i: int, js: list[int]) -> list[tuple[Seq, torch.Tensor]]:
-        """Up to the free slots of prompt i's waiting samples: one prefill, full prompt blocks shared by all of
-        them, the last partial block copied per sample (they write their own tokens into it)."""
+    def _admit_group(self, i: int, js: list[int], forks: list):
+        """Up to the free slots of prompt i's waiting samples: one prefill (the caller's), full prompt blocks
+        shared by all of them, the last partial block copied per sample (they write their own tokens into it:
+        (source, copy) pairs go to forks, copied once the prefill is done); -> (ids, blocks, sequences) or None."""
         bs, ids = self.cache.block_size, self.prompts[i]
         k = min(len(js), self.cap - len(self.running))
         n_full, part = divmod(len(ids), bs)
         if not self._fits(n_full + (k if part else 0), len(ids), k):
-            return []
+            return None
         first = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
-        logits = prefill(self.model, ids, self.cache, first)
-        self.prefills += 1
         seqs = []
         for m, j in enumerate(js[:k]):
             blocks = first if m == 0 else [self.pool.share(b) for b in first[:n_full]]
             if m > 0 and part:
                 blocks.append(self.pool.allocate())
-                self.cache.copy_block(first[-1], blocks[-1])
+                forks.append((first[-1], blocks[-1]))
             seqs.append(Seq(i, j, ids, self._next_order(), blocks=list(blocks), cached=len(ids)))
         if k < len(js):
             self.waiting[0] = (i, js[k:])
         else:
             self.waiting.popleft()
         self.running += seqs
-        return [(s, logits) for s in seqs]
+        return ids, first, seqs
 
     def preempt(self, s: Seq):
         """Free a sequence's blocks and queue it to resume first (its tokens so far are kept)."""
@@ -380,6 +422,13 @@ class Engine:
             s.cached += 1
         return logits
 
+    def decode_static(self, step, rows: list[Seq], state) -> tuple[torch.Tensor, torch.Tensor]:
+        """One static decode step for rows (decode_step.py) -> (tokens [len(rows)], log-probs) on the device."""
+        out = step([s.out[-1] for s in rows], [s.cached for s in rows], [s.blocks for s in rows], state)
+        for s in rows:
+            s.cached += 1
+        return out
+
     def finish(self, s: Seq):
         self.pool.release(s.blocks)
         s.blocks = []
@@ -410,25 +459,51 @@ def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_b
     return blocks, blocks
 
 
-def draw(logits, rows: list[Seq], n: int, *, temperature, top_k, top_p, u_all, seeds_of, kernel_sampler):
-    """The next token of every row, each from its own seeded stream at its own step len(out)."""
+def row_state(rows: list[Seq], n: int, *, temperature, u_all, seeds_of, kernel_sampler) -> torch.Tensor | None:
+    """Each row's sampler state at its own step len(out), on the host [len(rows)]: the kernel sampler's key (the
+    sample's seed with the step folded in: the kernel's counter offset is shared by the batch, int64) or the torch
+    sampler's uniform (fp32); None when greedy."""
+    if temperature == 0:
+        return None
+    if kernel_sampler:
+        return torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows], dtype=torch.long)
+    return u_all[[s.i * n + s.j for s in rows], [len(s.out) for s in rows]]
+
+
+def make_sampler(temperature: float, top_k: int, top_p: float, kernel_sampler: bool):
+    """(logits [B, V] fp32, per-row state [B] on the device or None) -> (tokens [B], log-probs [B]): no host
+    sync, so the static decode step (decode_step.py) draws inside its graph."""
     if kernel_sampler:
         import octo_kernels  # here only: CPU runs stay free of the triton import
-        seeds = 0
-        if temperature > 0:  # the kernel's counter offset is shared by the batch: fold each row's step into its key
-            seeds = torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows],
-                                 dtype=torch.long, device=logits.device)
-        return octo_kernels.sample_logits(logits, temperature, seeds, 0)
-    u = None
-    if temperature > 0:
-        at = torch.tensor([[s.i * n + s.j, len(s.out)] for s in rows])  # [B, 2]: (row of u_all, step)
-        u = u_all[at[:, 0], at[:, 1]].to(logits.device)
-    return sample_logits(logits, temperature, top_k, top_p, u)
+        return lambda logits, state: octo_kernels.sample_logits(logits, temperature,
+                                                                 0 if state is None else state, 0)
+    return lambda logits, state: sample_logits(logits, temperature, top_k, top_p, state)
+
+
+def next_tokens(eng, step, fresh: list, rows: list[Seq], sampler, state_of, vocab_mask):
+    """The next token and log-prob [len(fresh) + len(rows)] on the device: the fresh rows' from their prefill
+    logits, then the decoding rows' from one decode step (the static one when `step` is set: it draws inside)."""
+    seqs = [s for s, _ in fresh]
+    parts = [torch.stack([lg for _, lg in fresh])] if fresh else []
+    if rows and step is None:
+        parts.append(eng.decode(rows))
+        seqs += rows
+    out = []
+    if parts:
+        logits = torch.cat(parts)  # [len(seqs), V]
+        if vocab_mask is not None:
+            logits = logits.masked_fill(vocab_mask, float("-inf"))
+        state = state_of(seqs)
+        out.append(sampler(logits, None if state is None else state.to(logits.device)))
+    if rows and step is not None:
+        out.append(eng.decode_static(step, rows, state_of(rows)))
+    return torch.cat([t for t, _ in out]), torch.cat([lp for _, lp in out])
 
 
 def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_tokens: int, temperature: float,
                top_k: int, top_p: float, stop: tuple[str, ...], seed: int, batch_size: int | None, kv_budget,
-               kv_blocks: int | None, block_size: int, on_token=None, on_finish=None) -> tuple[dict, Engine]:
+               kv_blocks: int | None, block_size: int, static_step: bool, cuda_graphs: bool, on_token=None,
+               on_finish=None) -> tuple[dict, Engine]:
     """Generate every (prompt i, sample j); -> ({(i, j): (tokens, logprobs [len] fp32, finish_reason)}, engine)."""
     device = model.embed_tokens.weight.device
     M, stop_ids, V_tok = max_new_tokens, tokenizer.stop_ids, tokenizer.vocab_size
@@ -436,8 +511,8 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
     cap = min(batch_size or R, R)
     longest = max(len(p) for p in prompts) + M
     blocks, max_blocks = pool_blocks(model, cap, longest, block_size, kv_budget, kv_blocks)
-    cache = PagedKVCache.for_model(model, blocks, block_size)
-    eng = Engine(model, cache, prompts, n, cap, max_blocks)
+    cache = PagedKVCache.for_model(model, blocks + static_step, block_size)  # the static step's scratch block
+    eng = Engine(model, cache, prompts, n, cap, max_blocks + static_step)
     keys = [(i, j) for i in range(len(prompts)) for j in range(n)]
     kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, model.config.vocab_size)
     u_all = seeds_of = None
@@ -448,23 +523,24 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
     vocab_mask = None
     if model.config.vocab_size > V_tok:  # model rows past the tokenizer's ids (a padded embedding) are not tokens
         vocab_mask = torch.arange(model.config.vocab_size, device=device) >= V_tok
+    sampler = make_sampler(temperature, top_k, top_p, kernel_sampler)
+    state_of = lambda rows: row_state(rows, n, temperature=temperature, u_all=u_all, seeds_of=seeds_of,  # noqa: E731
+                                      kernel_sampler=kernel_sampler)
+    step = None
+    if static_step:
+        per_row = None if temperature == 0 else torch.long if kernel_sampler else torch.float32
+        step = DecodeStep(model, cache, cap, cdiv(longest, block_size), sampler=sampler, per_row_dtype=per_row,
+                          vocab_mask=vocab_mask, graphs=cuda_graphs)
     tail, results = stop_tail_len(stop), {}
     while eng.waiting or eng.running:
         fresh = eng.admit()
         new = {id(s) for s, _ in fresh}
         rows = eng.reserve_decode([s for s in eng.running if id(s) not in new])
         fresh = [(s, lg) for s, lg in fresh if s in eng.running]  # reserve_decode may preempt fresh ones
-        parts = [torch.stack([lg for _, lg in fresh])] if fresh else []
-        if rows:
-            parts.append(eng.decode(rows))
         batch = [s for s, _ in fresh] + rows
         if not batch:
             continue
-        logits = torch.cat(parts)  # [len(batch), V]
-        if vocab_mask is not None:
-            logits = logits.masked_fill(vocab_mask, float("-inf"))
-        tok, lp = draw(logits, batch, n, temperature=temperature, top_k=top_k, top_p=top_p, u_all=u_all,
-                       seeds_of=seeds_of, kernel_sampler=kernel_sampler)
+        tok, lp = next_tokens(eng, step, fresh, rows, sampler, state_of, vocab_mask)
         # one host sync per step; NaN logits (an overflowing model) show up as id -1 instead of a silent token
         host = torch.where(torch.isnan(lp), -1, tok).tolist()
         for s, x, p in zip(batch, host, lp.tolist()):
@@ -496,7 +572,8 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
              top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
              batch_size: int | None = None, progress: bool = False,
              on_token: Callable[[int, int], None] | None = None, kv_budget: float | None = None,
-             kv_blocks: int | None = None, block_size: int = 16) -> list[Completion]:
+             kv_blocks: int | None = None, block_size: int = 16, static_step: bool | None = None,
+             cuda_graphs: bool = True) -> list[Completion]:
     """Complete each prompt n times; -> list of Completion, index i * n + j = sample j of prompt i.
 
     prompts: str (encoded with BOS when the tokenizer has one) or token-id lists (taken verbatim).
@@ -507,7 +584,10 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
     kv_budget: the KV pool's size, GB (> 1) or a fraction (<= 1) of free GPU memory, allocated at once; None = a
     pool that doubles as needed up to batch_size rows at full length. A smaller pool preempts the newest sequence when it runs out (recomputed later: the same
     tokens, more compute). kv_blocks: the pool's size in blocks instead (wins over kv_budget). block_size: tokens
-    per KV block. last_stats (module global) has the run's counters."""
+    per KV block. static_step: decode through decode_step.DecodeStep (preallocated buffers, rows padded to a
+    bucket, no host sync inside); None = on the decode kernel path (CUDA), off on CPU, where the plain torch path
+    is faster. cuda_graphs: capture that step as a CUDA graph per bucket and replay it (CUDA only; False = eager).
+    last_stats (module global) has the run's counters."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise UserError(f"block_size must be an int >= 1 (tokens per KV block), got {block_size!r}")
@@ -515,6 +595,11 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
         raise UserError(f"kv_budget must be > 0 (GB, or a fraction <= 1 of free GPU memory) or None, got {kv_budget!r}")
     if kv_blocks is not None and (not isinstance(kv_blocks, int) or isinstance(kv_blocks, bool) or kv_blocks < 1):
         raise UserError(f"kv_blocks must be an int >= 1 (KV pool size in blocks) or None, got {kv_blocks!r}")
+    for name, v, none_ok in (("static_step", static_step, True), ("cuda_graphs", cuda_graphs, False)):
+        if not (isinstance(v, bool) or (none_ok and v is None)):
+            raise UserError(f"{name} must be True or False{' or None (auto)' if none_ok else ''}, got {v!r}")
+    if static_step is None:
+        static_step = model_lib.use_decode_kernels(model.embed_tokens.weight.device)
     ids = encode_prompts(tokenizer, prompts, model.config.vocab_size)
     check_lengths(ids, max_new_tokens, model.config.max_seq_len)
     if seed is None:
@@ -539,11 +624,12 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
             results, eng = run_engine(
                 model, tokenizer, ids, n=n, max_new_tokens=max_new_tokens, temperature=float(temperature),
                 top_k=top_k, top_p=float(top_p), stop=stop, seed=seed, batch_size=batch_size, kv_budget=kv_budget,
-                kv_blocks=kv_blocks, block_size=block_size, on_token=on_token, on_finish=on_finish)
+                kv_blocks=kv_blocks, block_size=block_size, static_step=static_step, cuda_graphs=cuda_graphs,
+                on_token=on_token, on_finish=on_finish)
         k0 = eng.cache.k[0]
         last_stats.clear()
-        last_stats.update(prefills=eng.prefills, preemptions=eng.preemptions, pool_blocks=eng.pool.num_blocks,
-                          peak_blocks=eng.pool.peak_used,
+        last_stats.update(prefills=eng.prefills, prefill_forwards=eng.prefill_forwards, preemptions=eng.preemptions,
+                          pool_blocks=eng.pool.num_blocks, peak_blocks=eng.pool.peak_used, static_step=static_step,
                           block_bytes=2 * len(eng.cache.k) * k0[0].numel() * k0.element_size())
     finally:
         model.train(was_training)

@@ -3,6 +3,7 @@ The first command to run on a GPU machine: does the GPU path work here?
 
     python bench/gpu_check.py                 # kernels, a tiny mid-training + RL run, generation
     python bench/gpu_check.py --quick=True    # kernels only
+    python bench/gpu_check.py --scale=1b      # + bench/sample.py's table and RL-shaped case at Llama-3.2-1B, bf16
 
 1. Every Triton kernel against its torch reference at the presets' shapes (Llama-3.2-1B: 32 x 64 / 8 kv heads,
    dim 2048; 3B: 24 x 128 / 8, dim 3072; vocab 128256) and the dtypes the pipeline runs them with (bf16 activations
@@ -10,7 +11,8 @@ The first command to run on a GPU machine: does the GPU path work here?
 2. A tiny model (the 0.9M-parameter "nano" preset) end to end on this GPU, with bf16 autocast as the presets use:
    a few mid-training steps on throwaway data (including midtrain's greedy sample), one GRPO step with
    its rollouts and evals, then greedy generation with the decode kernels on and off: the tokens must agree (fp32),
-   and both speeds are shown.
+   and both speeds are shown; then the static decode step replayed as CUDA graphs against the same step run
+   eagerly (greedy and sampled: identical tokens and log-probs), with both speeds.
 
 Prints one PASS / FAIL line per item, tokens/s and peak memory; exits 1 if anything failed. Without a CUDA device it
 says so and exits 0.
@@ -35,7 +37,13 @@ PRESET_SHAPES = {"1B": dict(dim=2048, H=32, Hkv=8, D=64), "3B": dict(dim=3072, H
 VOCAB = 128256
 # device "cpu" runs every check on the CPU under the Triton interpreter (TRITON_INTERPRET=1 in the environment):
 # slow, and for working on this script without a GPU; the speeds it prints mean nothing
-DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda"}
+DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda", "scale": ""}
+# --scale=1b: the generation benchmarks at the 1B preset on this GPU (issue 24's measurements: decode step wall vs GPU
+# kernel time vs memory floor at batch 1 / 16 / 64; the RL-shaped case, 32 prompts x 8 samples, EOS after ~64
+# tokens, cap 512, against transformers)
+SCALE_BENCHES = {"1b": [["--preset=llama3.2-1b", "--batch_sizes=1,16,64", "--repeats=2"],
+                        ["--preset=llama3.2-1b", "--rl", "--prompts=32", "--samples=8", "--typical=64",
+                         "--cap_factor=8"]]}
 DEV = torch.device("cuda")
 
 results: list[tuple[str, bool, str]] = []
@@ -85,6 +93,13 @@ def check_kernels(B: int, S: int) -> None:
                 err = max(max_err(y, y_ref), max_err(h, h_ref) / 8)
                 return y.dtype == y_ref.dtype and err <= tol(y.dtype), f"max err {err:.2e}"
             check(f"rms_norm {preset} x={x_dt} stream={r_dt} w={w_dt}".replace("torch.", ""), norm)
+
+        def swiglu(dt):
+            gu = rnd(B, 1, 2 * 8192, dtype=dt, scale=3.0)
+            err = max_err(octo_kernels.silu_mul(gu, impl="triton"), octo_kernels.silu_mul(gu, impl="torch"))
+            return err <= tol(dt) * 4, f"max err {err:.2e}"  # values up to ~10: a few ulp of them
+        for dt in (bf16, f32):
+            check(f"silu_mul {preset} ffn=8192 {dt}".replace("torch.", ""), lambda dt=dt: swiglu(dt))
         for act, cache_dt in ((bf16, bf16), (bf16, f32), (f32, f32)):
             tag = f"{preset} D={D} H={H}/{Hkv} act={act} cache={cache_dt}".replace("torch.", "")
 
@@ -252,6 +267,43 @@ def generate_on_off(ckpt: str, n_prompts: int, max_new: int) -> None:
         report(f"generate {precision}: decode kernels on vs off", ok, detail)
 
 
+def graphs_vs_eager(ckpt: str, n_prompts: int, max_new: int) -> None:
+    """The static decode step replayed as CUDA graphs against the same step run eagerly (the same kernels in the
+    same order: the same tokens and log-probs), greedy and sampled under bf16 autocast, and both speeds."""
+    import model as model_lib
+    import sample
+    net, tok, _ = model_lib.load_checkpoint(ckpt, device=DEV)
+    net.eval()
+    prompts = [f"Question: Mia has {i} apples and buys {i + 1} more. How many?\nAnswer:" for i in range(n_prompts)]
+    for name, kw in (("greedy", {}), ("sampled", dict(n=4, temperature=1.0, seed=3))):
+        runs = {}
+        for graphs in (True, False):
+            with torch.autocast(DEV.type, torch.bfloat16):
+                sample.generate(net, tok, prompts[:3], max_new_tokens=4, cuda_graphs=graphs, **kw)  # warm-up
+                sync()
+                t0 = time.perf_counter()
+                outs = sample.generate(net, tok, prompts, max_new_tokens=max_new, cuda_graphs=graphs, **kw)
+                sync()
+                runs[graphs] = (outs, sum(len(o.tokens) for o in outs) / (time.perf_counter() - t0))
+        (a, tps_g), (b, tps_e) = runs[True], runs[False]
+        same = sum(x.tokens == y.tokens for x, y in zip(a, b))
+        err = max((x.logprobs - y.logprobs).abs().max().item() for x, y in zip(a, b) if x.tokens == y.tokens)
+        report(f"decode step {name}: CUDA graph replay vs eager", same == len(a) and err < 1e-5,
+               f"{same} of {len(a)} completions identical, log-prob max diff {err:.1e}; graphs {tps_g:,.0f} tok/s, "
+               f"eager {tps_e:,.0f} tok/s; static step: {sample.last_stats.get('static_step')}")
+
+
+def run_scale_benches(scale: str) -> None:
+    """bench/sample.py at a real preset on this GPU, each in its own process (its output shown as it comes)."""
+    import subprocess
+    for args in SCALE_BENCHES[scale]:
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "sample.py"), f"--device={DEV}", *args]
+        print(f"\n$ {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        r = subprocess.run(cmd, cwd=ROOT)
+        report(f"bench/sample.py {' '.join(args)}"[:58], r.returncode == 0, f"{time.time() - t0:.0f} s")
+
+
 def sync() -> None:
     if DEV.type == "cuda":
         torch.cuda.synchronize()
@@ -265,6 +317,9 @@ def main(argv=None) -> int:
     global DEV
     c = configure(dict(DEFAULTS), argv if argv is not None else sys.argv[1:], verbose=False)
     DEV = torch.device(c["device"])
+    if c["scale"] not in ("", *SCALE_BENCHES):
+        print(f"error: scale must be one of {sorted(SCALE_BENCHES)} or empty (no benchmarks), got {c['scale']!r}")
+        return 2
     if DEV.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here. "
               "Run it on the GPU machine, after `pip install -r requirements.txt` with a CUDA build of torch.")
@@ -287,6 +342,12 @@ def main(argv=None) -> int:
                     generate_on_off(ckpt, 16, c["gen_tokens"])
                 except Exception as e:  # noqa: BLE001 - reported like every other check
                     report("generate: decode kernels on vs off", False, f"{type(e).__name__}: {e}"[:200])
+                try:
+                    graphs_vs_eager(ckpt, 16, c["gen_tokens"])
+                except Exception as e:  # noqa: BLE001
+                    report("decode step: CUDA graph replay vs eager", False, f"{type(e).__name__}: {e}"[:200])
+    if c["scale"]:
+        run_scale_benches(c["scale"])
     failed = [name for name, ok, _ in results if not ok]
     print(f"\n{len(results) - len(failed)} / {len(results)} passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; peak memory {peak_memory() / 2**30:.2f} GiB")

@@ -4,6 +4,7 @@ run; and how close our decode step comes to the memory-bandwidth bound.
 
     python bench/sample.py [--preset micro] [--batch_sizes 1,16,64] [--prompt_len 32] [--new_tokens 64] [--threads 1]
     python bench/sample.py --rl [--prompts 64 --samples 8 --typical 32 --threads 1]   # the RL-shaped case
+    python bench/sample.py --device=cuda --preset=llama3.2-1b [--rl]    # on a GPU, bf16: + GPU time and floor
 
 The RL-shaped case (--rl): prompts x samples responses at temperature 1, lengths spread like real RL: the tiny
 model's EOS probability is set to 1/typical for each of a response's first zone x typical tokens and to 0 after
@@ -21,6 +22,10 @@ best of --repeats runs. Decode-only step time is (t(new_tokens) - t(1)) / (new_t
 prefill. Memory traffic per decode step is the weights (every matrix is read once per step, the lm_head included)
 plus the KV cache read by attention at the average context length; it is compared with the machine's copy
 bandwidth, measured here with a large tensor copy (bytes read + bytes written per second).
+
+--device=cuda (default dtype bfloat16 there): both models on the GPU; the table adds the decode step's GPU kernel
+time (torch.profiler: the kernels' own time, so wall - GPU is launch and host overhead) and the step's memory floor
+(its bytes at the measured copy bandwidth). Our engine runs its static decode step there (CUDA graphs).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import decode_step  # noqa: E402
 import sample  # noqa: E402
 from bench import hf_peer  # noqa: E402
 from configurator import UserError, run_cli  # noqa: E402
@@ -58,25 +64,44 @@ class FixedLengthTokenizer:
         return " ".join(map(str, ids))
 
 
+DEVICE = torch.device("cpu")  # set by main from --device
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def best_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
+def gpu_time(fn) -> float:
+    """Seconds the GPU spent in kernels while fn ran (torch.profiler, the kernels' own time)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / 1e6
+
+
 def copy_bandwidth(n_bytes: int = 512 * 2**20, repeats: int = 5) -> float:
-    """Bytes moved per second by a large tensor copy (read src + write dst)."""
-    src = torch.ones(n_bytes // 4)
+    """Bytes moved per second by a large tensor copy (read src + write dst), on the benchmark's device."""
+    src = torch.ones(n_bytes // 4, device=DEVICE)
     dst = torch.empty_like(src)
     dst.copy_(src)  # touch the pages first
     return 2 * n_bytes / best_time(lambda: dst.copy_(src), repeats)
 
 
 def step_bytes(model: Llama, batch: int, context: float) -> float:
-    """Bytes a decode step reads: every weight once (fp32), plus K and V of `context` slots for every row."""
+    """Bytes a decode step reads: every weight once (its dtype), plus K and V of `context` slots for every row."""
     cfg = model.config
     elem = model.embed_tokens.weight.element_size()
     weights = sum(p.numel() for p in model.parameters()) * elem  # tied weights counted once
@@ -115,6 +140,13 @@ def with_eos_schedule(model: Llama, prompt_len: int, eos: int, typical: int, zon
             eos_schedule(out[:, -1], p[:, -1] + 1 - prompt_len, eos, typical, zone)
         return out
     model.forward = forward
+    base_logits = decode_step.DecodeStep.logits  # the static decode step (CUDA) computes logits without forward
+
+    def step_logits(step, B, W):  # the input token's position is its row's cached length
+        out = base_logits(step, B, W)
+        eos_schedule(out, step.lens[:B] + 1 - prompt_len, eos, typical, zone)
+        return out
+    decode_step.DecodeStep.logits = step_logits
 
 
 class KVTracker:
@@ -186,12 +218,13 @@ def rl_case(model: Llama, hf, args) -> dict:
 
     class HFEosSchedule(transformers.LogitsProcessor):
         def __call__(self, input_ids, scores):
-            t = torch.full((scores.shape[0],), input_ids.shape[1] - P)
+            t = torch.full((scores.shape[0],), input_ids.shape[1] - P, device=scores.device)
             eos_schedule(scores, t, eos, args.typical, args.zone)
             return scores
 
-    x = torch.tensor(prompts)
+    x = torch.tensor(prompts, device=DEVICE)
     torch.manual_seed(0)
+    sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cap, do_sample=True, temperature=1.0,
@@ -201,7 +234,8 @@ def rl_case(model: Llama, hf, args) -> dict:
     n_hf = useful_tokens(out[:, P:].tolist(), eos)
     lens = sorted(len(c.tokens) for c in ours)
     rows = args.prompts * args.samples
-    contiguous = rows * (P + cap) * 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4  # fp32, every row at cap
+    elem = model.embed_tokens.weight.element_size()
+    contiguous = rows * (P + cap) * 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * elem  # every row at cap
     r = {"ours_tok_s": n_ours / t_ours, "hf_tok_s": n_hf / t_hf, "ours_s": t_ours, "hf_s": t_hf,
          "median_len": lens[len(lens) // 2], "mean_len": sum(lens) / rows, "at_cap": sum(n == cap for n in lens) / rows,
          "kv_peak_mb": kv_ours / 2**20, "kv_pool_mb": pool / 2**20, "contiguous_mb": contiguous / 2**20}
@@ -235,7 +269,17 @@ def main():
     ap.add_argument("--kv_fraction", type=float, default=0.0,
                     help="paged engine only: its KV pool at this fraction of the contiguous cache (0 = its default)")
     ap.add_argument("--ours_only", action="store_true", help="--rl: time our engine only (comparing engines)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (| cuda:N)")
+    ap.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16")
     args = ap.parse_args()
+    global DEVICE
+    if args.device.split(":")[0] not in ("cpu", "cuda") or (args.device != "cpu" and not torch.cuda.is_available()):
+        raise UserError(f"--device must be cpu or cuda (with a CUDA device present), got {args.device!r}")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if args.dtype not in ("auto", *dtypes):
+        raise UserError(f"--dtype must be auto, float32 or bfloat16, got {args.dtype!r}")
+    DEVICE = torch.device(args.device)
+    dtype = dtypes.get(args.dtype, torch.bfloat16 if DEVICE.type == "cuda" else torch.float32)
     for name in ("prompts", "samples", "typical", "cap_factor"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -251,17 +295,21 @@ def main():
     torch.manual_seed(0)
     model = Llama(LlamaConfig.from_preset(args.preset)).eval()
     with tempfile.TemporaryDirectory() as tmp:  # the same weights, through our HF export
-        model.save_pretrained(tmp)
-        hf = hf_peer.load_llama(tmp)
+        model.save_pretrained(tmp, dtype=dtype)
+        hf = hf_peer.load_llama(tmp, dtype=dtype).to(DEVICE)
+    model = model.to(DEVICE, dtype)
+    where = (f"{torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else
+             f"{torch.get_num_threads()} threads")
+    dt = str(dtype).removeprefix("torch.")
     if args.rl:
-        print(f"preset {args.preset}: {model.num_params() / 1e6:.2f}M params, fp32, {torch.get_num_threads()} "
-              f"threads, torch {torch.__version__}, transformers {transformers.__version__}")
+        print(f"preset {args.preset}: {model.num_params() / 1e6:.2f}M params, {dt}, {where}, "
+              f"torch {torch.__version__}, transformers {transformers.__version__}")
         return rl_case(model, hf, args)
     tok = FixedLengthTokenizer(model.config.vocab_size)
     cfg, P, N = model.config, args.prompt_len, args.new_tokens
     bw = copy_bandwidth()
-    print(f"preset {args.preset}: {model.num_params() / 1e6:.2f}M params, vocab {cfg.vocab_size}, fp32, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"preset {args.preset}: {model.num_params() / 1e6:.2f}M params, vocab {cfg.vocab_size}, {dt}, "
+          f"{where}, torch {torch.__version__}, transformers {transformers.__version__}")
     print(f"prompt {P} tokens, {N} new tokens (greedy), best of {args.repeats}; "
           f"measured copy bandwidth {bw / 1e9:.1f} GB/s")
 
@@ -269,7 +317,7 @@ def main():
         return sample.generate(model, tok, prompts, max_new_tokens=n_new)
 
     def theirs(prompts, n_new):
-        x = torch.tensor(prompts)
+        x = torch.tensor(prompts, device=DEVICE)
         with torch.inference_mode():
             return hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new, min_new_tokens=n_new,
                                do_sample=False, eos_token_id=0, pad_token_id=0)
@@ -292,6 +340,10 @@ def main():
         print(f"{B:>5} | {B * N / t_ours:>10.0f} {B * N / t_hf:>9.0f} {t_hf / t_ours:>5.2f}x | {s_ours * 1e3:>12.2f} "
               f"{s_hf * 1e3:>10.2f} | {mb / 1e6:>7.1f} {mb / s_ours / 1e9:>9.1f} {mb / s_ours / bw:>5.0%} | "
               f"{same}/{B}")
+        if DEVICE.type == "cuda":  # how busy the step keeps the GPU, and how far it is from its memory floor
+            g = (gpu_time(lambda: ours(prompts, N)) - gpu_time(lambda: ours(prompts, 1))) / (N - 1)
+            print(f"      decode step, batch {B}: wall {s_ours * 1e3:.2f} ms, GPU kernels {g * 1e3:.2f} ms "
+                  f"(busy {g / s_ours:.0%}), memory floor {mb / bw * 1e3:.2f} ms")
     w = step_bytes(model, 0, 0)
     print(f"ratio = HF time / our time (> 1: ours is faster). Weights are {w / 1e6:.1f} MB per step; a weight set "
           "this small can stay in the CPU's caches, so 'of bw' above 100% means cache-resident, not DRAM-bound.")

@@ -5,10 +5,11 @@ the functions below validate their inputs and dispatch (see octo_kernels/dispatc
     impl="torch" | "triton" forces one; impl=None follows env NANOOCTO_KERNELS=triton|torch|auto (default auto:
     Triton iff the tensor is on CUDA and triton imports).
 
-    rms_norm(x, weight, eps, residual=None)                         -> y            | (y, x + residual)
+    rms_norm(x, weight, eps, residual=None, y_dtype=None)           -> y            | (y, x + residual)
     rope_cache_update(q, k, v, cos, sin, k_cache, v_cache, slot)    -> q_rot        (writes the cache in place)
     decode_attention(q, k_cache, v_cache, start, end, scale=None)   -> out [B, H, D]
     sample_logits(logits, temperature, seed, offset)                -> (tokens [B] int64, logprobs [B] fp32)
+    silu_mul(gu)                                                    -> silu(gu[..., :F]) * gu[..., F:]
 
 All math is fp32 (bf16/fp16 inputs are loaded and cast at once); outputs come back in the input dtype (a fused
 norm's in the residual stream's). Each wrapper plans its launches as data (octo_kernels/launch.py), so the launch a GPU
@@ -22,26 +23,29 @@ from octo_kernels import decode_attention as _attn
 from octo_kernels import rms_norm as _norm
 from octo_kernels import rope as _rope
 from octo_kernels import sampling as _sampling
+from octo_kernels import swiglu as _swiglu
 from octo_kernels.decode_attention import choose_num_splits, decode_attention_torch, decode_attention_triton
 from octo_kernels.dispatch import ENV_VAR, HAVE_TRITON, INTERPRET, resolve_impl
 from octo_kernels.rms_norm import rms_norm_torch, rms_norm_triton
 from octo_kernels.rope import rope_cache_update_torch, rope_cache_update_triton
 from octo_kernels.sampling import philox_uniforms, sample_logits_torch, sample_logits_triton
+from octo_kernels.swiglu import silu_mul_torch, silu_mul_triton
 
-__all__ = ["rms_norm", "rope_cache_update", "decode_attention", "sample_logits", "resolve_impl",
+__all__ = ["rms_norm", "rope_cache_update", "decode_attention", "sample_logits", "silu_mul", "resolve_impl",
            "choose_num_splits", "philox_uniforms", "ENV_VAR", "HAVE_TRITON", "INTERPRET"]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
-             impl: str | None = None):
+             impl: str | None = None, y_dtype: torch.dtype | None = None):
     """x [..., D], weight [D]. Without residual: y = weight * (x * rsqrt(mean(x^2) + eps)) (HF LlamaRMSNorm:
     normalise in fp32, round to x.dtype, then scale), y in x.dtype. With residual: h = x + residual (fp32 add,
     rounded to promote_types(x, residual): an fp32 stream stays fp32 under bf16 autocast), returns (rms_norm(h), h)
-    with y in h's dtype."""
+    with y in h's dtype. y_dtype: y in that dtype instead (rounded once from fp32, as a cast after would round it:
+    the decode path hands the bf16 matmul that follows a bf16 y, one launch fewer under autocast)."""
     _norm._check(x, weight, residual)
     if resolve_impl(impl, x.device) == "triton":
-        return rms_norm_triton(x, weight, eps, residual)
-    return rms_norm_torch(x, weight, eps, residual)
+        return rms_norm_triton(x, weight, eps, residual, y_dtype)
+    return rms_norm_torch(x, weight, eps, residual, y_dtype)
 
 
 def rope_cache_update(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -80,3 +84,12 @@ def sample_logits(logits: torch.Tensor, temperature: float, seed: int | torch.Te
     if resolve_impl(impl, logits.device) == "triton":
         return sample_logits_triton(logits, temperature, seed, offset)
     return sample_logits_torch(logits, temperature, seed, offset)
+
+
+def silu_mul(gu: torch.Tensor, impl: str | None = None):
+    """gu [..., 2F] (a fused gate/up projection's output) -> silu(gate) * up [..., F] in gu.dtype, rounded as
+    torch's F.silu(gate) * up."""
+    _swiglu._check(gu)
+    if resolve_impl(impl, gu.device) == "triton":
+        return silu_mul_triton(gu)
+    return silu_mul_torch(gu)

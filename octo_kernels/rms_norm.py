@@ -29,12 +29,12 @@ def out_dtype(x, residual):
     return x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
 
 
-def rms_norm_torch(x, weight, eps, residual=None):
+def rms_norm_torch(x, weight, eps, residual=None, y_dtype=None):
     """Plain-torch reference; same contract as rms_norm."""
     h = x if residual is None else (x.float() + residual.float()).to(out_dtype(x, residual))
     h32 = h.float()
     normed = (h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype)
-    y = (weight.float() * normed.float()).to(h.dtype)
+    y = (weight.float() * normed.float()).to(y_dtype or h.dtype)
     return y if residual is None else (y, h)
 
 
@@ -79,18 +79,21 @@ def _as_rows(t, D):
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
-def plan_rms_norm(x, weight, eps, residual=None, cc=None):
+def plan_rms_norm(x, weight, eps, residual=None, cc=None, y_dtype=None):
     """Outputs (y, h) allocated like x, and the Launch that fills them (None for an empty x). cc: the target's
-    compute capability (unused: this kernel keeps no shared-memory tiles; kept for the common plan signature)."""
+    compute capability (unused: this kernel keeps no shared-memory tiles; kept for the common plan signature).
+    y_dtype: y's dtype when not the stream's (the dtype of the matmul that reads y: one rounding, no cast after)."""
     D = x.shape[-1]
     if D > MAX_BLOCK_D:
         raise ValueError(f"rms_norm: triton kernel keeps a row in registers, D={D} > {MAX_BLOCK_D}")
     x2 = _as_rows(x, D)
     r2 = _as_rows(residual, D) if residual is not None else x2
     w = weight.contiguous()
-    y = torch.empty(x.shape, dtype=out_dtype(x, residual), device=x.device)
-    h = torch.empty_like(y) if residual is not None else y  # without a residual the kernel reads H's dtype from y
+    y = torch.empty(x.shape, dtype=y_dtype or out_dtype(x, residual), device=x.device)
+    h = torch.empty(x.shape, dtype=out_dtype(x, residual), device=x.device) if residual is not None else y
     y2, h2 = y.view(-1, D), h.view(-1, D)
+    if residual is None:
+        h2 = x2  # not written: the kernel reads the dtype normalised values are rounded to from H (the stream's)
     N = x2.shape[0]
     if N == 0:
         return y, h, None
@@ -103,8 +106,8 @@ def plan_rms_norm(x, weight, eps, residual=None, cc=None):
     return y, h, launch
 
 
-def rms_norm_triton(x, weight, eps, residual=None):
-    y, h, launch = plan_rms_norm(x, weight, eps, residual, device_cc(x.device))
+def rms_norm_triton(x, weight, eps, residual=None, y_dtype=None):
+    y, h, launch = plan_rms_norm(x, weight, eps, residual, device_cc(x.device), y_dtype)
     if launch is not None:
         run(launch)
     return y if residual is None else (y, h)

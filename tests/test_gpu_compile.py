@@ -39,6 +39,7 @@ def plan_cases(cc: int, torch):
     rope = importlib.import_module("octo_kernels.rope")
     attn = importlib.import_module("octo_kernels.decode_attention")
     samp = importlib.import_module("octo_kernels.sampling")
+    swiglu = importlib.import_module("octo_kernels.swiglu")
     f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
     name = {f32: "fp32", bf16: "bf16", f16: "fp16"}
     meta = lambda *shape, dtype=f32: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
@@ -46,14 +47,20 @@ def plan_cases(cc: int, torch):
     for s in SHAPES:
         dim, H, Hkv, D = s["dim"], s["H"], s["Hkv"], s["D"]
         # RMSNorm: (activation, residual stream, weight) as the pipeline has them: fp32 weights + bf16 autocast
-        # (bf16 branch outputs over an fp32 residual stream), bf16 / fp16 / fp32 models (all one dtype)
-        norms = [(bf16, f32, f32), (f32, None, f32), (bf16, None, bf16), (bf16, bf16, bf16), (f16, None, f16),
-                 (f16, f16, f16), (f32, f32, f32)]
-        for x_dt, r_dt, w_dt in norms:
+        # (bf16 branch outputs over an fp32 residual stream; the decode path's y in bf16 for the matmul after),
+        # bf16 / fp16 / fp32 models (all one dtype)
+        norms = [(bf16, f32, f32, None), (f32, None, f32, None), (bf16, None, bf16, None), (bf16, bf16, bf16, None),
+                 (f16, None, f16, None), (f16, f16, f16, None), (f32, f32, f32, None), (bf16, f32, f32, bf16),
+                 (f32, None, f32, bf16)]
+        for x_dt, r_dt, w_dt, y_dt in norms:
             x = meta(BATCH, 1, dim, dtype=x_dt)
             r = None if r_dt is None else meta(BATCH, 1, dim, dtype=r_dt)
-            launch = norm.plan_rms_norm(x, meta(dim, dtype=w_dt), 1e-5, r, cc)[-1]
-            cases.append((f"rms_norm dim={dim} x={name[x_dt]} res={name.get(r_dt)} w={name[w_dt]}", launch))
+            launch = norm.plan_rms_norm(x, meta(dim, dtype=w_dt), 1e-5, r, cc, y_dt)[-1]
+            cases.append((f"rms_norm dim={dim} x={name[x_dt]} res={name.get(r_dt)} w={name[w_dt]} "
+                          f"y={name.get(y_dt)}", launch))
+        for dt in (f32, bf16, f16):  # SwiGLU's gate over the fused gate/up output [B, 1, 2 * ffn]
+            launch = swiglu.plan_silu_mul(meta(BATCH, 1, 2 * 8192, dtype=dt), cc)[-1]
+            cases.append((f"silu_mul ffn=8192 dim={dim} {name[dt]}", launch))
         for act in (f32, bf16, f16):
             for cache_dt in (f32, bf16):
                 tag = f"D={D} H={H}/{Hkv} act={name[act]} cache={name[cache_dt]}"
@@ -182,8 +189,8 @@ def compiled(tmp_path_factory):
 @pytest.mark.parametrize("cc", TARGETS)
 def test_every_kernel_compiles_and_fits_shared_memory(compiled, cc):
     mine = [r for r in compiled if r["cc"] == cc]
-    # 14 norms, 12 + 4 paged rope, 15 + 3 + 5 + 1 paged attention (partials + reduce), 5 sampling launches
-    assert len(mine) == 59
+    # 18 norms, 6 SwiGLU gates, 12 + 4 paged rope, 15 + 3 + 5 + 1 paged attention (partials + reduce), 5 sampling
+    assert len(mine) == 69
     failed = [f"{r['name']}: {r['error']}" for r in mine if not r["ok"]]
     assert not failed, f"sm_{cc}: {len(failed)} launches do not compile:\n" + "\n".join(failed[:8])
     too_big = [f"{r['name']}: {r['shared']} B > {r['limit']} B ({r['kwargs']})" for r in mine
@@ -199,7 +206,7 @@ def test_every_kernel_compiles_and_fits_shared_memory(compiled, cc):
     assert fp32_128 and all(r["kwargs"]["BLOCK_N"] == ("64" if cc in (80, 90) else "32") for r in fp32_128)
     kernels_seen = {r["kernel"] for r in mine}
     assert kernels_seen == {"_rms_norm_kernel", "_rope_cache_kernel", "_partials_kernel", "_reduce_kernel",
-                            "_sample_kernel"}
+                            "_sample_kernel", "_silu_mul_kernel"}
 
 
 if __name__ == "__main__":

@@ -115,6 +115,37 @@ def test_rms_norm_residual_keeps_an_fp32_stream(impl):
     torch.testing.assert_close(y.double(), exact, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_rms_norm_y_dtype_is_the_cast_after(impl, residual):
+    """y_dtype=bf16 over an fp32 stream (the decode path under autocast) gives what casting the fp32 y gives, bit
+    for bit, and leaves the stream h in fp32."""
+    x = randn(3, 64, seed=11)
+    r = randn(3, 64, scale=8.0, seed=12) if residual else None
+    w = randn(64, seed=13) + 1.0
+    want = octo_kernels.rms_norm(x, w, 1e-5, residual=r, impl="torch")
+    got = octo_kernels.rms_norm(x, w, 1e-5, residual=r, impl=impl, y_dtype=torch.bfloat16)
+    if residual:
+        assert got[1].dtype == torch.float32 and torch.equal(got[1], want[1])
+        want, got = want[0], got[0]
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("F", [64, 100])
+def test_silu_mul_matches_torch_swiglu(dtype, F):
+    """The fused SwiGLU gate equals torch's F.silu(gate) * up on the same [..., 2F] input, rounding included."""
+    gu = randn(2, 3, 2 * F, dtype=dtype, scale=3.0, seed=F)
+    gate, up = gu[..., :F], gu[..., F:]
+    ref = torch.nn.functional.silu(gate) * up
+    out = octo_kernels.silu_mul(gu, impl="triton")
+    assert out.dtype == dtype and out.shape == (2, 3, F)
+    assert_close(out, ref, dtype, min_exact=0.99)
+    assert torch.equal(octo_kernels.silu_mul(gu, impl="torch"), ref)
+    with pytest.raises(ValueError, match="2F"):
+        octo_kernels.silu_mul(gu[..., :-1])
+
+
 def test_rms_norm_non_contiguous_rows():
     base = randn(4, 2, 64, seed=6)
     x = base.transpose(0, 1)  # [2, 4, 64], rows not in memory order

@@ -237,19 +237,45 @@ def test_inverse_cdf_never_picks_zero_mass():
 
 def test_n_samples_share_one_prefill(tok, model, monkeypatch):
     calls = []
-    real = sample.prefill
+    real = sample.prefill_batch
 
-    def counting(m, ids, cache, blocks, **kw):
-        calls.append(len(ids))
-        return real(m, ids, cache, blocks, **kw)
+    def counting(m, seqs, cache, **kw):
+        calls.append([len(ids) for ids, _ in seqs])
+        return real(m, seqs, cache, **kw)
 
-    monkeypatch.setattr(sample, "prefill", counting)
+    monkeypatch.setattr(sample, "prefill_batch", counting)
     outs = generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0)
     lens = [len(c.prompt_tokens) for c in outs[::4]]
-    assert calls == lens and len(outs) == 12  # each prompt prefilled once for its 4 samples
+    assert calls == [lens] and len(outs) == 12  # each prompt prefilled once for its 4 samples, all in one call
+    assert sample.last_stats["prefills"] == 3 and sample.last_stats["prefill_forwards"] == 1  # one forward
     calls.clear()
     generate(model, tok, PROMPTS[:2], n=5, max_new_tokens=4, temperature=1.0, seed=0, batch_size=2)
-    assert len(calls) == 6  # n > batch_size: each prompt's samples start in groups of 2, 2, 1
+    assert sum(map(len, calls)) == 6  # n > batch_size: each prompt's samples start in groups of 2, 2, 1
+
+
+def test_batched_prefill_equals_one_sequence_at_a_time(model):
+    """Ragged sequences prefilled together (right-padded rows, several forwards when max_tokens cuts them, a long
+    one in pieces) write the same KV cache and give the same last-position logits as one prefill per sequence."""
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist() for n in (9, 3, 14, 1, 6)]
+    tables = [[0, 1, 2], [3], [4, 5, 6, 7], [8], [9, 10]]  # blocks of 4
+    runs = {}
+    for how in ("one", "batched", "cut"):
+        cache = PagedKVCache.for_model(model, 11, 4)
+        with torch.no_grad():
+            if how == "one":
+                logits, fw = [sample.prefill(model, ids, cache, t) for ids, t in zip(seqs, tables)], len(seqs)
+            else:  # "cut": at most 12 padded tokens a forward; the 14-token one alone, in pieces of 12
+                logits, fw = sample.prefill_batch(model, list(zip(seqs, tables)), cache,
+                                                  **({"max_tokens": 12} if how == "cut" else {}))
+        runs[how] = (torch.stack(logits), cache, fw)
+    assert runs["batched"][2] == 1 and runs["cut"][2] > 2
+    ref, ref_cache, _ = runs["one"]
+    for how in ("batched", "cut"):
+        lg, cache, _ = runs[how]
+        assert (lg - ref).abs().max().item() < 1e-5, how
+        for a, b in zip(cache.k + cache.v, ref_cache.k + ref_cache.v):
+            assert (a - b).abs().max().item() < 1e-5, how  # pad tokens wrote nothing (unused slots stay 0)
 
 
 def test_prefill_in_pieces_equals_one_pass(model):
