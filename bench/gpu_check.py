@@ -40,10 +40,14 @@ VOCAB = 128256
 DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda", "scale": ""}
 # --scale=1b: the generation benchmarks at the 1B preset on this GPU (issue 24's measurements: decode step wall vs GPU
 # kernel time vs memory floor at batch 1 / 16 / 64; the RL-shaped case, 32 prompts x 8 samples, EOS after ~64
-# tokens, cap 512, against transformers)
-SCALE_BENCHES = {"1b": [["--preset=llama3.2-1b", "--batch_sizes=1,16,64", "--repeats=2"],
-                        ["--preset=llama3.2-1b", "--rl", "--prompts=32", "--samples=8", "--typical=64",
-                         "--cap_factor=8"]]}
+# tokens, cap 512, against transformers); then the RL update at the 1B RL preset's settings (issue 25: 128 rollouts
+# of up to 1,174 tokens, fixed micro-batches of 2 vs the preset's token budget)
+SCALE_BENCHES = {"1b": [("sample.py", ["--preset=llama3.2-1b", "--batch_sizes=1,16,64", "--repeats=2"]),
+                        ("sample.py", ["--preset=llama3.2-1b", "--rl", "--prompts=32", "--samples=8", "--typical=64",
+                                       "--cap_factor=8"]),
+                        ("rl_update.py", ["--dtype=bfloat16", "--preset=llama3.2-1b", "--vocab_size=128256",
+                                          "--n_seqs=128", "--prompt_len=150", "--max_response=1024", "--micro_batch=2",
+                                          "--micro_batch_tokens=27648", "--modes=fixed,padded"])]}
 DEV = torch.device("cuda")
 
 results: list[tuple[str, bool, str]] = []
@@ -296,12 +300,12 @@ def graphs_vs_eager(ckpt: str, n_prompts: int, max_new: int) -> None:
 def run_scale_benches(scale: str) -> None:
     """bench/sample.py at a real preset on this GPU, each in its own process (its output shown as it comes)."""
     import subprocess
-    for args in SCALE_BENCHES[scale]:
-        cmd = [sys.executable, os.path.join(ROOT, "bench", "sample.py"), f"--device={DEV}", *args]
+    for script, args in SCALE_BENCHES[scale]:
+        cmd = [sys.executable, os.path.join(ROOT, "bench", script), f"--device={DEV}", *args]
         print(f"\n$ {' '.join(cmd[1:])}", flush=True)
         t0 = time.time()
         r = subprocess.run(cmd, cwd=ROOT)
-        report(f"bench/sample.py {' '.join(args)}"[:58], r.returncode == 0, f"{time.time() - t0:.0f} s")
+        report(f"bench/{script} {' '.join(args)}"[:58], r.returncode == 0, f"{time.time() - t0:.0f} s")
 
 
 def sync() -> None:
