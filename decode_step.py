@@ -119,7 +119,10 @@ class DecodeStep:
     def replay(self, B: int):
         key = (self.cache.k[0].data_ptr(), self.weights[1].data_ptr())
         if key != self.graph_key:  # the pool grew (new tensors) or the weights were re-made: capture again
+            # into a fresh memory pool: the old graphs were that pool's only users, and capturing into a pool whose
+            # graphs are gone trips the caching allocator (seen on an H200 when the KV pool grew mid-generate)
             self.graphs, self.graph_key = {}, key
+            self.mempool = torch.cuda.graph_pool_handle()
         if B not in self.graphs:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
