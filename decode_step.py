@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kvcache import cdiv
 from model import rope_cos_sin
 
 def bucket(rows: int) -> int:
@@ -110,7 +111,7 @@ class DecodeStep:
         self.weights = self.model.decode_weights()  # a no-op unless the parameters moved since the last call
         self.load(tokens, lens, tables, per_row)
         if not self.graphs_on:
-            W = max(-(-(x + 1) // self.cache.block_size) for x in lens)  # eager: only the columns in use
+            W = max(cdiv(x + 1, self.cache.block_size) for x in lens)  # eager: only the columns in use
             self.compute(n, W)
         else:
             self.replay(bucket(n))
