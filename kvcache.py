@@ -121,9 +121,26 @@ class PagedKVCache:
     def batch(self) -> int:
         return self.lens.shape[0]
 
+    @property
+    def capacity(self) -> int:
+        """Blocks the pool tensors hold (>= pool.num_blocks, the ids in use: a kept cache may be larger)."""
+        return self._k[0].shape[0]
+
+    def reset(self, num_blocks: int):
+        """A fresh allocator over num_blocks ids (every block free) for the next generate call; the tensors are
+        kept (a captured graph reads their addresses) unless they hold fewer blocks. Old contents are never read:
+        a block is written before any row attends to it."""
+        self.pool = BlockPool(min(num_blocks, self.capacity))
+        if num_blocks > self.capacity:
+            self.grow(num_blocks)
+
     def grow(self, num_blocks: int):
         """Enlarge the pools to num_blocks (a copy: old and new pools coexist for a moment); block ids keep their
-        contents. For a pool sized by use rather than up front."""
+        contents. For a pool sized by use rather than up front. Within the tensors' capacity only ids are added."""
+        if num_blocks <= self.capacity:
+            self.pool.grow(num_blocks)
+            return
+
         def bigger(t):
             out = t.new_zeros((num_blocks,) + tuple(t.shape[1:]))
             out[:t.shape[0]] = t

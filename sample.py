@@ -39,12 +39,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import model as model_lib
 from configurator import UserError, UserFileError, run_cli
-from decode_step import DecodeStep
+from decode_step import DecodeStep, bucket
 from kvcache import PagedKVCache, blocks_for_budget, cdiv
 from lm_head import autocast_dtype
 
@@ -301,14 +302,19 @@ class Seq:
     blocks: list[int] = field(default_factory=list)
     cached: int = 0  # tokens whose keys/values are in the blocks (prompt + out[:-1] while running)
     reason: str | None = None
+    live: bool = False  # in Engine.running
+    slot: int = -1  # its row in the static decode step's buffers while it decodes there (decode_step.py)
 
 
 class Engine:
     """Continuous batching over a paged cache: `waiting` holds (prompt i, [sample j ...]) groups not started yet
     and preempted sequences (to resume first); `running` holds at most `cap` sequences."""
 
-    def __init__(self, model, cache: PagedKVCache, prompts: list[list[int]], n: int, cap: int, max_blocks: int):
+    def __init__(self, model, cache: PagedKVCache, prompts: list[list[int]], n: int, cap: int, max_blocks: int,
+                 step: DecodeStep | None = None):
         self.model, self.cache, self.pool, self.prompts, self.cap = model, cache, cache.pool, prompts, cap
+        self.step = step  # the static decode step whose slots hold the decoding rows, or None (plain path)
+        self.n = n
         self.max_blocks = max_blocks  # > the pool's size: it doubles (up to this) before anything is preempted
         self.waiting: deque = deque((i, list(range(n))) for i in range(len(prompts)))
         self.running: list[Seq] = []
@@ -343,7 +349,7 @@ class Engine:
                     break
                 self.waiting.popleft()
                 item.blocks = [self.pool.allocate() for _ in range(cdiv(len(ids), bs))]
-                item.cached, item.order = len(ids), self._next_order()
+                item.cached, item.order, item.live = len(ids), self._next_order(), True
                 self.running.append(item)
                 todo.append((ids, item.blocks, [item]))
                 continue
@@ -380,7 +386,7 @@ class Engine:
             if m > 0 and part:
                 blocks.append(self.pool.allocate())
                 forks.append((first[-1], blocks[-1]))
-            seqs.append(Seq(i, j, ids, self._next_order(), blocks=list(blocks), cached=len(ids)))
+            seqs.append(Seq(i, j, ids, self._next_order(), blocks=list(blocks), cached=len(ids), live=True))
         if k < len(js):
             self.waiting[0] = (i, js[k:])
         else:
@@ -390,9 +396,8 @@ class Engine:
 
     def preempt(self, s: Seq):
         """Free a sequence's blocks and queue it to resume first (its tokens so far are kept)."""
-        self.pool.release(s.blocks)
-        s.blocks, s.cached = [], 0
-        self.running.remove(s)
+        self.finish(s)
+        s.cached = 0
         self.waiting.appendleft(s)
         self.preemptions += 1
 
@@ -401,15 +406,17 @@ class Engine:
         empty; -> the rows still running (oldest first)."""
         bs = self.cache.block_size
         for s in sorted(rows, key=lambda s: s.order):
-            if s not in self.running or s.cached < len(s.blocks) * bs:
+            if not s.live or s.cached < len(s.blocks) * bs:
                 continue
             while not self.make_free(1):
                 self.preempt(max(self.running, key=lambda r: r.order))
-                if s not in self.running:
+                if not s.live:
                     break
-            if s in self.running:
+            if s.live:
                 s.blocks.append(self.pool.allocate())
-        return [s for s in rows if s in self.running]
+                if s.slot >= 0:
+                    self.step.set_block(s.slot, len(s.blocks) - 1, s.blocks[-1])
+        return [s for s in rows if s.live]
 
     def decode(self, rows: list[Seq]) -> torch.Tensor:
         """One decode step for rows (each feeds its last token) -> logits [len(rows), V]."""
@@ -422,17 +429,28 @@ class Engine:
             s.cached += 1
         return logits
 
-    def decode_static(self, step, rows: list[Seq], state) -> tuple[torch.Tensor, torch.Tensor]:
-        """One static decode step for rows (decode_step.py) -> (tokens [len(rows)], log-probs) on the device."""
-        out = step([s.out[-1] for s in rows], [s.cached for s in rows], [s.blocks for s in rows], state)
+    def decode_static(self, rows: list[Seq], state_fn) -> tuple[np.ndarray, np.ndarray]:
+        """One static decode step (decode_step.py) over the slots of rows -> (tokens, log-probs) [len(rows)] on
+        the host; each row's slot then holds its new token."""
+        tok, lp = self.step.run(state_fn)  # [B] over the step's slots
+        slots = np.fromiter((s.slot for s in rows), dtype=np.int64, count=len(rows))
+        tok, lp = tok[slots], lp[slots]
+        self.step.advance(slots, tok)
         for s in rows:
             s.cached += 1
-        return out
+        return tok, lp
+
+    def join_step(self, s: Seq, n: int):
+        """A row that drew its first token from its prefill's logits decodes in the static step from now on."""
+        self.step.add(s, s.out[-1], s.cached, s.blocks, s.i * n + s.j, len(s.out))
 
     def finish(self, s: Seq):
         self.pool.release(s.blocks)
         s.blocks = []
         self.running.remove(s)
+        s.live = False
+        if s.slot >= 0:
+            self.step.remove(s.slot)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -459,15 +477,18 @@ def pool_blocks(model, rows: int, longest: int, block_size: int, kv_budget, kv_b
     return blocks, blocks
 
 
-def row_state(rows: list[Seq], n: int, *, temperature, u_all, seeds_of, kernel_sampler) -> torch.Tensor | None:
-    """Each row's sampler state at its own step len(out), on the host [len(rows)]: the kernel sampler's key (the
-    sample's seed with the step folded in: the kernel's counter offset is shared by the batch, int64) or the torch
-    sampler's uniform (fp32); None when greedy."""
+def row_states(temperature: float, kernel_sampler: bool, seeds: np.ndarray | None, u_all: torch.Tensor | None):
+    """-> state(rid [k], t [k]) -> the sampler's state of rows rid = i * n + j at their own steps t = len(out),
+    numpy [k]: the kernel sampler's key (the sample's seed with the step folded in, mod 2**63: the kernel's counter
+    offset is shared by the batch; int64) or the torch sampler's uniform (fp32); None when greedy. Vectorized: the
+    static step asks it for every slot each step."""
     if temperature == 0:
         return None
     if kernel_sampler:
-        return torch.tensor([(seeds_of[(s.i, s.j)] + len(s.out) * STEP_KEY) & MASK63 for s in rows], dtype=torch.long)
-    return u_all[[s.i * n + s.j for s in rows], [len(s.out) for s in rows]]
+        step_key, mask = np.uint64(STEP_KEY), np.uint64(MASK63)
+        return lambda rid, t: ((seeds[rid] + t.astype(np.uint64) * step_key) & mask).view(np.int64)  # wraps mod 2**64
+    u = u_all.numpy()
+    return lambda rid, t: u[rid, t]
 
 
 def make_sampler(temperature: float, top_k: int, top_p: float, kernel_sampler: bool):
@@ -480,24 +501,62 @@ def make_sampler(temperature: float, top_k: int, top_p: float, kernel_sampler: b
     return lambda logits, state: sample_logits(logits, temperature, top_k, top_p, state)
 
 
-def next_tokens(eng, step, fresh: list, rows: list[Seq], sampler, state_of, vocab_mask):
-    """The next token and log-prob [len(fresh) + len(rows)] on the device: the fresh rows' from their prefill
-    logits, then the decoding rows' from one decode step (the static one when `step` is set: it draws inside)."""
+def static_engine(model, blocks: int, block_size: int, rows: int, width: int, graphs: bool):
+    """(cache, step) for a static-step call of `rows` rows of up to `width` blocks over a pool of `blocks` blocks
+    (+ the step's scratch block): the model's kept ones when they fit, else new ones, kept for the next call (the
+    KV pool's addresses and the step's captured graphs stay valid across calls: RL samples every step, eval every
+    few). release_engine(model) frees them."""
+    dtype, dev = autocast_dtype(model.embed_tokens.weight), model.embed_tokens.weight.device
+    kept = model.__dict__.get("_decode_engine")
+    if kept is not None:
+        cache, step = kept
+        if (cache.block_size, cache.k[0].dtype, cache.device) == (block_size, dtype, dev) and \
+                step.rows >= bucket(rows) and step.width >= width:
+            cache.reset(blocks + 1)
+            assert cache.pool.allocate() == DecodeStep.SCRATCH
+            return cache, step
+        rows, width = max(rows, step.rows), max(width, step.width)  # grow, so the calls in turn settle on one
+        release_engine(model)
+    cache = PagedKVCache.for_model(model, blocks + 1, block_size)
+    assert cache.pool.allocate() == DecodeStep.SCRATCH  # a fresh pool hands out id 0 first
+    step = DecodeStep(model, cache, rows, width, graphs)
+    model.__dict__["_decode_engine"] = (cache, step)
+    return cache, step
+
+
+def release_engine(model) -> None:
+    """Free the KV pool and CUDA graphs generate keeps on the model between calls (static step only)."""
+    model.__dict__.pop("_decode_engine", None)
+
+
+def next_tokens(eng, fresh: list, rows: list[Seq], sampler, state_fn, vocab_mask) -> tuple[list, list]:
+    """The next token and log-prob of the fresh rows (from their prefill logits) then of the decoding rows (one
+    decode step: the static one when the engine has it, which draws inside), on the host: [len(fresh) +
+    len(rows)] each. A NaN log-prob (an overflowing model) comes back as token id -1."""
     seqs = [s for s, _ in fresh]
     parts = [torch.stack([lg for _, lg in fresh])] if fresh else []
-    if rows and step is None:
+    if rows and eng.step is None:
         parts.append(eng.decode(rows))
         seqs += rows
-    out = []
+    toks, lps = [], []
     if parts:
         logits = torch.cat(parts)  # [len(seqs), V]
         if vocab_mask is not None:
             logits = logits.masked_fill(vocab_mask, float("-inf"))
-        state = state_of(seqs)
-        out.append(sampler(logits, None if state is None else state.to(logits.device)))
-    if rows and step is not None:
-        out.append(eng.decode_static(step, rows, state_of(rows)))
-    return torch.cat([t for t, _ in out]), torch.cat([lp for _, lp in out])
+        state = None
+        if state_fn is not None:
+            state = torch.from_numpy(state_fn(np.array([s.i * eng.n + s.j for s in seqs]),
+                                              np.array([len(s.out) for s in seqs]))).to(logits.device)
+        tok, lp = sampler(logits, state)
+        host = torch.stack([tok.double(), lp.double()]).cpu().numpy()  # [2, len(seqs)]: one sync
+        toks.append(host[0])
+        lps.append(host[1])
+    if rows and eng.step is not None:
+        tok, lp = eng.decode_static(rows, state_fn)
+        toks.append(tok)
+        lps.append(lp)
+    tok, lp = np.concatenate(toks), np.concatenate(lps)
+    return np.where(np.isnan(lp), -1, tok).astype(np.int64).tolist(), lp.tolist()
 
 
 def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_tokens: int, temperature: float,
@@ -511,57 +570,73 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
     cap = min(batch_size or R, R)
     longest = max(len(p) for p in prompts) + M
     blocks, max_blocks = pool_blocks(model, cap, longest, block_size, kv_budget, kv_blocks)
-    cache = PagedKVCache.for_model(model, blocks + static_step, block_size)  # the static step's scratch block
-    eng = Engine(model, cache, prompts, n, cap, max_blocks + static_step)
-    keys = [(i, j) for i in range(len(prompts)) for j in range(n)]
     kernel_sampler = use_kernel_sampler(device, temperature, top_k, top_p, model.config.vocab_size)
-    u_all = seeds_of = None
+    seeds = u_all = None
     if temperature > 0 and kernel_sampler:
-        seeds_of = {k: sample_seed(seed, *k) for k in keys}
+        seeds = np.array([sample_seed(seed, i, j) for i in range(len(prompts)) for j in range(n)], dtype=np.uint64)
     elif temperature > 0:
-        u_all = row_uniforms(seed, keys, M)  # [R, M], row i * n + j
+        u_all = row_uniforms(seed, [(i, j) for i in range(len(prompts)) for j in range(n)], M)  # [R, M]
     vocab_mask = None
     if model.config.vocab_size > V_tok:  # model rows past the tokenizer's ids (a padded embedding) are not tokens
         vocab_mask = torch.arange(model.config.vocab_size, device=device) >= V_tok
     sampler = make_sampler(temperature, top_k, top_p, kernel_sampler)
-    state_of = lambda rows: row_state(rows, n, temperature=temperature, u_all=u_all, seeds_of=seeds_of,  # noqa: E731
-                                      kernel_sampler=kernel_sampler)
+    state_fn = row_states(temperature, kernel_sampler, seeds, u_all)
     step = None
     if static_step:
+        cache, step = static_engine(model, blocks, block_size, cap, cdiv(longest, block_size), cuda_graphs)
         per_row = None if temperature == 0 else torch.long if kernel_sampler else torch.float32
-        step = DecodeStep(model, cache, cap, cdiv(longest, block_size), sampler=sampler, per_row_dtype=per_row,
-                          vocab_mask=vocab_mask, graphs=cuda_graphs)
-    tail, results = stop_tail_len(stop), {}
+        step.begin(sampler, (temperature, top_k, top_p, kernel_sampler, V_tok), per_row, vocab_mask, cuda_graphs)
+    else:
+        cache = PagedKVCache.for_model(model, blocks, block_size)
+    eng = Engine(model, cache, prompts, n, cap, max_blocks + static_step, step)
+    done = Finisher(tokenizer, stop, M, n, on_token, on_finish)
     while eng.waiting or eng.running:
         fresh = eng.admit()
         new = {id(s) for s, _ in fresh}
         rows = eng.reserve_decode([s for s in eng.running if id(s) not in new])
-        fresh = [(s, lg) for s, lg in fresh if s in eng.running]  # reserve_decode may preempt fresh ones
-        batch = [s for s, _ in fresh] + rows
-        if not batch:
+        fresh = [(s, lg) for s, lg in fresh if s.live]  # reserve_decode may preempt fresh ones
+        if not fresh and not rows:
             continue
-        tok, lp = next_tokens(eng, step, fresh, rows, sampler, state_of, vocab_mask)
-        # one host sync per step; NaN logits (an overflowing model) show up as id -1 instead of a silent token
-        host = torch.where(torch.isnan(lp), -1, tok).tolist()
-        for s, x, p in zip(batch, host, lp.tolist()):
-            if x < 0:
-                raise RuntimeError(f"the model produced NaN logits at step {len(s.out)} (prompt {s.i})")
-            s.out.append(x)
-            s.lp.append(p)
-            if on_token is not None:
-                on_token(s.i * n + s.j, x)
-            if x in stop_ids:
-                s.reason = "eos"
-            elif stop and find_stop(tokenizer.decode(s.out[-tail:]), stop) >= 0:
-                s.reason = "stop"
-            elif len(s.out) == M:
-                s.reason = "length"
-            if s.reason is not None:
-                eng.finish(s)
-                results[(s.i, s.j)] = (s.out, torch.tensor(s.lp, dtype=torch.float32), s.reason)
-                if on_finish is not None:
-                    on_finish(len(s.out))
-    return results, eng
+        tok, lp = next_tokens(eng, fresh, rows, sampler, state_fn, vocab_mask)  # the step's one host sync
+        for (s, _), x, p in zip(fresh, tok, lp):
+            if not done(eng, s, x, p) and step is not None:
+                eng.join_step(s, n)
+        for s, x, p in zip(rows, tok[len(fresh):], lp[len(fresh):]):
+            done(eng, s, x, p)
+    return done.results, eng
+
+
+class Finisher:
+    """Takes each row's new token: appends it, streams it, and ends the row on EOS, a stop string or the length
+    cap (its blocks and slot freed at once, its result kept)."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], M: int, n: int, on_token, on_finish):
+        self.tokenizer, self.stop, self.M, self.n = tokenizer, stop, M, n
+        self.stop_ids, self.tail = tokenizer.stop_ids, stop_tail_len(stop)
+        self.on_token, self.on_finish = on_token, on_finish
+        self.results: dict = {}
+
+    def __call__(self, eng: Engine, s: Seq, x: int, p: float) -> bool:
+        """-> whether row s ended with token x (log-prob p)."""
+        if x < 0:
+            raise RuntimeError(f"the model produced NaN logits at step {len(s.out)} (prompt {s.i})")
+        s.out.append(x)
+        s.lp.append(p)
+        if self.on_token is not None:
+            self.on_token(s.i * self.n + s.j, x)
+        if x in self.stop_ids:
+            s.reason = "eos"
+        elif self.stop and find_stop(self.tokenizer.decode(s.out[-self.tail:]), self.stop) >= 0:
+            s.reason = "stop"
+        elif len(s.out) == self.M:
+            s.reason = "length"
+        else:
+            return False
+        eng.finish(s)
+        self.results[(s.i, s.j)] = (s.out, torch.tensor(s.lp, dtype=torch.float32), s.reason)
+        if self.on_finish is not None:
+            self.on_finish(len(s.out))
+        return True
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -631,6 +706,9 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
         last_stats.update(prefills=eng.prefills, prefill_forwards=eng.prefill_forwards, preemptions=eng.preemptions,
                           pool_blocks=eng.pool.num_blocks, peak_blocks=eng.pool.peak_used, static_step=static_step,
                           block_bytes=2 * len(eng.cache.k) * k0[0].numel() * k0.element_size())
+    except BaseException:
+        release_engine(model)  # a call that failed part-way (NaN logits, an interrupt) leaves no kept state behind
+        raise
     finally:
         model.train(was_training)
         if bar is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -19,6 +20,7 @@ import sample
 from decode_step import DecodeStep
 from kvcache import PagedKVCache
 from model import Llama, LlamaConfig
+from test_decode_step import Row
 
 pytestmark = pytest.mark.skipif(not octo_kernels.HAVE_TRITON or not octo_kernels.INTERPRET,
                                 reason="needs triton and TRITON_INTERPRET=1 (set by conftest) to run kernels on CPU")
@@ -72,14 +74,17 @@ def step_launches(counter, n_layers: int, autocast: bool) -> Counter:
     cache = PagedKVCache.for_model(net, 8, 16)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), ctx:
-        step = DecodeStep(net, cache, 2, 2, sampler=sample.make_sampler(0.0, 0, 1.0, True), per_row_dtype=None,
-                          vocab_mask=None, graphs=False)
+        step = DecodeStep(net, cache, 2, 2, graphs=False)
+        step.begin(sample.make_sampler(0.0, 0, 1.0, True), "greedy", None, None)
+        rows = [Row(), Row()]
+        for k, (tok, n, blocks) in enumerate([(3, 5, [1, 2]), (4, 7, [3, 4])]):
+            step.add(rows[k], tok, n, blocks, k, 0)
         for t in range(2):
-            step.weights = net.decode_weights()
-            step.load([3, 4], [5 + t, 7 + t], [[1, 2], [3, 4]], None)
+            step.upload()
             counter.ops.clear()
             with counter:
                 step.compute(2, 2)
+            step.advance(np.array([r.slot for r in rows]), np.array([3, 4]))
     return Counter(counter.ops)
 
 
