@@ -189,7 +189,7 @@ def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda
                    kv_pool_bytes: float | None = None, checkpointing: bool | str | None = None) -> Plan:
     """c: the stage's knobs (midtrain.py / rl.py names). RL's lengths are the largest of the max_response_len
     schedule (the update packs to the longest sequence, so this is its worst case); a rank's rows in flight are
-    rollout_batch_size, or its whole share when that is 0. checkpointing: overrides c.grad_checkpointing; "auto"
+    rollout_batch_size, or its whole share when that is 0, in a KV pool of kv_budget when set. checkpointing: overrides c.grad_checkpointing; "auto"
     is decided by auto_checkpointing against gpu_bytes."""
     ckpt = c.grad_checkpointing if checkpointing is None else checkpointing
     if ckpt == "auto":
@@ -208,6 +208,9 @@ def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda
     budget = getattr(c, "micro_batch_tokens", 0)
     if budget:
         budget = min(budget, max(1, share // c.mini_batches) * (c.max_prompt_len + response))
+    kv = getattr(c, "kv_budget", 0)
+    if kv_pool_bytes is None and kv:  # rl.py's pool: GB, or a fraction of the free memory (at most of the card)
+        kv_pool_bytes = kv * GB if kv > 1 else kv * gpu_bytes
     return rl_plan(cfg, micro_batch=micro, prompt_len=c.max_prompt_len, response_len=response,
                    rollout_rows=rows, reference=c.kl_coef > 0, kv_pool_bytes=kv_pool_bytes,
                    micro_batch_tokens=budget, **common)

@@ -37,7 +37,10 @@ PRESET_SHAPES = {"1B": dict(dim=2048, H=32, Hkv=8, D=64), "3B": dict(dim=3072, H
 VOCAB = 128256
 # device "cpu" runs every check on the CPU under the Triton interpreter (TRITON_INTERPRET=1 in the environment):
 # slow, and for working on this script without a GPU; the speeds it prints mean nothing
-DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda", "scale": ""}
+DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda", "scale": "",
+            "tokenizer": "", "presets": True, "preset_timeout": 300}
+# --scale: also the presets (run_presets) unless presets=False; tokenizer: a folder with Meta's Llama 3
+# tokenizer.model for them ("" = a stand-in of the same size); preset_timeout: seconds for each preset's run
 # --scale=1b: the generation benchmarks at the 1B preset on this GPU (issue 24's measurements: decode step wall vs GPU
 # kernel time vs memory floor at batch 1 / 16 / 64; the RL-shaped case, 32 prompts x 8 samples, EOS after ~64
 # tokens, cap 512, against transformers); then the RL update at the 1B RL preset's settings (issue 25: 128 rollouts
@@ -308,6 +311,108 @@ def run_scale_benches(scale: str) -> None:
         report(f"bench/{script} {' '.join(args)}"[:58], r.returncode == 0, f"{time.time() - t0:.0f} s")
 
 
+# -----------------------------------------------------------------------------------------------------------------
+# 4. the 1B presets themselves, a few steps each under torchrun, on random shards in the Llama 3 vocabulary
+
+# scale -> (mid-training preset, RL preset, the model it starts from, tokens a mid-training step: 4 micro-batches of
+# 2 x 8192 a GPU, ~1.5 s on an H200)
+PRESETS = {"1b": ("config/octothinker_1b_stable.py", "config/rl_octothinker_1b.py", "scratch:llama3.2-1b", 65536)}
+LLAMA3_RANKS = 128000  # Meta's tokenizer.model: 128,000 ranks + 256 specials = the presets' vocab of 128,256
+
+
+def llama3_sized_tokenizer(work: str, given: str) -> str:
+    """A folder holding a Llama 3 tokenizer.model: `given` (a folder with Meta's file) if set, else a stand-in
+    rank file of the same size (the 256 bytes + random multi-byte pieces) — random weights read random shards, so
+    only the vocabulary's size matters to the speeds measured."""
+    if given:
+        if not os.path.isfile(os.path.join(given, "tokenizer.model")):
+            raise SystemExit(f"error: tokenizer={given!r} holds no tokenizer.model (Meta's Llama 3 file)")
+        return given
+    import base64
+    g = torch.Generator().manual_seed(0)
+    pieces = [bytes([b]) for b in range(256)]
+    seen = set(pieces)
+    while len(pieces) < LLAMA3_RANKS:
+        p = bytes(torch.randint(97, 123, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist())
+        if p not in seen:
+            seen.add(p)
+            pieces.append(p)
+    folder = os.path.join(work, "llama3_tok")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "tokenizer.model"), "w") as f:
+        f.writelines(f"{base64.b64encode(p).decode()} {r}\n" for r, p in enumerate(pieces))
+    return folder
+
+
+def last_records(path: str) -> list[dict]:
+    import json
+    with open(path) as f:
+        return [r for r in map(json.loads, f) if r.get("kind") == "train"]
+
+
+def run_presets(scale: str, tokenizer: str, timeout: int) -> list[str]:
+    """midtrain.py with the stable preset, then rl.py with the RL preset from its checkpoint, each a few steps under
+    torchrun (one process per GPU here: on one GPU `parallel` has no second rank to shard over); -> table rows."""
+    import json
+    import subprocess
+
+    import numpy as np
+
+    from data.shards import write_shard
+    stable, rl_cfg, init, batch = PRESETS[scale]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nanoocto_presets_") as work:
+        tok = llama3_sized_tokenizer(work, tokenizer)
+        rng = np.random.default_rng(0)
+        for split, n in (("train", 2**22), ("val", 2**18)):
+            write_shard(os.path.join(work, "shards", "web", f"{split}_000000.bin"),
+                        rng.integers(0, LLAMA3_RANKS, n), LLAMA3_RANKS + 256)
+        with open(os.path.join(work, "prompts.jsonl"), "w") as f:
+            f.writelines(json.dumps({"question": q, "answer": str(a)}) + "\n" for q, a in problems(64))
+        n_gpu = torch.cuda.device_count() if DEV.type == "cuda" else 1
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpu}"]
+        mt, rl_out = os.path.join(work, "mt"), os.path.join(work, "rl")
+        steps, batch = 8, batch * n_gpu
+        cmds = [("midtrain", mt, [*run, "midtrain.py", stable, f"--init_from={init}",
+                                  f"--tokenizer={tok}", f"--data_root={os.path.join(work, 'shards')}",
+                                  "--stable_mixture={'web': 1.0}", f"--stable_out_dir={mt}",
+                                  f"--total_batch_tokens={batch}", f"--stable_tokens={steps * batch}",
+                                  "--eval_interval=0", "--log_interval=1", "--ckpt_interval=0",
+                                  f"--device={DEV.type}"]),
+                # 16 prompts x 8 samples = 128 rows a GPU, responses up to 512 tokens (random weights rarely stop);
+                # random weights get every reward wrong, so every advantage is 0 and the update would skip them
+                # all: a tiny entropy bonus keeps every sequence in the update, which is what is timed
+                ("rl", rl_out, [*run, "rl.py", rl_cfg, f"--init_from={mt}",
+                                f"--prompt_file={os.path.join(work, 'prompts.jsonl')}", f"--out_dir={rl_out}",
+                                "--max_steps=3", f"--prompts_per_step={16 * n_gpu}", "--group_size=8",
+                                "--max_response_len=512", "--entropy_coef=0.001", "--eval_interval=0", "--ckpt_interval=0",
+                                "--log_interval=1", f"--device={DEV.type}"])]
+        for name, out, cmd in cmds:
+            print(f"\n$ {' '.join(cmd[2:])}", flush=True)
+            t0 = time.time()
+            try:
+                r = subprocess.run(cmd, cwd=ROOT, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
+                ok = r.returncode == 0
+            except subprocess.TimeoutExpired:
+                ok = False
+            wall = time.time() - t0
+            recs = last_records(os.path.join(out, "metrics.jsonl")) if os.path.exists(os.path.join(out, "metrics.jsonl")) else []
+            report(f"{name}: {os.path.basename(stable if name == 'midtrain' else rl_cfg)} under torchrun", ok and bool(recs),
+                   f"{len(recs)} steps, {wall:.0f} s")
+            if not recs:
+                return rows
+            last = recs[-1]
+            if name == "midtrain":
+                rows.append(f"midtrain {stable}: first step {recs[0]['elapsed']:.1f} s after start of training, then "
+                            f"{last['tok_s']:,.0f} tok/s, MFU {last['mfu']:.1%} of the datasheet, "
+                            f"{last['mfu_matmul']:.1%} of the measured matmul peak (step {last['step']})")
+            else:
+                rows.append(f"rl {rl_cfg}: step {last['step']}: rollouts {last['gen_tok_s']:,.0f} tok/s "
+                            f"({last['rollout_s']:.1f} s), update {last['train_tok_s']:,.0f} tok/s; first step "
+                            f"{recs[0]['step_s']:.1f} s")
+    return rows
+
+
 def sync() -> None:
     if DEV.type == "cuda":
         torch.cuda.synchronize()
@@ -350,9 +455,14 @@ def main(argv=None) -> int:
                     graphs_vs_eager(ckpt, 16, c["gen_tokens"])
                 except Exception as e:  # noqa: BLE001
                     report("decode step: CUDA graph replay vs eager", False, f"{type(e).__name__}: {e}"[:200])
+    table = []
     if c["scale"]:
         run_scale_benches(c["scale"])
+        if c["presets"]:
+            table = run_presets(c["scale"], c["tokenizer"], c["preset_timeout"])
     failed = [name for name, ok, _ in results if not ok]
+    if table:
+        print("\n" + "\n".join(table))
     print(f"\n{len(results) - len(failed)} / {len(results)} passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; peak memory {peak_memory() / 2**30:.2f} GiB")
     return 1 if failed else 0

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import memory_model  # noqa: E402
 import model as model_lib  # noqa: E402
 import rl  # noqa: E402
-from configurator import UserError, configure  # noqa: E402
+from configurator import UserError, configure, run_cli  # noqa: E402
 
 vocab_size = 128256  # Llama 3's
 dim = 256
@@ -231,4 +231,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -10,7 +10,8 @@
 # question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
 # Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_1b.py
 # Memory (per GPU, see parallel below): fp32 master weights + AdamW + grads are ~20 GB for 1B under ddp;
-# the sampler's bf16 KV cache is 0.28 GB per 8.6k-token sequence (32 KiB a token), hence 32 rows decoded together;
+# the sampler's bf16 KV cache is 0.28 GB per 8.6k-token sequence (32 KiB a token): the 20 GB pool below holds 71
+# such rows, and all of a rank's 256 rollouts while responses stay under ~2.3k tokens;
 # training runs two sequences per micro-batch with gradient checkpointing.
 init_from = "out/octothinker_1b_decay_long"
 out_dir = "out/rl_octothinker_1b"
@@ -25,7 +26,11 @@ prompts_per_step = 128  # the paper's range is 128-256
 max_response_len = {0: 2048, 100: 4096, 160: 8192}  # from step: tokens
 temperature = 1.0
 top_p = 1.0
-rollout_batch_size = 32
+# all of a rank's rollouts decode together (the more rows in flight, the more of each decode step's weight read is
+# shared); the KV pool is 20 GB, allocated once per step and freed before the update: the engine admits rows while
+# blocks are free and preempts (later recomputes) the newest when the pool runs out, so memory stays bounded
+rollout_batch_size = 0
+kv_budget = 20  # GB
 reward_correct = 1.0
 reward_wrong = -1.0
 reward_no_answer = -1.0
@@ -63,12 +68,12 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 # "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
-# peak is 66.3 GB without it, 13.3 GB with it, 68 GB usable), 40-48 GB cards: on
+# peak is 66.3 GB without it; with it the rollouts' 24.3 GB is the peak; 68 GB usable), 40-48 GB cards: on
 grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 1.24B policy on 8 GPUs at micro_batch=2 sequences with gradient checkpointing
 # (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW
-# moments) + 2.5 GB bf16 weight copies + 4.6 GB activations + 1.4 GB logits chunk = 28.3 GB in the update, 26.3 GB
-# during rollouts (grads freed; the bf16 KV cache of 32 rows x 8.6k slots is 9.0 GB), past the limit of 40-48 GB cards
-# with allocator slack (on 80 GB cards ddp is the faster choice); fsdp = 2.5 GB of shards + a 2.5 GB bf16 rollout copy
-# with its 9.0 GB KV cache (freed before the update) = 13.3 GB during rollouts, 9.3 GB during the update
+# moments) + 2.5 GB bf16 weight copies + 4.6 GB activations + 1.4 GB logits chunk = 28.3 GB in the update, 37.3 GB
+# during rollouts (grads freed; the 20 GB KV pool): 80 GB cards (on them ddp is the faster choice); fsdp = 2.5 GB
+# of shards + a 2.5 GB bf16 rollout copy with its 20 GB KV pool (both freed before the update) = 24.3 GB during
+# rollouts, 9.3 GB during the update
 parallel = "fsdp"

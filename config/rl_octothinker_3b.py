@@ -10,7 +10,8 @@
 # question_field / answer_field; a GSM8K-style "... #### N" answer gives N), e.g. the MATH training problems.
 # Run: torchrun --nproc_per_node=8 rl.py config/rl_octothinker_3b.py
 # Memory (per GPU, see parallel below): fp32 master weights + AdamW + grads are ~51 GB for 3B under ddp;
-# the sampler's bf16 KV cache is 0.99 GB per 8.6k-token sequence (112 KiB a token), hence 8 rows decoded together;
+# the sampler's bf16 KV cache is 0.99 GB per 8.6k-token sequence (112 KiB a token): the 20 GB pool below holds 20
+# such rows, and all of a rank's 256 rollouts while responses stay under ~600 tokens;
 # training runs one sequence per micro-batch with gradient checkpointing.
 init_from = "out/octothinker_3b_decay_long"
 out_dir = "out/rl_octothinker_3b"
@@ -25,7 +26,11 @@ prompts_per_step = 128  # the paper's range is 128-256
 max_response_len = {0: 2048, 100: 4096, 160: 8192}  # from step: tokens
 temperature = 1.0
 top_p = 1.0
-rollout_batch_size = 8
+# all of a rank's rollouts decode together (the more rows in flight, the more of each decode step's weight read is
+# shared); the KV pool is 20 GB, allocated once per step and freed before the update: the engine admits rows while
+# blocks are free and preempts (later recomputes) the newest when the pool runs out, so memory stays bounded
+rollout_batch_size = 0
+kv_budget = 20  # GB
 reward_correct = 1.0
 reward_wrong = -1.0
 reward_no_answer = -1.0
@@ -63,13 +68,13 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 # "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
-# peak is 65.0 GB without it, 19.1 GB with it, 68 GB usable), 40-48 GB cards: on
+# peak is 65.0 GB without it; with it the rollouts' 31.2 GB is the peak; 68 GB usable), 40-48 GB cards: on
 grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 3.21B policy on 8 GPUs at micro_batch=1 sequence with gradient checkpointing
 # (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 51.4 GB (fp32 weights, grads, AdamW
-# moments) + 6.4 GB bf16 weight copies + 4.5 GB activations + 2.0 GB logits chunk = 64.3 GB in the update, 52.9 GB
-# during rollouts (grads freed; the bf16 KV cache of 8 rows x 8.6k slots is 7.9 GB): 80 GB cards only; fsdp = 6.4 GB of
-# shards + a 6.4 GB bf16 rollout copy of the weights with its 7.9 GB KV cache (both freed before the update) = 19.1 GB
-# during rollouts, 14.0 GB during the update: fits 40-48 GB cards. On 80 GB cards the rollout phase has room for 69 such
-# rows (35 under ddp)
+# moments) + 6.4 GB bf16 weight copies + 4.5 GB activations + 2.0 GB logits chunk = 64.3 GB in the update, 65.0 GB
+# during rollouts (grads freed; the 20 GB KV pool): 80 GB cards only; fsdp = 6.4 GB of shards + a 6.4 GB bf16
+# rollout copy of the weights with its 20 GB KV pool (both freed before the update) = 31.2 GB during rollouts, 14.0 GB
+# during the update: fits 40-48 GB cards (lower kv_budget there). On 80 GB cards the rollout phase has room for 69
+# rows at the last stair (35 under ddp)
 parallel = "fsdp"

@@ -123,6 +123,24 @@ def test_auto_checkpointing_decides_by_the_plan_without_it():
         assert plan.peak() == pytest.approx(with_ if want else need)
 
 
+def test_rl_plans_the_kv_pool_rl_py_will_allocate():
+    """kv_budget bounds the rollout engine's pool (GB, or a fraction of the card): the plan counts that pool, not
+    every row at full length, and says how many rows of the longest stair it holds."""
+    import rl
+    cfg = model_lib.LlamaConfig.from_preset("llama3.2-1b")
+    base = {**rl.DEFAULTS, "dtype": "bfloat16", "parallel": "fsdp", "group_size": 16, "prompts_per_step": 128,
+            "max_response_len": 8192, "max_prompt_len": 400, "rollout_batch_size": 0}
+    GB = memory_model.GB
+    for kv, pool in ((0.0, None), (20, 20 * GB), (0.25, 0.25 * 80 * GB)):
+        plan = memory_model.plan_for_knobs("rl", cfg, SimpleNamespace(**{**base, "kv_budget": kv}), 8, "cuda", 80 * GB,
+                                           checkpointing=True)
+        rows = plan.phases["rollout"]["KV cache"] / (32 * 1024 * (400 + 8192))  # 32 KiB a token
+        if pool is None:
+            assert rows == pytest.approx(128 * 16 / 8)  # every row of the rank's share at full length
+        else:
+            assert plan.phases["rollout"]["KV cache"] == pytest.approx(pool) and plan.rows_in_flight == int(rows)
+
+
 def test_checkpointing_for_passes_a_decision_and_decides_auto_against_host_memory():
     cfg = model_lib.LlamaConfig.from_preset("nano")
     c = SimpleNamespace(**{k: v for k, v in __import__("rl").DEFAULTS.items()})
