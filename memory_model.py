@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 GB = 1e9
-ORDER = ("weights", "grads", "optimizer", "reference", "compute copy", "inference copy", "activations", "logits",
+ORDER = ("weights", "grads", "optimizer", "reference", "compute copy", "inference copy", "decode weights", "activations", "logits",
          "KV cache")  # the table's rows
 
 
@@ -64,6 +64,15 @@ def param_count(cfg) -> int:
     per_layer = 2 * d * d + 2 * d * kv + 3 * d * cfg.ffn_dim + 2 * d
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
     return cfg.vocab_size * d + cfg.n_layers * per_layer + d + head
+
+
+def decode_weight_bytes(cfg, param_bytes: int, compute_bytes: int) -> int:
+    """What Llama.decode_weights holds beside the parameters: q/k/v and gate/up concatenated (always new tensors),
+    and o, down and the lm_head cast to the compute dtype when the parameters are in another one."""
+    d, kv, f, L = cfg.dim, cfg.n_kv_heads * cfg.head_dim, cfg.ffn_dim, cfg.n_layers
+    fused = L * d * (d + 2 * kv + 2 * f)
+    cast = L * (d * d + d * f) + cfg.vocab_size * d if param_bytes != compute_bytes else 0
+    return compute_bytes * (fused + cast)
 
 
 def block_params(cfg) -> int:
@@ -144,10 +153,14 @@ def rl_plan(cfg, *, micro_batch: int, prompt_len: int, response_len: int, rollou
     if reference:  # kl_coef > 0: a frozen fp32 copy of the starting weights, sharded like the policy
         update["reference"] = 4 * P / shards
     rollout = {k: v for k, v in update.items() if k not in ("grads", "activations", "logits", "compute copy")}
+    compute = 2 if bf16 else 4
     if fsdp:  # runtime.full_model: every rank decodes from a full copy in the training dtype
-        rollout["inference copy"] = (2 if bf16 else 4) * P
-    elif bf16:  # autocast's bf16 casts of the weights
-        rollout["inference copy"] = 2 * P
+        rollout["inference copy"] = compute * P
+        rollout["decode weights"] = decode_weight_bytes(cfg, compute, compute)
+    else:
+        if bf16:  # autocast's cached bf16 casts of the weights (the prefill's forward)
+            rollout["inference copy"] = 2 * P
+        rollout["decode weights"] = decode_weight_bytes(cfg, 4, compute)
     per_tok = kv_bytes_per_token(cfg, bf16)
     rollout["KV cache"] = kv_pool_bytes if kv_pool_bytes is not None else rollout_rows * seq * per_tok
     plan = Plan("rl", {"rollout": rollout, "update": update}, kv_bytes_per_token=per_tok, seq_tokens=seq,

@@ -68,12 +68,12 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 # "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
-# peak is 66.3 GB without it; with it the rollouts' 24.3 GB is the peak; 68 GB usable), 40-48 GB cards: on
+# peak is 66.3 GB without it; with it the rollouts' 25.6 GB is the peak; 68 GB usable), 40-48 GB cards: on
 grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 1.24B policy on 8 GPUs at micro_batch=2 sequences with gradient checkpointing
 # (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW
-# moments) + 2.5 GB bf16 weight copies + 4.6 GB activations + 1.4 GB logits chunk = 28.3 GB in the update, 37.3 GB
-# during rollouts (grads freed; the 20 GB KV pool): 80 GB cards (on them ddp is the faster choice); fsdp = 2.5 GB
-# of shards + a 2.5 GB bf16 rollout copy with its 20 GB KV pool (both freed before the update) = 24.3 GB during
-# rollouts, 9.3 GB during the update
+# moments) + 2.5 GB bf16 weight copies + 4.6 GB activations + 1.4 GB logits chunk = 28.3 GB in the update, 39.8 GB
+# during rollouts (grads freed; the 20 GB KV pool, 2.5 GB of decode weights): 80 GB cards (on them ddp is the faster choice); fsdp = 2.5 GB
+# of shards + a 2.5 GB bf16 rollout copy with its 1.3 GB of fused decode weights and its 20 GB KV pool (all freed
+# before the update) = 25.6 GB during rollouts, 9.3 GB during the update
 parallel = "fsdp"

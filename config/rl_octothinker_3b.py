@@ -68,13 +68,14 @@ keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
 # "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
-# peak is 65.0 GB without it; with it the rollouts' 31.2 GB is the peak; 68 GB usable), 40-48 GB cards: on
+# peak is 65.0 GB without it; with it the rollouts' 34.9 GB is the peak; 68 GB usable), 40-48 GB cards: on
 grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 3.21B policy on 8 GPUs at micro_batch=1 sequence with gradient checkpointing
 # (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 51.4 GB (fp32 weights, grads, AdamW
-# moments) + 6.4 GB bf16 weight copies + 4.5 GB activations + 2.0 GB logits chunk = 64.3 GB in the update, 65.0 GB
-# during rollouts (grads freed; the 20 GB KV pool): 80 GB cards only; fsdp = 6.4 GB of shards + a 6.4 GB bf16
-# rollout copy of the weights with its 20 GB KV pool (both freed before the update) = 31.2 GB during rollouts, 14.0 GB
-# during the update: fits 40-48 GB cards (lower kv_budget there). On 80 GB cards the rollout phase has room for 69
-# rows at the last stair (35 under ddp)
+# moments) + 6.4 GB bf16 weight copies + 4.5 GB activations + 2.0 GB logits chunk = 64.3 GB in the update, 71.4 GB
+# during rollouts (grads freed; the 20 GB KV pool, 6.4 GB of decode weights): over an 80 GB card's 68 GB usable, so
+# ddp needs kv_budget <= 16; fsdp = 6.4 GB of shards + a 6.4 GB bf16 rollout copy of the weights with its 3.7 GB of
+# fused decode weights and its 20 GB KV pool (all freed before the update) = 34.9 GB during rollouts, 14.0 GB during
+# the update: fits 40-48 GB cards (lower kv_budget there). On 80 GB cards the rollout phase has room for 66 rows at
+# the last stair (29 under ddp)
 parallel = "fsdp"

@@ -68,6 +68,31 @@ def test_terms_follow_the_knobs():
     assert pool.phases["rollout"]["KV cache"] == 20e9 and pool.rows_in_flight == int(20e9 // (112 * 1024 * 8592))
 
 
+@pytest.mark.parametrize("param_dtype, autocast", [(torch.float32, False), (torch.float32, True),
+                                                   (torch.bfloat16, False)])
+def test_the_rollout_plan_counts_the_decode_weights(param_dtype, autocast):
+    """The decode path's fused matrices (Llama.decode_weights: q/k/v and gate/up concatenated, every matrix cast to
+    the compute dtype) are memory the rollout phase holds beside the parameters: the plan's terms equal what
+    decode_weights allocates, for fp32 weights (ddp on CPU), fp32 under bf16 autocast (ddp on a GPU) and a bf16
+    copy (FSDP's rollout copy)."""
+    cfg = model_lib.LlamaConfig.from_preset("test", tie_embeddings=False)
+    net = model_lib.Llama(cfg).to(param_dtype)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with ctx:
+        blocks, lm_head = net.decode_weights()
+    params = {p.data_ptr() for p in net.parameters()}
+    made = sum(t.numel() * t.element_size() for t in [*(m for b in blocks for m in b), lm_head]
+               if t.data_ptr() not in params)
+    fsdp = param_dtype == torch.bfloat16  # the rollout copy is in the compute dtype
+    plan = memory_model.rl_plan(cfg, micro_batch=1, prompt_len=8, response_len=8, rollout_rows=1,
+                                bf16=autocast or fsdp, checkpointing=False, logits_chunk=0,
+                                parallel="fsdp" if fsdp else "ddp", world_size=8 if fsdp else 1)
+    held = plan.phases["rollout"]
+    assert held.get("decode weights", 0) == made
+    if fsdp:
+        assert held["inference copy"] == 2 * memory_model.param_count(cfg)  # the copy itself, beside them
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "config", "*.py"))), ids=os.path.basename)
 def test_every_preset_prints_a_plan_that_fits(path):
     out = io.StringIO()
