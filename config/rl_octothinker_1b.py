@@ -73,7 +73,7 @@ grad_checkpointing = "auto"
 # Parallel, per-GPU memory of the 1.24B policy on 8 GPUs at micro_batch=2 sequences with gradient checkpointing
 # (memory_model, printed by `python bench/memory.py --plan=<this file>`): ddp = 19.8 GB (fp32 weights, grads, AdamW
 # moments) + 2.5 GB bf16 weight copies + 4.6 GB activations + 1.4 GB logits chunk = 28.3 GB in the update, 39.8 GB
-# during rollouts (grads freed; the 20 GB KV pool, 2.5 GB of decode weights): 80 GB cards (on them ddp is the faster choice); fsdp = 2.5 GB
-# of shards + a 2.5 GB bf16 rollout copy with its 1.3 GB of fused decode weights and its 20 GB KV pool (all freed
-# before the update) = 25.6 GB during rollouts, 9.3 GB during the update
+# during rollouts (grads freed; the 20 GB KV pool, 2.5 GB of decode weights): 80 GB cards (on them ddp is the faster
+# choice); fsdp = 2.5 GB of shards + a 2.5 GB bf16 rollout copy with its 1.3 GB of fused decode weights and its 20 GB
+# KV pool (all freed before the update) = 25.6 GB during rollouts, 9.3 GB during the update
 parallel = "fsdp"
