@@ -440,9 +440,9 @@ class Engine:
             s.cached += 1
         return tok, lp
 
-    def join_step(self, s: Seq, n: int):
+    def join_step(self, s: Seq):
         """A row that drew its first token from its prefill's logits decodes in the static step from now on."""
-        self.step.add(s, s.out[-1], s.cached, s.blocks, s.i * n + s.j, len(s.out))
+        self.step.add(s, s.out[-1], s.cached, s.blocks, s.i * self.n + s.j, len(s.out))
 
     def finish(self, s: Seq):
         self.pool.release(s.blocks)
@@ -565,7 +565,7 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
                on_finish=None) -> tuple[dict, Engine]:
     """Generate every (prompt i, sample j); -> ({(i, j): (tokens, logprobs [len] fp32, finish_reason)}, engine)."""
     device = model.embed_tokens.weight.device
-    M, stop_ids, V_tok = max_new_tokens, tokenizer.stop_ids, tokenizer.vocab_size
+    M, V_tok = max_new_tokens, tokenizer.vocab_size
     R = len(prompts) * n
     cap = min(batch_size or R, R)
     longest = max(len(p) for p in prompts) + M
@@ -600,7 +600,7 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
         tok, lp = next_tokens(eng, fresh, rows, sampler, state_fn, vocab_mask)  # the step's one host sync
         for (s, _), x, p in zip(fresh, tok, lp):
             if not done(eng, s, x, p) and step is not None:
-                eng.join_step(s, n)
+                eng.join_step(s)
         for s, x, p in zip(rows, tok[len(fresh):], lp[len(fresh):]):
             done(eng, s, x, p)
     return done.results, eng
