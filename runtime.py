@@ -1,9 +1,10 @@
 """
 What the two training stages (midtrain.py, rl.py) run on, in one place: the distributed setup (torchrun's env),
-precision (autocast), the cross-rank reductions, the progress bar, data parallelism (DDP, or FSDP2 sharding with the
-full weights gathered for sampling), and the training checkpoints (the HF folder of model.py plus state.pt:
-optimizer, RNG, data position), with `latest`, pruning and the metrics log's trim on resume, and the optional W&B
-logger of the metrics records. DESIGN.md, "runtime.py", has the choices and their memory numbers.
+precision (autocast), the cross-rank reductions, the progress bar, compile=True's per-block torch.compile, data
+parallelism (DDP, or FSDP2 sharding with the full weights gathered for sampling), and the training checkpoints (the
+HF folder of model.py plus state.pt: optimizer, RNG, data position), with `latest`, pruning and the metrics log's
+trim on resume, and the optional W&B logger of the metrics records. DESIGN.md, "runtime.py", has the choices and
+their memory numbers.
 
 The stages import this module, model, data, sample and the grader; never each other.
 """
