@@ -61,7 +61,6 @@ def _accumulate(dz, hc, wd, dh_out, dw):
 
 
 # one chunk's math, what compile_backend compiles (chunk_fns): plain functions of one chunk's tensors
-
 def _logprob_chunk(hc, wd, tc, temperature: float, need_entropy: bool):
     """hc [c, dim], wd [V, dim] (matmul dtype), tc [c] -> log Z, log p(target) and E_p[z] (None without
     need_entropy), each [c] fp32."""
