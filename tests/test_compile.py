@@ -4,7 +4,7 @@ losses and gradients are eager's, sampling with a KV cache runs the blocks eager
 update is eager's, and a compiled model saves the usual HF checkpoint. The tests compile with aot_eager (dynamo's
 graphs and AOT autograd, without inductor's C++ build) or count graphs over dynamo's eager backend; the stages'
 default is inductor (runtime.compile_backend). Whole runs: test_midtrain's 2 ranks (DDP, compiled, checkpointing)
-and test_fsdp's rl.py under FSDP (compiled) against eager runs."""
+against an eager process."""
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -155,8 +155,7 @@ BUDGET = 10  # micro_batch_tokens of the token-budget runs: the ranks run 5 and 
 def test_rl_fsdp_two_ranks(tmp_path):
     """One launch of 2 gloo workers: update_policy on 2 ranks == 1 process holding all the rollouts, with rl.py's
     hand-written all-reduce (parallel=ddp) and on FSDP shards, with micro-batches of 2 sequences and of a token
-    budget (the ranks then run different numbers of them; FSDP pads with dummy passes; compiled blocks, as
-    compile=True makes them, under the budget); rl.main with parallel=fsdp == parallel=ddp on 2 ranks
+    budget (the ranks then run different numbers of them; FSDP pads with dummy passes); rl.main with parallel=fsdp == parallel=ddp on 2 ranks
     (same rollouts, the rollout copy gathered from the shards); an FSDP run resumed from its step-2 checkpoint ==
     uninterrupted; a DDP run's step-2 checkpoint resumed under FSDP (with CPU offload, here a no-op but its code
     path) == the DDP run."""
@@ -166,8 +165,7 @@ def test_rl_fsdp_two_ranks(tmp_path):
     ports = [test_rl.free_port() for _ in range(7)]
     procs = [subprocess.Popen([sys.executable, __file__, "--fsdp-worker", str(r), str(tmp_path), *map(str, ports)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-                                   "NANOOCTO_COMPILE_BACKEND": "aot_eager"}) for r in range(2)]
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}) for r in range(2)]
     for p in procs:
         out, _ = p.communicate(timeout=400)
         assert p.returncode == 0, out.decode()[-4000:]
@@ -231,12 +229,10 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
         d = SimpleNamespace(ddp=True, rank=rank, world_size=2)
         torch.save(test_rl.one_update(rank, 2, d), os.path.join(root, f"ddp{rank}.pt"))
         torch.save(test_rl.one_update(rank, 2, d, BUDGET), os.path.join(root, f"ddp-tokens{rank}.pt"))
-        build, compile_ = test_rl.Llama, False
+        build = test_rl.Llama
 
         def sharded_llama(cfg):
             net = build(cfg)
-            if compile_:  # as rl.py's compile=True: per block, before sharding (aot_eager, from the env)
-                runtime.compile_model(net, dynamic=True)
             runtime.shard_model(net, torch.device("cpu"), torch.float32)
             runtime.sum_gradients(net)
             return net
@@ -244,7 +240,6 @@ def _fsdp_worker(rank: int, root: str, ports: list[int]):
         test_rl.Llama = sharded_llama
         try:
             for name, budget in (("fsdp", 0), ("fsdp-tokens", BUDGET)):
-                compile_ = budget > 0  # micro-batches of 1 and 2 sequences, and dummy passes
                 res = test_rl.one_update(rank, 2, d, budget)
                 res = {agg: {k: v.full_tensor() for k, v in sd.items()} for agg, sd in res.items()}
                 torch.save(res, os.path.join(root, f"{name}{rank}.pt"))
