@@ -9,10 +9,16 @@ computed during forward (the mean cross-entropy, whose upstream gradient is a kn
     full_logprobs(logits, targets, temperature, need_entropy, entropy_grad)                 -> the unchunked reference
 
 model.Llama.forward calls these inside forward (DDP's and FSDP's hooks only see lm_head.weight there).
+compile_backend (a torch.compile backend; model.Llama.compile_backend, which runtime.compile_model sets): the math
+of one chunk (its logits, log-softmax and their gradient: several passes over [chunk, V] in fp32 when eager) runs
+compiled, one chunk at a time, so the graphs do not grow with the number of tokens.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
+
 
 def autocast_dtype(t: torch.Tensor) -> torch.dtype:
     """The dtype matmuls on t's device run in right now: autocast's (bf16) inside an autocast region, else t's."""
@@ -54,6 +60,42 @@ def _accumulate(dz, hc, wd, dh_out, dw):
             dw.add_(dz.T @ hc)
 
 
+# one chunk's math, what compile_backend compiles (chunk_fns): plain functions of one chunk's tensors
+def _logprob_chunk(hc, wd, tc, temperature: float, need_entropy: bool):
+    """hc [c, dim], wd [V, dim] (matmul dtype), tc [c] -> log Z, log p(target) and E_p[z] (None without
+    need_entropy), each [c] fp32."""
+    z = _scaled_logits(hc, wd, temperature)  # [c, V]
+    logz = torch.logsumexp(z, dim=-1)
+    logp = z.gather(-1, tc[:, None])[:, 0] - logz
+    return logz, logp, (torch.softmax(z, dim=-1) * z).sum(-1) if need_entropy else None
+
+
+def _logprob_chunk_grad(hc, wd, tc, temperature: float, logz, g_logp, g_ent, mean_z):
+    """d loss / d logits [c, V] in hc's dtype, from the chunk's logits recomputed (see _logit_grad)."""
+    dz = _logit_grad(_scaled_logits(hc, wd, temperature), logz, tc, g_logp, g_ent, mean_z)
+    return (dz if temperature == 1.0 else dz.div_(temperature)).to(hc.dtype)
+
+
+def _ce_chunk(hc, wd, tc, gc, with_grad: bool):
+    """The chunk's share of the loss, sum(gc * log p(target)), and (with_grad) its d loss / d logits [c, V] in hc's
+    dtype. gc [c]: d loss / d log p."""
+    z = _scaled_logits(hc, wd, 1.0)  # [c, V]
+    logz = torch.logsumexp(z, dim=-1)
+    loss = (gc * (z.gather(-1, tc[:, None])[:, 0] - logz)).sum()
+    return loss, _logit_grad(z, logz, tc, gc).to(hc.dtype) if with_grad else None
+
+
+@functools.lru_cache(maxsize=None)
+def chunk_fns(backend=None) -> tuple:
+    """(_logprob_chunk, _logprob_chunk_grad, _ce_chunk), eager (backend None) or torch.compile'd with `backend`.
+    Every chunk has the same shape but the last, so a run compiles each function about twice (a varying last
+    chunk, as in RL, becomes one dynamic-shape graph); the loops over chunks and the lm_head gradient's
+    accumulation into dw stay eager. Callers pass detached tensors: a compiled graph is guarded on its inputs'
+    requires_grad, and with or without grad (the RL recompute, the update) the math is the same."""
+    fns = (_logprob_chunk, _logprob_chunk_grad, _ce_chunk)
+    return fns if backend is None else tuple(torch.compile(f, backend=backend) for f in fns)
+
+
 class _ChunkedLogprobs(torch.autograd.Function):
     """Per-token log p(target) and entropy under softmax(h @ w.T / temperature), holding at most [chunk, V] logits:
     the backward recomputes each chunk's logits instead of keeping them (an 8K-token sequence's logits at V = 128K
@@ -61,19 +103,19 @@ class _ChunkedLogprobs(torch.autograd.Function):
     autocast), the softmax in fp32, as in the unchunked path."""
 
     @staticmethod
-    def forward(ctx, h, w, targets, temperature: float, chunk: int, dtype: torch.dtype, need_entropy: bool):
+    def forward(ctx, h, w, targets, temperature: float, chunk: int, dtype: torch.dtype, need_entropy: bool, backend):
         # h [N, dim], w [V, dim], targets [N] -> logp [N], entropy [N] (zeros without need_entropy), both fp32
         ctx.set_materialize_grads(False)  # an unused output (the entropy, often) gets None, not a zeros tensor
-        N, wd = h.shape[0], w.to(dtype)
+        h, w = h.detach(), w.detach()  # as chunk_fns wants them
+        N, wd, forward_chunk = h.shape[0], w.to(dtype), chunk_fns(backend)[0]
         logz, mean_z, logp = (torch.zeros(N, dtype=torch.float32, device=h.device) for _ in range(3))
         for s in range(0, N, chunk):
-            z = _scaled_logits(h[s:s + chunk].to(dtype), wd, temperature)  # [c, V]
-            logz[s:s + chunk] = torch.logsumexp(z, dim=-1)
-            logp[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None])[:, 0] - logz[s:s + chunk]
+            c = slice(s, s + chunk)
+            logz[c], logp[c], mz = forward_chunk(h[c].to(dtype), wd, targets[c], temperature, need_entropy)
             if need_entropy:
-                mean_z[s:s + chunk] = (torch.softmax(z, dim=-1) * z).sum(-1)  # E_p[z]
+                mean_z[c] = mz  # E_p[z]
         ctx.save_for_backward(h, w, targets, logz, mean_z)
-        ctx.temperature, ctx.chunk, ctx.dtype = temperature, chunk, dtype
+        ctx.temperature, ctx.chunk, ctx.dtype, ctx.backend = temperature, chunk, dtype, backend
         if not need_entropy:
             ent = torch.zeros_like(logp)
             ctx.mark_non_differentiable(ent)
@@ -84,18 +126,17 @@ class _ChunkedLogprobs(torch.autograd.Function):
     def backward(ctx, g_logp, g_ent):
         h, w, targets, logz, mean_z = ctx.saved_tensors
         if g_logp is None and g_ent is None:
-            return (None,) * 7
-        wd, chunk, dt = w.to(ctx.dtype), ctx.chunk, ctx.dtype
+            return (None,) * 8
+        wd, chunk, dt, grad_chunk = w.to(ctx.dtype), ctx.chunk, ctx.dtype, chunk_fns(ctx.backend)[1]
         dh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
         dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if ctx.needs_input_grad[1] else None
         for s in range(0, h.shape[0], chunk):
             c = slice(s, s + chunk)
             hc = h[c].to(dt)
-            dz = _logit_grad(_scaled_logits(hc, wd, ctx.temperature), logz[c], targets[c],
-                             None if g_logp is None else g_logp[c], None if g_ent is None else g_ent[c], mean_z[c])
-            dz = (dz if ctx.temperature == 1.0 else dz.div_(ctx.temperature)).to(dt)  # d loss / d logits [c, V]
+            dz = grad_chunk(hc, wd, targets[c], ctx.temperature, logz[c], None if g_logp is None else g_logp[c],
+                            None if g_ent is None else g_ent[c], mean_z[c])  # d loss / d logits [c, V]
             _accumulate(dz, hc, wd, None if dh is None else dh[c], dw)
-        return dh, None if dw is None else dw.to(w.dtype), None, None, None, None, None
+        return dh, None if dw is None else dw.to(w.dtype), None, None, None, None, None, None
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -104,8 +145,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     exist: the same three matmuls as the unchunked path (no recompute), and [V, dim] + [N, dim] kept for backward."""
 
     @staticmethod
-    def forward(ctx, h, w, targets, valid, chunk: int, dtype: torch.dtype, with_grad: bool):
-        N, wd = h.shape[0], w.to(dtype)
+    def forward(ctx, h, w, targets, valid, chunk: int, dtype: torch.dtype, with_grad: bool, backend):
+        h, w = h.detach(), w.detach()  # as chunk_fns wants them
+        N, wd, ce_chunk = h.shape[0], w.to(dtype), chunk_fns(backend)[2]
         g = -valid.float() / valid.sum()  # d loss / d logp [N]
         dh = torch.empty_like(h) if with_grad else None
         dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if with_grad else None
@@ -113,18 +155,17 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         for s in range(0, N, chunk):
             c = slice(s, s + chunk)
             hc = h[c].to(dtype)
-            z = _scaled_logits(hc, wd, 1.0)  # [c, V]
-            logz = torch.logsumexp(z, dim=-1)
-            loss += (g[c] * (z.gather(-1, targets[c, None])[:, 0] - logz)).sum()
+            part, dz = ce_chunk(hc, wd, targets[c], g[c], with_grad)
+            loss += part
             if with_grad:
-                _accumulate(_logit_grad(z, logz, targets[c], g[c]).to(dtype), hc, wd, dh[c], dw)
+                _accumulate(dz, hc, wd, dh[c], dw)
         ctx.save_for_backward(dh, None if dw is None else dw.to(w.dtype))
         return loss
 
     @staticmethod
     def backward(ctx, g_loss):
         dh, dw = ctx.saved_tensors
-        return dh * g_loss, dw * g_loss, None, None, None, None, None
+        return dh * g_loss, dw * g_loss, None, None, None, None, None, None
 
 
 def _check_chunk(chunk) -> None:
@@ -132,22 +173,24 @@ def _check_chunk(chunk) -> None:
         raise ValueError(f"chunk must be a positive int (tokens per lm_head chunk), got {chunk!r}")
 
 
-def chunked_logprobs(h, weight, targets, temperature: float = 1.0, chunk: int = 256, need_entropy: bool = False):
+def chunked_logprobs(h, weight, targets, temperature: float = 1.0, chunk: int = 256, need_entropy: bool = False,
+                     compile_backend=None):
     """h [N, dim] final hidden states, weight [V, dim] the output matrix (pass weight[:vocab_size] to leave padded
     rows out), targets [N] in [0, V) -> (logp [N], entropy [N]) in fp32, differentiable in h and weight; `chunk`
     tokens at a time through the vocabulary. The entropy is zeros without need_entropy."""
     _check_chunk(chunk)
-    return _ChunkedLogprobs.apply(h, weight, targets, float(temperature), chunk, autocast_dtype(weight), need_entropy)
+    return _ChunkedLogprobs.apply(h, weight, targets, float(temperature), chunk, autocast_dtype(weight), need_entropy,
+                                  compile_backend)
 
 
-def chunked_cross_entropy(h, weight, targets, chunk: int = 256):
+def chunked_cross_entropy(h, weight, targets, chunk: int = 256, compile_backend=None):
     """h [N, dim], weight [V, dim], targets [N] (-100 = ignored) -> mean cross-entropy over the others (fp32, as
     F.cross_entropy over the logits), `chunk` tokens at a time."""
     _check_chunk(chunk)
     valid = targets != -100
     with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     return _ChunkedCrossEntropy.apply(h, weight, torch.where(valid, targets, 0), valid, chunk, autocast_dtype(weight),
-                                      with_grad)
+                                      with_grad, compile_backend)
 
 
 def full_logprobs(logits, targets, temperature: float = 1.0, need_entropy: bool = False, entropy_grad: bool = False):

@@ -119,7 +119,9 @@ wandb_run_name = ""  # "" = the out dir's name
 # system
 device = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
 dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32" | "bfloat16"
-compile = False  # torch.compile the model
+# torch.compile each transformer block on its own and the chunked loss's per-chunk math (runtime.compile_model): the
+# first step compiles (once for all blocks); the eval sample decodes eagerly
+compile = False
 # "ddp": every GPU holds the weights, gradients and AdamW moments (16 bytes a parameter); "fsdp": FSDP2 shards all
 # three over the GPUs (16 / world_size bytes a parameter, + one block's full weights at a time); same updates
 parallel = "ddp"

@@ -13,6 +13,7 @@ tokenizer, the run's config and the training state (see save_checkpoint / load_c
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -388,6 +389,9 @@ class Llama(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.gradient_checkpointing = False  # recompute each block in backward: less memory, ~30% more compute
+        # the torch.compile backend runtime.compile_model compiled each block with (in place), None = eager; the
+        # chunked loss / log-probs use it too (lm_head.chunk_fns), and a KV-cache forward runs the blocks eagerly
+        self.compile_backend = None
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
         self.reset_parameters()
 
@@ -433,11 +437,15 @@ class Llama(nn.Module):
         x = self.embed_tokens(idx)
         if cache is not None and T == 1 and not torch.is_grad_enabled() and use_decode_kernels(idx.device):
             return F.linear(self.decode_layers(x, cos, sin, cache), self.decode_weights()[1])  # the decode hot path
-        for block in self.layers:
-            if self.gradient_checkpointing and self.training and cache is None:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
-            else:
-                x = block(x, cos, sin, cache)
+        # compiled blocks run eagerly with a KV cache (prefill, decode): its length changes every call and the block
+        # reads the cache's slot and the layer index, so each call would recompile (13 graphs for 12 tokens)
+        eager = cache is not None and self.compile_backend is not None
+        with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
+            for block in self.layers:
+                if self.gradient_checkpointing and self.training and cache is None:
+                    x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+                else:
+                    x = block(x, cos, sin, cache)
         if isinstance(last_only, torch.Tensor):
             x = x[torch.arange(B, device=x.device), last_only][:, None]  # [B, 1, dim]
         elif last_only:
@@ -461,7 +469,8 @@ class Llama(nn.Module):
         if chunk_size > 0:
             w = self.lm_head.weight  # sliced only when rows are cut: a slice's backward writes a [V, dim] copy
             w = w[:vocab_size] if vocab_size is not None and vocab_size < w.shape[0] else w
-            logp, ent = chunked_logprobs(h[mask], w, tgt, temperature, chunk_size, need_entropy)
+            logp, ent = chunked_logprobs(h[mask], w, tgt, temperature, chunk_size, need_entropy,
+                                         self.compile_backend)
             ent = (ent if entropy_grad else ent.detach()) if need_entropy else None
         else:  # all [B, T, V] logits at once: the previous path, kept as the reference
             logits = self.lm_head(h)[mask][:, :vocab_size]  # [N, V]
@@ -472,7 +481,8 @@ class Llama(nn.Module):
     def chunked_loss(self, h, targets, chunk_size: int):
         """Mean cross-entropy over targets != -100 from h [B, T, dim], chunk_size tokens at a time. Ignored positions
         go through too (with weight 0): no data-dependent shapes, so torch.compile keeps one graph."""
-        return chunked_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), chunk_size)
+        return chunked_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), chunk_size,
+                                     self.compile_backend)
 
     def decode_layers(self, x, cos, sin, cache: KVCache, weights=None):
         """The blocks and the final norm for one token per row, all through the kernels (no autograd): every

@@ -51,10 +51,10 @@ import model as model_lib
 import sample
 from configurator import UserError, UserFileError, configure, knobs, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, distributed, dummy_pass,
-                     even_out, exit_on_stop, full_model, install_stop_handler, is_sharded, load_optimizer_state,
-                     memory_table, progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state,
-                     shard_model, stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record,
+from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, compile_model,
+                     distributed, dummy_pass, even_out, exit_on_stop, full_model, install_stop_handler, is_sharded,
+                     load_optimizer_state, memory_table, progress_bar, restore_stop_handler, rng_state, save_checkpoint,
+                     set_rng_state, shard_model, stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record,
                      world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -147,6 +147,9 @@ dtype = "auto"  # "auto" = bfloat16 autocast on CUDA, float32 on CPU | "float32"
 # recompute each block in backward: less activation memory, ~30% more compute. "auto": on only when memory_model
 # says the update would not fit the device without it (runtime.checkpointing_for; on CPU: the host's memory)
 grad_checkpointing = "auto"
+# torch.compile each transformer block on its own and the chunked log-probs' per-chunk math (runtime.compile_model),
+# for the log-prob recompute and the update (the reference's forward too); rollouts decode eagerly
+compile = False
 # "ddp": every GPU holds the policy, its gradients and AdamW moments (16 bytes a parameter, + the reference's 4 with
 # kl_coef); "fsdp": FSDP2 shards them over the GPUs; rollouts then decode from a full copy of the weights in the
 # training dtype (bf16 on GPU: 2 bytes a parameter), gathered once per step and freed before the update
@@ -636,6 +639,9 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         ref_model = model_lib.load_checkpoint(c.init_from, dtype=torch.float32)[0].to(d.device).eval()
         ref_model.requires_grad_(False)
     n_params = model.num_params()
+    if c.compile:  # before sharding, so FSDP's hooks stay outside the graphs; dynamic: micro-batches change shape
+        for m in (model, ref_model) if ref_model is not None else (model,):
+            compile_model(m, dynamic=True)
     if c.parallel == "fsdp" and d.ddp:  # in place; the optimizer is built on the shards below
         shard_model(model, d.device, train_dtype, c.fsdp_cpu_offload)
         sum_gradients(model)  # the losses are normalised by global counts: ranks' gradients add up

@@ -1,9 +1,10 @@
 """
 What the two training stages (midtrain.py, rl.py) run on, in one place: the distributed setup (torchrun's env),
-precision (autocast), the cross-rank reductions, the progress bar, data parallelism (DDP, or FSDP2 sharding with the
-full weights gathered for sampling), and the training checkpoints (the HF folder of model.py plus state.pt:
-optimizer, RNG, data position), with `latest`, pruning and the metrics log's trim on resume, and the optional W&B
-logger of the metrics records. DESIGN.md, "runtime.py", has the choices and their memory numbers.
+precision (autocast), the cross-rank reductions, the progress bar, compile=True's per-block torch.compile, data
+parallelism (DDP, or FSDP2 sharding with the full weights gathered for sampling), and the training checkpoints (the
+HF folder of model.py plus state.pt: optimizer, RNG, data position), with `latest`, pruning and the metrics log's
+trim on resume, and the optional W&B logger of the metrics records. DESIGN.md, "runtime.py", has the choices and
+their memory numbers.
 
 The stages import this module, model, data, sample and the grader; never each other.
 """
@@ -330,22 +331,43 @@ def is_sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def compile_backend() -> str:
+    """torch.compile's backend for compile=True: inductor, unless NANOOCTO_COMPILE_BACKEND names another (the tests
+    use aot_eager: the same graphs and autograd, without inductor's C++ build on CPU)."""
+    return os.environ.get("NANOOCTO_COMPILE_BACKEND", "") or "inductor"
+
+
+def compile_model(model, backend=None, dynamic: bool | None = None) -> None:
+    """compile=True, before shard_model / DDP: each block torch.compile'd on its own, in place (block.compile(): the
+    parameter names, hence checkpoints, are unchanged, and FSDP's per-block hooks stay outside the graphs), and the
+    chunked loss / log-probs' per-chunk math (lm_head.chunk_fns). The blocks are alike, so one graph serves all:
+    compile time does not grow with depth (torchtitan's way). Gradient checkpointing recomputes the compiled
+    block; a KV-cache forward (sampling) runs the blocks eagerly (model.Llama.forward).
+    dynamic: torch.compile's; None = a graph for the first shape, a dynamic-shape one if another comes (midtrain's
+    shapes never change); True = dynamic-shape from the start (rl.py, whose micro-batches change shape every time).
+    Each grad mode, train/eval mode and a 1-sequence batch (a size dynamo always specializes) is a graph of its
+    own; dynamo allows 8 per function (torch._dynamo.config.recompile_limit), then runs it eagerly."""
+    backend = backend or compile_backend()
+    for block in model.layers:
+        block.compile(backend=backend, dynamic=dynamic)
+    model.compile_backend = backend
+
+
 def wrap_for_training(model, parallel: str, d, train_dtype: torch.dtype, cpu_offload: bool = False,
                       compile: bool = False):
     """Model on d.device, fp32 -> (module to run forward/backward on, the model to build the optimizer from and
     save: the same object under FSDP, sharded in place). Build the optimizer after this: FSDP swaps parameters."""
+    if compile:
+        compile_model(model)
     if parallel == "fsdp" and d.ddp:
-        if compile:  # per block and in place (names unchanged), so FSDP's hooks stay outside the graphs
-            for block in model.layers:
-                block.compile()
         shard_model(model, d.device, train_dtype, cpu_offload)
         return model, model
-    run = torch.compile(model) if compile else model
     if parallel == "ddp" and d.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        run = DDP(run, device_ids=[d.local_rank] if d.device.type == "cuda" else None, gradient_as_bucket_view=True)
-    return run, model
+        dev_ids = [d.local_rank] if d.device.type == "cuda" else None
+        return DDP(model, device_ids=dev_ids, gradient_as_bucket_view=True), model
+    return model, model
 
 
 @contextlib.contextmanager
@@ -388,9 +410,11 @@ def even_out(items: list, d, sharded: bool) -> list:
 
 
 def dummy_pass(model, backward: bool) -> None:
-    """One token through the model, zero gradient: joins the ranks' all-gathers / reduce-scatters."""
+    """Two tokens through the model, zero gradient: joins the ranks' all-gathers / reduce-scatters. Not one: compiled
+    blocks (compile_model) specialize sizes of 1, so [1, 1] would compile a graph of its own, where [1, 2] reuses a
+    1-sequence micro-batch's."""
     dev = next(model.parameters()).device
-    out = model(torch.zeros(1, 1, dtype=torch.long, device=dev))
+    out = model(torch.zeros(1, 2, dtype=torch.long, device=dev))
     if backward:
         (out.float().sum() * 0.0).backward()
 

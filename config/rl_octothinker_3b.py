@@ -67,6 +67,11 @@ ckpt_interval = 20
 keep_last_n = 3
 device = "cuda"
 dtype = "bfloat16"  # autocast over fp32 master weights
+# off until timed on a GPU (rl.py's compile is new and was measured on CPU only): the update's micro-batches change
+# shape every time, so the blocks compile dynamic-shape graphs (4: with and without grad, each also for 1-sequence
+# micro-batches; rollouts decode eagerly either way), and the memory plan behind micro_batch_tokens models eager
+# activations. Time `rl.py --compile=True` against False (train_tok_s in metrics.jsonl) before turning it on
+compile = False
 # "auto": memory_model decides at start; 80 GB cards on 8 GPUs (fsdp): off (at micro_batch_tokens the update's
 # peak is 65.0 GB without it; with it the rollouts' 34.9 GB is the peak; 68 GB usable), 40-48 GB cards: on
 grad_checkpointing = "auto"

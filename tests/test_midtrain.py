@@ -224,14 +224,16 @@ def test_accumulated_gradient_is_the_mean_over_the_step(data, tmp_path):
 
 # ---- DDP ----------------------------------------------------------------------------------------------------------
 
-def test_two_ranks_match_one_process_with_accumulation(data, tmp_path):
+def test_two_ranks_compiled_match_one_process_with_accumulation(data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     # 3 eval batches per source in all: 3 on one process, 2 + 1 on two ranks (a rank's second is padding)
     extra = ("--eval_interval=2", "--eval_batches=3", "--sample_tokens=4", "--sample_prompt=Question: 3 + 4?")
     midtrain.main(args(data, one, *extra, steps=4))  # 1 process: 2 micro-steps of 2 sequences
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the 2 ranks also compile (per block, through aot_eager: no C++ build) and checkpoint activations: the same
+    # math as the eager process (the eval's sample decodes eagerly)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NANOOCTO_COMPILE_BACKEND": "aot_eager"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "midtrain.py",
-           *args(data, two, *extra, steps=4)]  # 2 ranks: 1 micro-step of 2 sequences each
+           *args(data, two, *extra, "--compile=True", "--grad_checkpointing=True", steps=4)]  # 1 micro-step each
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(2 x 2 x 32 x 1 accum, ddp)" in proc.stderr + proc.stdout
