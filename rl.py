@@ -719,6 +719,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         # 1-3: rollouts and rewards (each rank its own prompts)
         policy = full_model(model, train_dtype)  # fsdp: the full weights once per step, freed before the update
         batch, rs = collect_rollouts(policy, tok, examples, c, d, step, sampler, max_new, reward_fn, autocast)
+        sample.release_engine(policy)  # the KV pool generate keeps between calls: the update needs that memory
         del policy
         t_rollout = time.perf_counter() - t0
         # 4-5: the update

@@ -516,7 +516,7 @@ def static_engine(model, blocks: int, block_size: int, rows: int, width: int, gr
             assert cache.pool.allocate() == DecodeStep.SCRATCH
             return cache, step
         rows, width = max(rows, step.rows), max(width, step.width)  # grow, so the calls in turn settle on one
-        release_engine(model)
+        del model.__dict__["_decode_engine"], kept, cache, step  # the old pool goes before the new one is made
     cache = PagedKVCache.for_model(model, blocks + 1, block_size)
     assert cache.pool.allocate() == DecodeStep.SCRATCH  # a fresh pool hands out id 0 first
     step = DecodeStep(model, cache, rows, width, graphs)

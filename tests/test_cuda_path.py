@@ -152,8 +152,11 @@ def test_sampler_matches_trainer_under_autocast(tiny, seen, monkeypatch):
     assert_autocast_dtypes(seen)
 
 
-def test_rl_step_with_rollouts_and_eval_under_autocast(tiny, tmp_path, seen):
+def test_rl_step_with_rollouts_and_eval_under_autocast(tiny, tmp_path, seen, monkeypatch):
     root, _, _ = tiny
+    released, release = [], sample.release_engine  # rollouts keep a static-step engine; rl.py frees it for the update
+    monkeypatch.setattr(sample, "release_engine", lambda m: (released.append("_decode_engine" in m.__dict__),
+                                                             release(m)))
     args = [f"--init_from={root / 'base'}", f"--out_dir={tmp_path / 'rl'}", f"--prompt_file={root / 'prompts.jsonl'}",
             "--question_field=problem", "--answer_field=solution", "--template=Q: {question}\nA:",
             "--max_prompt_len=64", "--max_response_len=3", "--group_size=4", "--prompts_per_step=2", "--lr=1e-3",
@@ -166,6 +169,7 @@ def test_rl_step_with_rollouts_and_eval_under_autocast(tiny, tmp_path, seen):
     train = [r for r in rows if r.get("kind") == "train"]
     assert len(train) == 1 and math.isfinite(train[0]["logprob_mismatch_mean"])
     assert sum(r.get("kind") == "eval" for r in rows) >= 1  # before and after
+    assert released == [True]
     assert_autocast_dtypes(seen)
 
 
