@@ -608,13 +608,24 @@ def run_engine(model, tokenizer, prompts: list[list[int]], *, n: int, max_new_to
 
 class Finisher:
     """Takes each row's new token: appends it, streams it, and ends the row on EOS, a stop string or the length
-    cap (its blocks and slot freed at once, its result kept)."""
+    cap (its blocks and slot freed at once, its result kept). A stop string can only complete in a token whose
+    text holds its last character (or a piece of a character cut between tokens, which decodes alone as U+FFFD):
+    only after such a token is the row's tail decoded and searched (per token id, decided once a call)."""
 
     def __init__(self, tokenizer, stop: tuple[str, ...], M: int, n: int, on_token, on_finish):
         self.tokenizer, self.stop, self.M, self.n = tokenizer, stop, M, n
         self.stop_ids, self.tail = tokenizer.stop_ids, stop_tail_len(stop)
         self.on_token, self.on_finish = on_token, on_finish
         self.results: dict = {}
+        self.last_chars = {s[-1] for s in stop} | {"\ufffd"}
+        self.may_end: dict[int, bool] = {}  # token id -> its text holds one of last_chars
+
+    def may_stop(self, x: int) -> bool:
+        hit = self.may_end.get(x)
+        if hit is None:
+            text = self.tokenizer.decode([x])
+            hit = self.may_end[x] = any(c in text for c in self.last_chars)
+        return hit
 
     def __call__(self, eng: Engine, s: Seq, x: int, p: float) -> bool:
         """-> whether row s ended with token x (log-prob p)."""
@@ -626,7 +637,8 @@ class Finisher:
             self.on_token(s.i * self.n + s.j, x)
         if x in self.stop_ids:
             s.reason = "eos"
-        elif self.stop and find_stop(self.tokenizer.decode(s.out[-self.tail:]), self.stop) >= 0:
+        elif self.stop and self.may_stop(x) and \
+                find_stop(self.tokenizer.decode(s.out[-self.tail:]), self.stop) >= 0:
             s.reason = "stop"
         elif len(s.out) == self.M:
             s.reason = "length"

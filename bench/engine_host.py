@@ -8,8 +8,10 @@ tables, the sampler's per-row state, the copies up and down, appending each row'
 measures the second part alone, on the CPU: the static decode step (decode_step.DecodeStep, what CUDA runs) with
 its model replaced by constant logits (DecodeStep.logits patched: no layers, no lm_head), so what is left is the
 engine's bookkeeping, the buffers' copies and a draw over a 1,024-token vocabulary. Rows decode new_tokens tokens
-with no stop (greedy, then sampled at temperature 1); per step = (t(new_tokens + 1) - t(1)) / new_tokens, best of
---repeats, which removes the prefill. One torch thread (the host side of a GPU run is one thread too).
+with no stop (greedy, then sampled at temperature 1), then sampled with RL's stop string "\nUser:" through a real
+byte-level BPE (trained here on README.md, 1,024 tokens: the stop check decodes tokens); per step =
+(t(new_tokens + 1) - t(1)) / new_tokens, best of --repeats, which removes the prefill. One torch thread (the host
+side of a GPU run is one thread too).
 """
 from __future__ import annotations
 
@@ -29,14 +31,12 @@ from model import Llama, LlamaConfig  # noqa: E402
 
 
 class NoStopTokenizer:
+    """What generate needs of a tokenizer, with no stop ids; decode: a real tokenizer's, or none."""
     bos_id = None
     stop_ids = frozenset()
 
-    def __init__(self, vocab_size: int):
-        self.vocab_size = vocab_size
-
-    def decode(self, ids):
-        return ""
+    def __init__(self, vocab_size: int, decode=lambda ids: ""):
+        self.vocab_size, self.decode = vocab_size, decode
 
 
 def constant_logits(step, B: int, W: int) -> torch.Tensor:
@@ -68,13 +68,18 @@ def main():
     model = Llama(LlamaConfig.from_preset("nano")).eval()
     decode_step.DecodeStep.logits = constant_logits
     tok = NoStopTokenizer(model.config.vocab_size)
+    from data.tokenizer import Tokenizer
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        bpe = Tokenizer.train(f.read().splitlines(), vocab_size=model.config.vocab_size)
+    bpe = NoStopTokenizer(bpe.vocab_size, bpe.decode)  # rows end at the length cap or the stop string only
     print(f"engine host time per decode step (model replaced by constant logits), {args.new_tokens} new tokens, "
           f"best of {args.repeats}")
-    print(f"{'rows':>5} | {'greedy ms':>9} {'sampled ms':>10} | {'us/row greedy':>13}")
+    print(f"{'rows':>5} | {'greedy ms':>9} {'sampled ms':>10} {'+ stop ms':>9} | {'us/row greedy':>13}")
     for B in [int(b) for b in args.batch_sizes.split(",")]:
         g = per_step(model, tok, B, args.new_tokens, args.repeats)
         s = per_step(model, tok, B, args.new_tokens, args.repeats, temperature=1.0, seed=0)
-        print(f"{B:>5} | {g * 1e3:>9.3f} {s * 1e3:>10.3f} | {g / B * 1e6:>13.1f}")
+        st = per_step(model, bpe, B, args.new_tokens, args.repeats, temperature=1.0, seed=0, stop=["\nUser:"])
+        print(f"{B:>5} | {g * 1e3:>9.3f} {s * 1e3:>10.3f} {st * 1e3:>9.3f} | {g / B * 1e6:>13.1f}")
 
 
 if __name__ == "__main__":

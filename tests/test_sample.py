@@ -10,7 +10,7 @@ import sample
 from data.tokenizer import Tokenizer
 from model import Llama, LlamaConfig
 from kvcache import PagedKVCache
-from sample import generate, inverse_cdf, sample_logits
+from sample import generate, inverse_cdf, sample_logits, stop_tail_len
 
 TEXT = ["the quick brown fox jumps over the lazy dog; 12345 + 678 = ? café naïve déjà vu"] * 40
 
@@ -414,6 +414,18 @@ def test_eos_stop_strings_and_length(tok):
     assert (c.tokens, c.finish_reason, c.text) == (gen[:3], "length", "cdX")
     c = run(temperature=1.0, top_p=0.5, seed=0, stop=["!"])
     assert (c.tokens, c.finish_reason, c.text) == (gen[:8], "stop", "cdXY€")
+
+
+def test_the_tail_is_decoded_only_after_a_token_that_could_end_a_stop_string(tok, monkeypatch):
+    """The stop check decodes a row's last tokens only after a token whose text holds a stop string's last
+    character or a cut character (the three byte tokens of an unseen "€"): with stop "zz" none of "cdXY!" does."""
+    ids, succ = chain(tok, "abcdXY€!", end_with_eos=True)
+    m = chain_model(tok, succ)
+    tails, decode = [], tok.decode
+    monkeypatch.setattr(tok, "decode", lambda x: (len(x) > 1 and tails.append(len(x)), decode(x))[1], raising=False)
+    (c,) = generate(m, tok, [ids[:2]], max_new_tokens=20, stop=["zz"])
+    assert c.finish_reason == "eos"
+    assert tails.count(stop_tail_len(["zz"])) == 3  # the tail window, after each piece of "€" only
 
 
 def test_stop_string_inside_one_token(tok):
