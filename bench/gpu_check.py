@@ -38,9 +38,10 @@ VOCAB = 128256
 # device "cpu" runs every check on the CPU under the Triton interpreter (TRITON_INTERPRET=1 in the environment):
 # slow, and for working on this script without a GPU; the speeds it prints mean nothing
 DEFAULTS = {"quick": False, "batch": 8, "cache_len": 2048, "gen_tokens": 64, "seed": 0, "device": "cuda", "scale": "",
-            "tokenizer": "", "presets": True, "preset_timeout": 300}
-# --scale: also the presets (run_presets) unless presets=False; tokenizer: a folder with Meta's Llama 3
-# tokenizer.model for them ("" = a stand-in of the same size); preset_timeout: seconds for each preset's run
+            "tokenizer": "", "benches": True, "presets": True, "preset_timeout": 300}
+# --scale: the benchmarks (SCALE_BENCHES) unless benches=False, then the presets (run_presets) unless presets=False;
+# tokenizer: a folder with Meta's Llama 3 tokenizer.model for them ("" = a stand-in of the same size);
+# preset_timeout: seconds for each preset's run
 # --scale=1b: the generation benchmarks at the 1B preset on this GPU (issue 24's measurements: decode step wall vs GPU
 # kernel time vs memory floor at batch 1 / 16 / 64; the RL-shaped case, 32 prompts x 8 samples, EOS after ~64
 # tokens, cap 512, against transformers); then the RL update at the 1B RL preset's settings (issue 25: 128 rollouts
@@ -457,7 +458,8 @@ def main(argv=None) -> int:
                     report("decode step: CUDA graph replay vs eager", False, f"{type(e).__name__}: {e}"[:200])
     table = []
     if c["scale"]:
-        run_scale_benches(c["scale"])
+        if c["benches"]:
+            run_scale_benches(c["scale"])
         if c["presets"]:
             table = run_presets(c["scale"], c["tokenizer"], c["preset_timeout"])
     failed = [name for name, ok, _ in results if not ok]
