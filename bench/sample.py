@@ -209,7 +209,8 @@ def rl_case(model: Llama, hf, args) -> dict:
     # (RL without FSDP: the model keeps them across steps)
     sample.generate(model, tok, prompts[:2], n=2, max_new_tokens=8, temperature=1.0, seed=1)
     ours, t_ours = run_ours()
-    t_again = run_ours()[1] if hasattr(sample, "release_engine") else None
+    static = getattr(sample, "last_stats", {}).get("static_step")  # the kept engine is the static step's
+    t_again = run_ours()[1] if static and hasattr(sample, "release_engine") else None
     if tracker is not None:
         tracker.close()
         kv_ours, pool = tracker.peak, tracker.peak
