@@ -4,7 +4,7 @@ parallel=fsdp and parallel=ddp on CPU (gloo), over and over on tiny configs, and
 Not part of CI: a rare abort at exit ("terminate called without an active exception", exitcode -6) needs many runs
 to show.
 
-    python bench/stress_exit.py [--runs=100] [--kinds=midtrain-fsdp,midtrain-ddp,rl-fsdp,rl-ddp] [--timeout=300]
+    python bench/stress_exit.py [--runs=100] ["--kinds=['rl-fsdp', 'rl-ddp']"] [--timeout=300]
 
 runs: per kind (the kinds take turns). Each run trains a few steps with checkpoints, eval and the sampling copy
 (the paths with collectives: all-gathers, reduce-scatters, all-reduces, barriers). A failed run's log is kept under
