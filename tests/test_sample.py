@@ -7,6 +7,7 @@ import torch.nn.functional as F
 import octo_kernels
 import model as model_lib
 import sample
+import engine
 from data.tokenizer import Tokenizer
 from model import Llama, LlamaConfig
 from kvcache import PagedKVCache
@@ -237,13 +238,13 @@ def test_inverse_cdf_never_picks_zero_mass():
 
 def test_n_samples_share_one_prefill(tok, model, monkeypatch):
     calls = []
-    real = sample.prefill_batch
+    real = engine.prefill_batch
 
     def counting(m, seqs, cache, **kw):
         calls.append([len(ids) for ids, _ in seqs])
         return real(m, seqs, cache, **kw)
 
-    monkeypatch.setattr(sample, "prefill_batch", counting)
+    monkeypatch.setattr(engine, "prefill_batch", counting)
     outs = generate(model, tok, PROMPTS[:3], n=4, max_new_tokens=4, temperature=1.0, seed=0)
     lens = [len(c.prompt_tokens) for c in outs[::4]]
     assert calls == [lens] and len(outs) == 12  # each prompt prefilled once for its 4 samples, all in one call
@@ -264,9 +265,9 @@ def test_batched_prefill_equals_one_sequence_at_a_time(model):
         cache = PagedKVCache.for_model(model, 11, 4)
         with torch.no_grad():
             if how == "one":
-                logits, fw = [sample.prefill(model, ids, cache, t) for ids, t in zip(seqs, tables)], len(seqs)
+                logits, fw = [engine.prefill(model, ids, cache, t) for ids, t in zip(seqs, tables)], len(seqs)
             else:  # "cut": at most 12 padded tokens a forward; the 14-token one alone, in pieces of 12
-                logits, fw = sample.prefill_batch(model, list(zip(seqs, tables)), cache,
+                logits, fw = engine.prefill_batch(model, list(zip(seqs, tables)), cache,
                                                   **({"max_tokens": 12} if how == "cut" else {}))
         runs[how] = (torch.stack(logits), cache, fw)
     assert runs["batched"][2] == 1 and runs["cut"][2] > 2
@@ -286,7 +287,7 @@ def test_prefill_in_pieces_equals_one_pass(model):
         cache = PagedKVCache.for_model(model, 6, 4)
         blocks = [5, 0, 3, 1, 2, 4]  # any blocks, in any order
         with torch.no_grad():
-            out.append((sample.prefill(model, ids, cache, blocks, max_tokens=budget), cache))
+            out.append((engine.prefill(model, ids, cache, blocks, max_tokens=budget), cache))
     (a, ca), (b, cb) = out
     assert torch.allclose(a, b, atol=1e-5)
     with torch.no_grad():  # the last position's row of a plain full forward
@@ -344,16 +345,16 @@ def test_paged_cache_writes_through_the_block_table(model):
     tables = [[6, 1, 4], [0, 7]]
     with torch.no_grad():
         for ids, blocks in zip(seqs, tables):
-            sample.prefill(model, ids[:-1], cache, blocks)
+            engine.prefill(model, ids[:-1], cache, blocks)
         cache.set_batch(tables, [len(s) - 1 for s in seqs], 3)
-        step = sample.decode_one_token(model, torch.tensor([s[-1] for s in seqs]), cache)  # [2, V]
+        step = engine.decode_one_token(model, torch.tensor([s[-1] for s in seqs]), cache)  # [2, V]
         for r, ids in enumerate(seqs):
             assert torch.allclose(step[r], model(torch.tensor([ids]))[0, -1], atol=1e-4)
     assert cache.lens.tolist() == [9, 3]
     k0 = cache.k[0]  # position 5 of row 0: block 1, offset 1; a block no row uses stays empty
     ref = PagedKVCache.for_model(model, 3, 4)
     with torch.no_grad():
-        sample.prefill(model, seqs[0], ref, [0, 1, 2])
+        engine.prefill(model, seqs[0], ref, [0, 1, 2])
     assert torch.allclose(k0[1, :, 1], ref.k[0][1, :, 1], atol=1e-5) and k0[5].abs().sum() == 0
 
 
@@ -461,13 +462,13 @@ def test_rows_finish_independently_and_compaction_changes_nothing(tok, monkeypat
     rm = random_model(tok, seed=2, std=0.1)
     kw = dict(n=3, max_new_tokens=24, temperature=1.0, top_k=50, seed=11, stop=["e", "o", "1"])
     steps = []  # (rows decoded, sequences still waiting) per decode step
-    real = sample.Engine.decode
+    real = engine.Engine.decode
 
     def spy(self, rows):
         steps.append((len(self.running), len(self.waiting)))
         return real(self, rows)
 
-    monkeypatch.setattr(sample.Engine, "decode", spy)
+    monkeypatch.setattr(engine.Engine, "decode", spy)
     on = generate(rm, tok, PROMPTS, batch_size=3, **kw)
     assert all(r == 3 for r, w in steps if w) and sum(1 for _, w in steps if w) > 5  # full while any wait
     off = generate(rm, tok, PROMPTS, **kw)
