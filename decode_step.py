@@ -89,6 +89,7 @@ class DecodeStep:
         self.free = list(range(R))  # a heap: the lowest free slot first, so the live rows stay low
         self.used = np.zeros(R, dtype=bool)
         self.graphs: dict = {}
+        self.masks: dict = {}  # sample_key -> the vocab mask tensor its graphs read
         self.graph_key = None  # the pools and weights the graphs were captured with
         self.mempool = None
 
@@ -101,7 +102,9 @@ class DecodeStep:
         Refreshes the fused weights once (they do not move inside a call)."""
         for slot in np.flatnonzero(self.used):  # rows an interrupted call left behind
             self.remove(slot)
-        self.sampler, self.sample_key, self.vocab_mask = sampler, (sample_key, per_row_dtype), vocab_mask
+        self.sampler, self.sample_key = sampler, (sample_key, per_row_dtype)
+        # a captured graph reads the mask it was captured with: keep that one (the key fixes its contents)
+        self.vocab_mask = None if vocab_mask is None else self.masks.setdefault(self.sample_key, vocab_mask)
         self.per_row = None if per_row_dtype is None else self.state_buf[per_row_dtype]
         self.graphs_on = self.can_graph and graphs
         self.weights = self.model.decode_weights()  # a no-op unless the parameters moved since the last call

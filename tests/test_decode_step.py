@@ -150,3 +150,16 @@ def test_a_call_that_fails_part_way_leaves_no_kept_engine(tok, model):  # noqa: 
     assert "_decode_engine" not in model.__dict__
     out = sample.generate(model, tok, PROMPTS, max_new_tokens=5, static_step=True)
     assert [c.tokens for c in out] == [c.tokens for c in sample.generate(model, tok, PROMPTS, max_new_tokens=5)]
+
+
+def test_a_kept_engine_keeps_the_vocab_mask_its_graphs_read(tok):  # noqa: F811
+    """A captured graph reads its tensors at fixed addresses: a later call with the same sampler must hand the step
+    the mask those graphs were captured with, not a new tensor (the old one freed, its memory reused)."""
+    padded = random_model(tok, vocab_size=tok.vocab_size + 8)  # rows past the tokenizer's ids: masked
+    kw = dict(max_new_tokens=3, temperature=1.0, seed=1, static_step=True)
+    first = sample.generate(padded, tok, PROMPTS, **kw)
+    step = padded.__dict__["_decode_engine"][1]
+    mask = step.vocab_mask
+    assert mask is not None and mask.sum() == 8
+    again = sample.generate(padded, tok, PROMPTS, **kw)
+    assert step.vocab_mask is mask and [c.tokens for c in first] == [c.tokens for c in again]
