@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass, field
 
 GB = 1e9
-ORDER = ("weights", "grads", "optimizer", "reference", "compute copy", "inference copy", "decode weights", "activations", "logits",
-         "KV cache")  # the table's rows
+ORDER = ("weights", "grads", "optimizer", "reference", "compute copy", "inference copy", "decode weights",
+         "activations", "logits", "KV cache")  # the table's rows
 
 
 @dataclass
@@ -202,8 +202,8 @@ def plan_for_knobs(stage: str, cfg, c, world_size: int, device_type: str = "cuda
                    kv_pool_bytes: float | None = None, checkpointing: bool | str | None = None) -> Plan:
     """c: the stage's knobs (midtrain.py / rl.py names). RL's lengths are the largest of the max_response_len
     schedule (the update packs to the longest sequence, so this is its worst case); a rank's rows in flight are
-    rollout_batch_size, or its whole share when that is 0, in a KV pool of kv_budget when set. checkpointing: overrides c.grad_checkpointing; "auto"
-    is decided by auto_checkpointing against gpu_bytes."""
+    rollout_batch_size, or its whole share when that is 0, in a KV pool of kv_budget when set. checkpointing:
+    overrides c.grad_checkpointing; "auto" is decided by auto_checkpointing against gpu_bytes."""
     ckpt = c.grad_checkpointing if checkpointing is None else checkpointing
     if ckpt == "auto":
         ckpt = auto_checkpointing(stage, cfg, c, world_size, device_type, gpu_bytes)[0]
