@@ -444,11 +444,13 @@ def generate(model, tokenizer, prompts, *, n: int = 1, max_new_tokens: int = 256
     batch_size: sequences decoded together (default: all); a finished row's slot goes to a waiting sequence at once.
     on_token(index, token_id) is called for every generated token as it arrives (streaming).
     kv_budget: the KV pool's size, GB (> 1) or a fraction (<= 1) of free GPU memory, allocated at once; None = a
-    pool that doubles as needed up to batch_size rows at full length. A smaller pool preempts the newest sequence when it runs out (recomputed later: the same
-    tokens, more compute). kv_blocks: the pool's size in blocks instead (wins over kv_budget). block_size: tokens
-    per KV block. static_step: decode through decode_step.DecodeStep (preallocated buffers, rows padded to a
-    bucket, no host sync inside); None = on the decode kernel path (CUDA), off on CPU, where the plain torch path
-    is faster. cuda_graphs: capture that step as a CUDA graph per bucket and replay it (CUDA only; False = eager).
+    pool that doubles as needed up to batch_size rows at full length. A smaller pool preempts the newest sequence
+    when it runs out (recomputed later: the same tokens, more compute). kv_blocks: the pool's size in blocks instead
+    (wins over kv_budget). block_size: tokens per KV block. static_step: decode through decode_step.DecodeStep
+    (rows in fixed slots of preallocated buffers, no host sync inside); None = on the decode kernel path (CUDA), off
+    on CPU, where the plain torch path is faster. The static step and its KV pool stay on the model for the next
+    call (release_engine(model) frees them). cuda_graphs: capture that step as a CUDA graph per bucket and replay it
+    (CUDA only; False = eager).
     last_stats (module global) has the run's counters."""
     stop = check_args(model, tokenizer, n, max_new_tokens, temperature, top_k, top_p, stop, seed, batch_size)
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:

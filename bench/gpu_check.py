@@ -386,7 +386,8 @@ def run_presets(scale: str, tokenizer: str, timeout: int) -> list[str]:
                 ("rl", rl_out, [*run, "rl.py", rl_cfg, f"--init_from={mt}",
                                 f"--prompt_file={os.path.join(work, 'prompts.jsonl')}", f"--out_dir={rl_out}",
                                 "--max_steps=3", f"--prompts_per_step={16 * n_gpu}", "--group_size=8",
-                                "--max_response_len=512", "--entropy_coef=0.001", "--eval_interval=0", "--ckpt_interval=0",
+                                "--max_response_len=512", "--entropy_coef=0.001", "--eval_interval=0",
+                                "--ckpt_interval=0",
                                 "--log_interval=1", f"--device={DEV.type}"])]
         for name, out, cmd in cmds:
             print(f"\n$ {' '.join(cmd[2:])}", flush=True)
@@ -397,9 +398,10 @@ def run_presets(scale: str, tokenizer: str, timeout: int) -> list[str]:
             except subprocess.TimeoutExpired:
                 ok = False
             wall = time.time() - t0
-            recs = last_records(os.path.join(out, "metrics.jsonl")) if os.path.exists(os.path.join(out, "metrics.jsonl")) else []
-            report(f"{name}: {os.path.basename(stable if name == 'midtrain' else rl_cfg)} under torchrun", ok and bool(recs),
-                   f"{len(recs)} steps, {wall:.0f} s")
+            metrics = os.path.join(out, "metrics.jsonl")
+            recs = last_records(metrics) if os.path.exists(metrics) else []
+            preset = os.path.basename(stable if name == "midtrain" else rl_cfg)
+            report(f"{name}: {preset} under torchrun", ok and bool(recs), f"{len(recs)} steps, {wall:.0f} s")
             if not recs:
                 return rows
             last = recs[-1]
