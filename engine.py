@@ -82,7 +82,6 @@ def decode_one_token(model, tokens: torch.Tensor, cache: PagedKVCache) -> torch.
     return logits[:, -1].float()
 
 
-
 # -----------------------------------------------------------------------------------------------------------------
 # the scheduler: sequences, block tables, admission, preemption
 

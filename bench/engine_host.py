@@ -26,17 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import decode_step  # noqa: E402
 import sample  # noqa: E402
+from bench.sample import FixedLengthTokenizer  # noqa: E402
 from configurator import run_cli  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
-
-
-class NoStopTokenizer:
-    """What generate needs of a tokenizer, with no stop ids; decode: a real tokenizer's, or none."""
-    bos_id = None
-    stop_ids = frozenset()
-
-    def __init__(self, vocab_size: int, decode=lambda ids: ""):
-        self.vocab_size, self.decode = vocab_size, decode
 
 
 def constant_logits(step, B: int, W: int) -> torch.Tensor:
@@ -67,11 +59,12 @@ def main():
     torch.manual_seed(0)
     model = Llama(LlamaConfig.from_preset("nano")).eval()
     decode_step.DecodeStep.logits = constant_logits
-    tok = NoStopTokenizer(model.config.vocab_size)
+    tok = FixedLengthTokenizer(model.config.vocab_size)
     from data.tokenizer import Tokenizer
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
         bpe = Tokenizer.train(f.read().splitlines(), vocab_size=model.config.vocab_size)
-    bpe = NoStopTokenizer(bpe.vocab_size, bpe.decode)  # rows end at the length cap or the stop string only
+    bpe_decode, bpe = bpe.decode, FixedLengthTokenizer(bpe.vocab_size)  # no stop ids: the cap or the stop string
+    bpe.decode = bpe_decode
     print(f"engine host time per decode step (model replaced by constant logits), {args.new_tokens} new tokens, "
           f"best of {args.repeats}")
     print(f"{'rows':>5} | {'greedy ms':>9} {'sampled ms':>10} {'+ stop ms':>9} | {'us/row greedy':>13}")
