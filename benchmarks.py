@@ -544,14 +544,16 @@ def fit_prompts(examples: list[dict], bench: str, style: str, tokenizer, context
 def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = None, style: str = "fewshot",
              n: int = 1, temperature: float = 0.0, max_new_tokens: int = 512, limit: int | None = None,
              batch_size: int = 16, out_dir: str | None = None, progress: bool = True, top_p: float = 1.0,
-             seed: int = 0, grade_timeout: float = 2.0, meta: dict | None = None) -> dict:
+             seed: int = 0, grade_timeout: float = 2.0, meta: dict | None = None,
+             stop: list[str] | tuple[str, ...] | None = None) -> dict:
     """Generate with sample.generate and grade each benchmark; one model, several benchmarks.
 
     Greedy by default; n > 1 samples per problem (temperature > 0) add pass@k and maj@n. Writes
     out_dir/results.json (this return value) and out_dir/samples_<bench>.jsonl (prompt, completion, extracted, gold,
     correct) when out_dir is given. Prompts and max_new_tokens are fitted to the model's context (fit_prompts; the
     shots and max_new_tokens used are in each benchmark's entry). -> {**meta, "benchmarks": {name: {accuracy, count,
-    ..., seconds, shots, max_new_tokens}}, "average_accuracy", "config"}"""
+    ..., seconds, shots, max_new_tokens}}, "average_accuracy", "config"}. stop: the responses' stop strings (None =
+    the style's own, stop_strings)."""
     if isinstance(benchmarks, str):
         benchmarks = [b for b in benchmarks.split(",") if b.strip()]
     benchmarks = [b.strip() for b in benchmarks]
@@ -566,11 +568,14 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
         raise UserError(f"temperature {temperature} with n={n}: n > 1 samples need temperature > 0")
     if limit is not None and limit < 0:
         raise UserError(f"limit must be >= 0 (0 or None = all), got {limit}")
+    stop = stop_strings(style) if stop is None else tuple(stop)
+    if not all(isinstance(s, str) and s for s in stop):
+        raise UserError(f"stop must be a list of non-empty strings, got {list(stop)!r}")
     import sample  # the one generation path; imported here so loading benchmarks needs no torch
 
     config = {"benchmarks": benchmarks, "data_dir": data_dir, "style": style, "n": n, "temperature": temperature,
               "top_p": top_p, "max_new_tokens": max_new_tokens, "limit": limit, "batch_size": batch_size,
-              "seed": seed}
+              "seed": seed, "stop": list(stop)}
     results = {}
     for bench in benchmarks:
         t0 = time.time()
@@ -579,7 +584,7 @@ def evaluate(model, tokenizer, benchmarks: list[str], data_dir: str | None = Non
         context = getattr(getattr(model, "config", None), "max_seq_len", None)
         prompts, shots, bench_new_tokens = fit_prompts(examples, bench, style, tokenizer, context, max_new_tokens)
         completions = sample.generate(model, tokenizer, prompts, n=n, max_new_tokens=bench_new_tokens,
-                                      temperature=temperature, top_p=top_p, stop=stop_strings(style), seed=seed,
+                                      temperature=temperature, top_p=top_p, stop=stop, seed=seed,
                                       batch_size=batch_size, progress=progress)
         if len(completions) != len(prompts) * n:
             raise RuntimeError(f"sample.generate returned {len(completions)} completions for {len(prompts)} "

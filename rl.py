@@ -135,6 +135,7 @@ eval_limit = 0  # first eval_limit problems per benchmark; 0 = all
 eval_max_new_tokens = 192
 eval_batch_size = 128
 eval_data_dir = ""  # "" = benchmarks.default_data_dir
+eval_stop = []  # the evaluations' stop strings; [] = eval_style's own (benchmarks.stop_strings)
 log_interval = 5  # print a line every this many steps (the progress bar always shows the latest)
 ckpt_interval = 50  # steps; a checkpoint is also written at the end
 keep_last_n = 2  # 0 = keep all
@@ -211,8 +212,10 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         raise UserError("need betas in [0, 1) and adv_eps > 0")
     if c.template != "r1" and "{question}" not in c.template:
         raise UserError(f"template must contain {{question}} (or be 'r1'), got {c.template!r}")
-    if not isinstance(c.stop, list) or not all(isinstance(s, str) and s for s in c.stop):
-        raise UserError(f"stop must be a list of non-empty strings, got {c.stop!r}")
+    for name in ("stop", "eval_stop"):
+        v = getattr(c, name)
+        if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+            raise UserError(f"{name} must be a list of non-empty strings, got {v!r}")
     if not c.resume and os.path.isfile(os.path.join(c.out_dir, "latest")):
         raise UserError(f"{c.out_dir} already holds a run; pass --resume=True to continue it, or delete it / "
                         "choose another out_dir")
@@ -589,7 +592,8 @@ def run_eval(model, tok, c, step: int, autocast) -> dict:
         rep = benchmarks.evaluate(model, tok, c.eval_benchmarks, data_dir=c.eval_data_dir or None,
                                   style=c.eval_style, max_new_tokens=c.eval_max_new_tokens, limit=c.eval_limit or None,
                                   batch_size=c.eval_batch_size, progress=False, grade_timeout=c.grade_timeout,
-                                  out_dir=os.path.join(c.out_dir, "eval", f"step-{step:06d}"))
+                                  out_dir=os.path.join(c.out_dir, "eval", f"step-{step:06d}"),
+                                  stop=c.eval_stop or None)
     return {k: v["accuracy"] for k, v in rep["benchmarks"].items()}
 
 

@@ -41,6 +41,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 import time
@@ -108,6 +109,10 @@ rl_eval_interval = 8  # held-out greedy accuracy every this many RL steps (the p
 eval_problems = 150  # the first eval_problems of heldout.jsonl; 0 = all
 sample_k = 8  # samples per problem at rl_temperature: pass@1 (sampled accuracy), pass@k, maj@k; 0 = greedy only
 eval_max_new_tokens = 320
+# a response's stop strings (RL's rollouts and every evaluation): rl.py's. ["\n\n", "Question:"] ends an answer at
+# a blank line (no QA answer of the world holds one): the base arm's web prose then stops at its first paragraph
+# (~35 tokens) instead of running to the length limit, which makes that arm ~5x cheaper
+stop = ["\n\nQuestion:", "Question:"]
 eval_batch_size = 1024  # rows decoded together: the sampled eval's eval_problems x sample_k rows in one batch
 device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
 # RL runs and evaluations at a time, each in its own process with cores / parallel torch threads (mid-training stages
@@ -181,6 +186,8 @@ def check_config(c) -> None:
                         f"{c.base_tokens} and {c.stable_tokens}")
     if not isinstance(c.parallel, int) or c.parallel < 1:
         raise UserError(f"parallel must be an int >= 1 (RL runs and evaluations at a time), got {c.parallel!r}")
+    if not isinstance(c.stop, list) or not all(isinstance(s, str) and s for s in c.stop):
+        raise UserError(f"stop must be a list of non-empty strings, got {c.stop!r}")
     if c.rl_group < 2:
         raise UserError(f"rl_group must be >= 2 (GRPO compares responses within a group), got {c.rl_group}")
 
@@ -214,13 +221,20 @@ def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
     return [f"--init_from={parent_dir}", f"--out_dir={folder}", f"--prompt_file={c.synth_dir}/rl_train.jsonl",
             f"--max_steps={c.rl_steps}", f"--prompts_per_step={c.rl_prompts}", f"--group_size={c.rl_group}",
             f"--lr={c.rl_lr}", f"--max_response_len={c.rl_max_response_len}", f"--seed={seed}",
-            f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}",
+            f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}", *stop_argv(c, "--stop"),
             f"--max_prompt_len={model_lib.PRESETS[c.model]['max_seq_len'] - c.rl_max_response_len}",
             f"--device={c.device}", "--log_interval=0", "--resume=True", "--keep_last_n=1", "--ckpt_interval=10",
             # held-out greedy accuracy during RL, with the study's own evaluation knobs (the plot's middle panel)
             f"--eval_interval={c.rl_eval_interval}", "--eval_benchmarks=synth", "--eval_style=fewshot",
             f"--eval_data_dir={c.synth_dir}", f"--eval_limit={c.eval_problems}",
-            f"--eval_max_new_tokens={c.eval_max_new_tokens}", f"--eval_batch_size={c.eval_batch_size}"]
+            f"--eval_max_new_tokens={c.eval_max_new_tokens}", f"--eval_batch_size={c.eval_batch_size}",
+            *stop_argv(c, "--eval_stop")]
+
+
+def stop_argv(c, flag: str) -> list[str]:
+    """The flag for the study's stop strings; none when they are rl.py's and the evaluations' own, so that runs made
+    before the knob existed still match their argv."""
+    return [] if c.stop == list(benchmarks.stop_strings("fewshot")) else [f"{flag}={json.dumps(c.stop)}"]
 
 
 def stage_argv(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> list[str]:
@@ -271,7 +285,8 @@ def write_json(path: str, obj) -> None:
 
 
 def eval_knobs(c) -> dict:
-    return {k: getattr(c, k) for k in ("eval_problems", "sample_k", "rl_temperature", "eval_max_new_tokens")}
+    names = ("eval_problems", "sample_k", "rl_temperature", "eval_max_new_tokens")
+    return {k: getattr(c, k) for k in names + (("stop",) if stop_argv(c, "") else ())}  # no "stop": as before it
 
 
 def cached_eval(c, out: str) -> dict | None:
@@ -281,7 +296,11 @@ def cached_eval(c, out: str) -> dict | None:
         return None
     with open(path) as f:
         cached = json.load(f)
-    return cached if cached.get("knobs", eval_knobs(c)) == eval_knobs(c) else None
+    if cached.get("knobs", eval_knobs(c)) != eval_knobs(c):
+        return None
+    if "by_kind" not in cached:  # an evaluation made before the study split its accuracy by kind
+        cached["by_kind"] = greedy_by_kind(c, os.path.join(out, "greedy", "samples_synth.jsonl"))
+    return cached
 
 
 def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
@@ -293,7 +312,7 @@ def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
     model, tok, _ = model_lib.load_checkpoint(model_lib.resolve_checkpoint(ckpt_dir), dtype=torch.float32)
     model.to(dev).eval()
     common = dict(data_dir=c.synth_dir, style="fewshot", max_new_tokens=c.eval_max_new_tokens,
-                  limit=c.eval_problems or None, batch_size=c.eval_batch_size, progress=False)
+                  limit=c.eval_problems or None, batch_size=c.eval_batch_size, progress=False, stop=c.stop)
     with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints its own table; ours comes at the end
         greedy = benchmarks.evaluate(model, tok, ["synth"], out_dir=os.path.join(out, "greedy"), **common)
         sampled = (benchmarks.evaluate(model, tok, ["synth"], n=c.sample_k, temperature=c.rl_temperature, seed=0,
@@ -301,11 +320,33 @@ def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
     g = greedy["benchmarks"]["synth"]
     s = sampled["benchmarks"]["synth"] if sampled else None
     res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],
+           "by_kind": greedy_by_kind(c, os.path.join(out, "greedy", "samples_synth.jsonl")),
            "sampled": s["accuracy"] if s else None, "pass_k": s[f"pass@{c.sample_k}"] if s else None,
            "maj": s[f"maj@{c.sample_k}"] if s else None,
            "problems": g["count"], "seconds": time.time() - t0, "knobs": eval_knobs(c)}
     write_json(os.path.join(out, "summary.json"), res)
     return res
+
+
+STEP = re.compile(r"\d+ [-+*/] \d+ = \d+")  # one written operation of a solution, "4 - 3 = 1"
+
+
+def greedy_by_kind(c, samples_path: str) -> dict:
+    """Where the greedy answers are right, and where they stop short: {"word" | "arith" | "equation": accuracy,
+    "early_stop": the share of 2- and 3-step word problems whose answer writes fewer operations than the problem
+    has}. RL can raise one kind and lower another: a policy that learns to box the first step's result gains on
+    one-step word problems and loses on the longer ones."""
+    examples = benchmarks.load_benchmark("synth", c.synth_dir)
+    with open(samples_path) as f:
+        rows = [json.loads(line) for line in f]  # greedy: one per problem, in the examples' order
+    right, short = {}, []
+    for ex, r in zip(examples, rows):
+        right.setdefault(ex["kind"], []).append(r["correct"])
+        if ex["kind"] == "word" and ex["steps"] >= 2:
+            short.append(len(STEP.findall(r["completion"])) < ex["steps"])
+    out = {k: sum(v) / len(v) for k, v in sorted(right.items())}
+    out["early_stop"] = sum(short) / len(short) if short else None
+    return out
 
 
 def sampled_folder(c) -> str:
@@ -528,6 +569,22 @@ def results_table(c, by_seed: dict) -> str:
     return "\n".join(lines)
 
 
+def kinds_table(c, by_seed: dict) -> str:
+    """Greedy accuracy per problem kind before -> after RL, and the multi-step word answers that stop short."""
+    kinds = ("word", "arith", "equation", "early_stop")
+    head = ["arm"] + [f"{k} before -> after" for k in kinds[:3]] + ["2-3 step word answers stopped short"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in c.arms:
+        rows = [by_seed[s][arm] for s in c.seeds]
+        cells = [arm] + [" -> ".join(mean_spread([r[w]["by_kind"].get(k) for r in rows], 100.0)
+                                     for w in ("before", "after")) for k in kinds]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Greedy accuracy in % by problem kind (word stories, bare arithmetic, equations), and the share of "
+              "the 2- and 3-step word problems whose greedy answer writes fewer operations (\"a op b = c\") than the "
+              "problem has: the answer boxed after too few steps."]
+    return "\n".join(lines)
+
+
 def plot_curves(c, by_seed: dict, path: str, log) -> bool:
     """Per arm (mean over seeds): reward, held-out greedy accuracy and response length over RL steps. False when
     matplotlib is missing."""
@@ -582,7 +639,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               tokenizer=c.tokenizer, data_root=c.data_root), log)
     write_json(os.path.join(c.out_dir, "study_config.json"), vars(c))
     by_seed = {seed: run_seed(c, seed, log) for seed in c.seeds}
-    table = results_table(c, by_seed)
+    table = results_table(c, by_seed) + "\n\n" + kinds_table(c, by_seed)
     write_atomic(os.path.join(c.out_dir, "results.md"), table + "\n")
     write_json(os.path.join(c.out_dir, "results.json"), {"config": vars(c), "seeds": {str(s): r for s, r in
                                                                                       by_seed.items()}})

@@ -25,7 +25,8 @@ Problems (each step is one integer operation a op b = c, op in + - * /):
   arith     "What is (5 + 3) * 2?": k operators, parenthesised so left-to-right is the right order.
   equation  "Solve for x: 3 * (x + 2) - 4 = 11.": k operations applied to x, solved by undoing them.
 Difficulty knobs: steps (1..max_steps), number magnitude (small <= small_number, else <= max_number),
-distractor_prob. Every solution step is written "a op b = c" with the true result, so solutions are checkable.
+distractor_prob; max_answer_share < 1 thins the problems whose answer is common (0, 1, 3, ...), so that guessing
+one does not pay. Every solution step is written "a op b = c" with the true result, so solutions are checkable.
 
 Leakage control: a problem's split is a hash of its exact question text (problem_bucket): 10% "heldout",
 10% "rl", 80% "train". heldout.jsonl and rl_train.jsonl draw only from their bucket, and every training text
@@ -66,7 +67,8 @@ BASE_SIZES = {"web_chars": 3_000_000, "noisy_chars": 3_000_000, "n_qa": 20_000, 
 # held-out problems with numbers up to 100 (4 steps), and 21% with numbers up to 10 (3 steps) after the 2.9M-token
 # default mid-training. Raise max_number / max_steps for bigger models.
 DEFAULT_KNOBS = {"max_steps": 3, "max_number": 10, "small_number": 5, "small_frac": 0.5,
-                 "distractor_prob": 0.3, "noise": 0.3, "kind_weights": {"word": 0.6, "arith": 0.2, "equation": 0.2}}
+                 "distractor_prob": 0.3, "noise": 0.3, "kind_weights": {"word": 0.6, "arith": 0.2, "equation": 0.2},
+                 "max_answer_share": 1.0}  # < 1: answers more common than this share are thinned (draw_problem)
 
 
 # ---- web pages ---------------------------------------------------------------------------------------------------
@@ -346,6 +348,8 @@ def resolve_knobs(seed: int = 0, scale: float = 1.0, **overrides) -> dict:
     for k in ("small_frac", "distractor_prob", "noise"):
         if not 0.0 <= knobs[k] <= 1.0:
             raise ValueError(f"{k} must be in [0, 1], got {knobs[k]}")
+    if not 0.01 <= knobs["max_answer_share"] <= 1.0:
+        raise ValueError(f"max_answer_share must be in [0.01, 1] (1 = no thinning), got {knobs['max_answer_share']}")
     return knobs
 
 
@@ -482,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="regenerate even if a complete corpus is there")
     for k in ("max_steps", "max_number", "small_number"):
         ap.add_argument(f"--{k}", type=int, default=None, help=f"default {DEFAULT_KNOBS[k]}")
-    for k in ("small_frac", "distractor_prob", "noise"):
+    for k in ("small_frac", "distractor_prob", "noise", "max_answer_share"):
         ap.add_argument(f"--{k}", type=float, default=None, help=f"default {DEFAULT_KNOBS[k]}")
     for k in BASE_SIZES:
         ap.add_argument(f"--{k}", type=int, default=None, help=f"default {BASE_SIZES[k]} * scale")

@@ -290,7 +290,39 @@ def equation_problem(rng: random.Random, n_steps: int, hi: int, magnitude: str) 
 
 
 def draw_problem(rng: random.Random, knobs: dict, n_steps: int | None = None) -> Problem:
-    """One problem with the knobs' difficulty mix; n_steps fixes the step count (else uniform 1..max_steps)."""
+    """One problem with the knobs' difficulty mix; n_steps fixes the step count (else uniform 1..max_steps).
+    knobs["max_answer_share"] < 1 thins common answers: a problem whose answer a has share f(a) among the knobs'
+    problems is kept with probability min(1, max_answer_share / f(a)), so that no answer is a good guess (in the
+    default world "1" is the gold of 12% of problems, and a weak RL policy learns to answer it)."""
+    share = knobs.get("max_answer_share", 1.0)
+    while True:
+        p = _draw_one(rng, knobs, n_steps)
+        if share >= 1.0:  # no extra draw from rng: the default world stays byte-identical
+            return p
+        if rng.random() * answer_shares(knobs).get(p.answer, 0.0) <= share:
+            return p
+
+
+_SHARES: dict[str, dict[int, float]] = {}
+SHARE_DRAWS = 20_000  # problems drawn to estimate the answer shares (the top share's standard error ~0.2 points)
+
+
+def answer_shares(knobs: dict) -> dict[int, float]:
+    """{answer: its share among problems drawn with these knobs, unthinned}, from a fixed stream (so the thinning
+    is deterministic), cached per knob set."""
+    key = repr(sorted((k, v) for k, v in knobs.items() if k in ("kind_weights", "max_steps", "max_number",
+                                                                "small_number", "small_frac", "distractor_prob")))
+    if key not in _SHARES:
+        rng = random.Random(f"nanoocto-synth:answer-shares:{key}")
+        counts: dict[int, int] = {}
+        for _ in range(SHARE_DRAWS):
+            a = _draw_one(rng, knobs, None).answer
+            counts[a] = counts.get(a, 0) + 1
+        _SHARES[key] = {a: n / SHARE_DRAWS for a, n in counts.items()}
+    return _SHARES[key]
+
+
+def _draw_one(rng: random.Random, knobs: dict, n_steps: int | None) -> Problem:
     kinds = knobs["kind_weights"]
     kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
     n = n_steps if n_steps is not None else rng.randint(1, knobs["max_steps"])

@@ -286,13 +286,19 @@ def test_evaluate_with_contract_generate(tmp_path, monkeypatch, capsys):
     assert m5["maj@4"] == 1.0  # 0.5 vs 1/3 tie 2:2, first seen (0.5) wins
     assert calls[-1]["temperature"] == 0.7 and calls[-1]["n"] == 4
 
+    # other stop strings replace the style's own and are recorded in the report
+    report = evaluate(None, None, ["gsm8k"], data_dir=str(data), limit=2, stop=["\n\n", "Question:"],
+                      progress=False)
+    assert calls[-1]["stop"] == ("\n\n", "Question:") and report["config"]["stop"] == ["\n\n", "Question:"]
+
 
 def test_evaluate_rejects_bad_arguments(monkeypatch):
     monkeypatch.setitem(sys.modules, "sample", fake_sample_module([]))
     for kwargs, match in [({"benchmarks": ["gsm9k"]}, "unknown"), ({"benchmarks": []}, "benchmarks"),
                           ({"benchmarks": ["gsm8k"], "n": 4}, "temperature"),
                           ({"benchmarks": ["gsm8k"], "style": "chat"}, "style"),
-                          ({"benchmarks": ["gsm8k"], "n": 0}, "n must")]:
+                          ({"benchmarks": ["gsm8k"], "n": 0}, "n must"),
+                          ({"benchmarks": ["gsm8k"], "stop": ["\n", ""]}, "stop must")]:
         with pytest.raises(ValueError, match=match):
             evaluate(None, None, **kwargs)
 

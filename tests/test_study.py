@@ -16,7 +16,8 @@ def tiny_argv(tmp_path, *extra):
             f"--tokenizer={synth / 'tok'}", f"--data_root={synth / 'shards'}", "--model=nano", "--seq_len=128",
             "--micro_batch=4", "--total_batch_tokens=512", "--base_tokens=2048", "--warmup_tokens=512",
             "--stable_tokens=1536", "--decay_tokens=1024", "--rl_steps=2", "--rl_prompts=2", "--rl_group=2",
-            "--rl_max_response_len=8", "--eval_problems=4", "--sample_k=2", "--eval_max_new_tokens=8", *extra]
+            "--rl_max_response_len=8", "--eval_problems=4", "--sample_k=2", "--eval_max_new_tokens=8",
+            '--stop=["\\n\\n", "Question:"]', *extra]
 
 
 def test_study_end_to_end_and_resume(tmp_path, capfd):
@@ -46,6 +47,18 @@ def test_study_end_to_end_and_resume(tmp_path, capfd):
     assert not re.search(r"(^|[\r\n])rl:", printed.err)  # ... and no bar of rl.py's own from inside a worker
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["arms"] == list(study.ARMS)
+    # every response (RL's rollouts, its held-out evaluations, the study's own) ends at the study's stop strings
+    greedy = json.loads((out / "seed-1337" / "eval" / "short" / "greedy" / "results.json").read_text())
+    in_rl = json.loads((out / "seed-1337" / "short_rl" / "eval" / "step-000000" / "results.json").read_text())
+    assert greedy["config"]["stop"] == in_rl["config"]["stop"] == ["\n\n", "Question:"]
+    run_config = json.loads(next((out / "seed-1337" / "short_rl").glob("ckpt-*/run_config.json")).read_text())
+    assert run_config["stop"] == run_config["eval_stop"] == ["\n\n", "Question:"]
+    # greedy accuracy by problem kind, and the multi-step word answers that stop short, in the second table
+    by_kind = by_seed[1337]["short"]["before"]["by_kind"]
+    assert "early_stop" in by_kind and set(by_kind) - {"early_stop"} and \
+        set(by_kind) <= {"word", "arith", "equation", "early_stop"}  # the kinds among the first 4 problems
+    assert all(v is None or 0.0 <= v <= 1.0 for v in by_kind.values())
+    assert "| arm | word before -> after |" in table and "stopped short" in table
     try:
         import matplotlib  # noqa: F401
         assert (out / "rl_curves.png").stat().st_size > 1000
@@ -80,6 +93,7 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ("--rl_temperature=0", "rl_temperature"),
     ("--parallel=0", "parallel must be"),
     ("--stable_tokens=512", "must exceed warmup_tokens"),
+    ('--stop=["\\n\\n", ""]', "stop must be"),
     ('--stable_mixture={"web": -1.0}', "stable_mixture"),
 ])
 def test_study_rejects_bad_knobs_before_any_work(tmp_path, flag, message):
@@ -111,3 +125,15 @@ def test_run_jobs_runs_each_job_once_in_workers_and_chains_follow_ups():
     order = []  # parallel 1: in this process, in the order given, follow-ups last
     study.run_jobs(SimpleNamespace(parallel=1), jobs, lambda k, r: order.append(k) or on_done(k, r), log.append)
     assert order == [("first", "0"), ("first", "1"), ("first", "2"), ("then", "0"), ("then", "1"), ("then", "2")]
+
+
+def test_default_stop_strings_need_no_flags():
+    # the study leaves --stop / --eval_stop out when its stop strings are rl.py's and the evaluations' own, so a run
+    # made before the knob existed keeps matching its argv; that needs the three defaults to agree
+    import benchmarks
+    import rl
+    assert study.DEFAULTS["stop"] == rl.DEFAULTS["stop"] == list(benchmarks.stop_strings("fewshot"))
+    c = SimpleNamespace(**study.DEFAULTS)
+    assert study.stop_argv(c, "--stop") == [] and "stop" not in study.eval_knobs(c)
+    c.stop = ["\n\n"]
+    assert study.stop_argv(c, "--stop") == ['--stop=["\\n\\n"]'] and study.eval_knobs(c)["stop"] == ["\n\n"]

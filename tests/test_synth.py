@@ -212,6 +212,26 @@ def test_difficulty_knobs(tmp_path):
         assert not synth_problems.word_problem(random.Random(i), 2, 20, 0.0, "small").distractors
 
 
+def test_max_answer_share_thins_common_answers():
+    def draws(**kw):
+        knobs, rng = synth.resolve_knobs(0, 0.01, **kw), random.Random(5)
+        return [synth_problems.draw_from_bucket(rng, knobs, "heldout") for _ in range(2000)]
+
+    plain = draws()
+    assert [p.question for p in plain[:200]] == [p.question for p in draws(max_answer_share=1.0)[:200]]
+    top = Counter(p.answer for p in plain).most_common(1)[0]
+    assert top[0] == 1 and top[1] / 2000 > 0.09  # the default world's best guess: "1" is right 12% of the time
+    thin = draws(max_answer_share=0.03)
+    counts = Counter(p.answer for p in thin)
+    assert max(counts.values()) / 2000 < 0.075 and counts[1] / 2000 < 0.06
+    assert len(counts) > len(Counter(p.answer for p in plain)) * 0.9  # rare answers kept
+    kinds = Counter(p.kind for p in thin)
+    assert 0.5 < kinds["word"] / 2000 < 0.75 and kinds["arith"] > 250 and kinds["equation"] > 250
+    assert [p.question for p in thin[:50]] == [p.question for p in draws(max_answer_share=0.03)[:50]]  # seeded
+    with pytest.raises(ValueError, match="max_answer_share"):
+        synth.resolve_knobs(0, 0.01, max_answer_share=0.0)
+
+
 def test_skips_complete_corpus_and_regenerates_otherwise(tmp_path):
     out = str(tmp_path / "c")
     synth.generate_corpus(out, seed=3, scale=0.01)
