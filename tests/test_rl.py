@@ -196,7 +196,7 @@ def test_config_errors(tiny, tmp_path):
     for flag, msg in [("--loss_agg=mean", "loss_agg"), ("--group_size=1", "group_size"),
                       ("--template=no placeholder", "template"), ("--max_response_len={3: 5}", "step 0"),
                       ("--max_response_len=500", "context"), ("--temperature=0", "temperature"),
-                      ("--kv_budget=-1", "kv_budget"),
+                      ("--kv_budget=-1", "kv_budget"), ('--eval_stop=["\\n", ""]', "eval_stop must be"),
                       ("--kv_budget=0.5", "fraction of free GPU memory")]:  # the knob reaches the rollout engine
         with pytest.raises(ValueError, match=msg):
             rl.main(base + [flag], reward_fn=first_token_reward)
