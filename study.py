@@ -111,7 +111,7 @@ sample_k = 8  # samples per problem at rl_temperature: pass@1 (sampled accuracy)
 eval_max_new_tokens = 320
 # a response's stop strings (RL's rollouts and every evaluation): rl.py's. ["\n\n", "Question:"] ends an answer at
 # a blank line (no QA answer of the world holds one): the base arm's web prose then stops at its first paragraph
-# (~35 tokens) instead of running to the length limit, which makes that arm ~5x cheaper
+# (~35 tokens) instead of running on to rl_max_response_len
 stop = ["\n\nQuestion:", "Question:"]
 eval_batch_size = 1024  # rows decoded together: the sampled eval's eval_problems x sample_k rows in one batch
 device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
@@ -298,8 +298,9 @@ def cached_eval(c, out: str) -> dict | None:
         cached = json.load(f)
     if cached.get("knobs", eval_knobs(c)) != eval_knobs(c):
         return None
+    samples = os.path.join(out, "greedy", "samples_synth.jsonl")
     if "by_kind" not in cached:  # an evaluation made before the study split its accuracy by kind
-        cached["by_kind"] = greedy_by_kind(c, os.path.join(out, "greedy", "samples_synth.jsonl"))
+        cached["by_kind"] = greedy_by_kind(c, samples) if os.path.isfile(samples) else {}
     return cached
 
 

@@ -293,7 +293,7 @@ def draw_problem(rng: random.Random, knobs: dict, n_steps: int | None = None) ->
     """One problem with the knobs' difficulty mix; n_steps fixes the step count (else uniform 1..max_steps).
     knobs["max_answer_share"] < 1 thins common answers: a problem whose answer a has share f(a) among the knobs'
     problems is kept with probability min(1, max_answer_share / f(a)), so that no answer is a good guess (in the
-    default world "1" is the gold of 12% of problems, and a weak RL policy learns to answer it)."""
+    default world "1" is the gold of 12% of problems)."""
     share = knobs.get("max_answer_share", 1.0)
     while True:
         p = _draw_one(rng, knobs, n_steps)
