@@ -406,7 +406,9 @@ def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=Non
     active = [i for i, r in enumerate(rollouts) if i in in_loss and (r.advantage != 0 or not exact_zero)]
     is_active = set(active)
     seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731  positions run
-    by_len = lambda ids: sorted(ids, key=seq_len)  # noqa: E731
+    # ties by index: the recompute's micro-batches and the update's must be the same (the update visits a shuffled
+    # order), so that a policy still at its reference gets bit-identical log-probs and a KL gradient of exactly 0
+    by_len = lambda ids: sorted(ids, key=lambda i: (seq_len(i), i))  # noqa: E731
     split = lambda ids: micro_batches(ids, seq_len, c.micro_batch, c.micro_batch_tokens)  # noqa: E731
     # sums over this rank, all-reduced at the end:
     # [clip_hi, clip_lo, tokens, approx_kl, ent, ent_n, mis, mis_n, kl, tis weight]

@@ -4,6 +4,7 @@ rewards, sampler; dynamic sampling; a toy task learned end to end; resume. The 2
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import socket
@@ -281,3 +282,28 @@ def free_port() -> int:
 
 # test_fsdp.py runs update_policy on 2 gloo ranks (plain DDP-style all-reduce and FSDP shards) in one launch of 2
 # worker processes, against one_update in 1 process
+
+
+def test_no_reward_signal_leaves_the_policy_bit_identical():
+    """Every group uniform (all advantages 0) and the policy still at its reference: the KL term's gradient is exactly
+    zero only if the policy's and the reference's log-probs come out bit for bit the same, i.e. from the same
+    micro-batches. Adam turns any float noise there into lr-sized steps (it took the study's base arm off its start
+    model), so sequences of equal length must be batched in the same order in both passes."""
+    torch.manual_seed(0)
+    net = Llama(LlamaConfig.from_preset("test"))
+    ref = copy.deepcopy(net).requires_grad_(False)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    rs = []
+    for i in range(16):  # lengths tie often: the update's shuffled order and the recompute's differ among ties
+        P, R = 3 + i % 2, 2 + (i // 2) % 3
+        rs.append(rl.Rollout(torch.randint(0, 256, (P,), generator=g).tolist(),
+                             torch.randint(0, 256, (R,), generator=g).tolist(), -torch.rand(R, generator=g), "",
+                             "eos", -1.0, i // 8, 0.0))
+    c = SimpleNamespace(**{**rl.DEFAULTS, "kl_coef": 0.1, "micro_batch": 3})
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
+    solo = SimpleNamespace(ddp=False, rank=0, world_size=1)
+    for step in range(3):
+        stats = rl.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, seed=step)
+        assert stats["grad_norm"] == 0.0 and stats["ref_kl"] == 0.0, step
+    assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
