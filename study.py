@@ -231,10 +231,14 @@ def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
             *stop_argv(c, "--eval_stop")]
 
 
+def own_stop(c) -> bool:
+    """True when the study's stop strings are rl.py's and the evaluations' own: then no flag passes them and the
+    evaluation knobs leave them out, so runs and evaluations made before the knob existed still match."""
+    return c.stop == list(benchmarks.stop_strings("fewshot"))
+
+
 def stop_argv(c, flag: str) -> list[str]:
-    """The flag for the study's stop strings; none when they are rl.py's and the evaluations' own, so that runs made
-    before the knob existed still match their argv."""
-    return [] if c.stop == list(benchmarks.stop_strings("fewshot")) else [f"{flag}={json.dumps(c.stop)}"]
+    return [] if own_stop(c) else [f"{flag}={json.dumps(c.stop)}"]
 
 
 def stage_argv(c, name: str, st: SimpleNamespace, seed_dir: str, seed: int) -> list[str]:
@@ -285,8 +289,8 @@ def write_json(path: str, obj) -> None:
 
 
 def eval_knobs(c) -> dict:
-    names = ("eval_problems", "sample_k", "rl_temperature", "eval_max_new_tokens")
-    return {k: getattr(c, k) for k in names + (("stop",) if stop_argv(c, "") else ())}  # no "stop": as before it
+    names = ("eval_problems", "sample_k", "rl_temperature", "eval_max_new_tokens") + (() if own_stop(c) else ("stop",))
+    return {k: getattr(c, k) for k in names}
 
 
 def cached_eval(c, out: str) -> dict | None:
@@ -298,9 +302,8 @@ def cached_eval(c, out: str) -> dict | None:
         cached = json.load(f)
     if cached.get("knobs", eval_knobs(c)) != eval_knobs(c):
         return None
-    samples = os.path.join(out, "greedy", "samples_synth.jsonl")
     if "by_kind" not in cached:  # an evaluation made before the study split its accuracy by kind
-        cached["by_kind"] = greedy_by_kind(c, samples) if os.path.isfile(samples) else {}
+        cached["by_kind"] = greedy_by_kind(c, out)
     return cached
 
 
@@ -321,7 +324,7 @@ def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
     g = greedy["benchmarks"]["synth"]
     s = sampled["benchmarks"]["synth"] if sampled else None
     res = {"greedy": g["accuracy"], "greedy_len": g["mean_response_tokens"],
-           "by_kind": greedy_by_kind(c, os.path.join(out, "greedy", "samples_synth.jsonl")),
+           "by_kind": greedy_by_kind(c, out),
            "sampled": s["accuracy"] if s else None, "pass_k": s[f"pass@{c.sample_k}"] if s else None,
            "maj": s[f"maj@{c.sample_k}"] if s else None,
            "problems": g["count"], "seconds": time.time() - t0, "knobs": eval_knobs(c)}
@@ -332,11 +335,14 @@ def evaluate_model(c, ckpt_dir: str, out: str) -> dict:
 STEP = re.compile(r"\d+ [-+*/] \d+ = \d+")  # one written operation of a solution, "4 - 3 = 1"
 
 
-def greedy_by_kind(c, samples_path: str) -> dict:
+def greedy_by_kind(c, out: str) -> dict:
     """Where the greedy answers are right, and where they stop short: {"word" | "arith" | "equation": accuracy,
     "early_stop": the share of 2- and 3-step word problems whose answer writes fewer operations than the problem
     has}. RL can raise one kind and lower another: a policy that learns to box the first step's result gains on
-    one-step word problems and loses on the longer ones."""
+    one-step word problems and loses on the longer ones. {} when the evaluation in `out` kept no greedy samples."""
+    samples_path = os.path.join(out, "greedy", "samples_synth.jsonl")
+    if not os.path.isfile(samples_path):
+        return {}
     examples = benchmarks.load_benchmark("synth", c.synth_dir)
     with open(samples_path) as f:
         rows = [json.loads(line) for line in f]  # greedy: one per problem, in the examples' order
