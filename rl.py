@@ -386,21 +386,23 @@ def micro_batches(ids: list[int], seq_len: Callable[[int], int], micro_batch: in
 
 
 def update_policy(model, optimizer, rollouts: list[Rollout], c, d, ref_model=None, loss_max_len: int = 0,
-                  seed: int = 0, autocast=None, vocab_size: int | None = None) -> dict:
+                  seed: int = 0, autocast=None, vocab_size: int | None = None, at_ref: bool = False) -> dict:
     """ppo_epochs x mini_batches optimizer steps on this rank's rollouts (advantages set); -> global stats.
 
     Gradients are accumulated locally over micro-batches and summed over ranks by hand (all_reduce per parameter):
     each micro-batch loss is already divided by the global token / sequence count of its mini-batch, so the sum
-    is the mini-batch loss of all ranks' rollouts together. When kl_coef and entropy_coef are 0, a sequence with
-    advantage 0 (a uniform group) has exactly zero gradient: it is not run through the model at all, but still
-    counts in the normalisers, so the update is the same as with it."""
+    is the mini-batch loss of all ranks' rollouts together. When entropy_coef is 0 and either kl_coef is 0 or the
+    policy still has its reference's weights (at_ref: no optimizer step since the start), a sequence with advantage 0
+    (a uniform group) has exactly zero gradient (the k3 KL's is 1 - exp(ref - logp) = 0): it is not run through the
+    model at all, but still counts in the normalisers, so the update is the same as with it. A step of uniform
+    groups only then costs no forward and makes no optimizer step."""
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     n_updates = c.ppo_epochs * c.mini_batches
     # FSDP: every forward all-gathers, so ranks pad their micro-batch lists to the same length with dummy passes,
     # and gradients are summed in backward (runtime.sum_gradients) instead of by the all-reduce below
     sharded = is_sharded(model)
-    exact_zero = c.kl_coef == 0 and c.entropy_coef == 0
+    exact_zero = c.entropy_coef == 0 and (c.kl_coef == 0 or ref_model is None or at_ref)
     # mask_truncated: responses cut at the length limit get no gradient and do not count in the normalisers
     in_loss = {i for i, r in enumerate(rollouts) if not (c.mask_truncated and r.finish_reason == "length")}
     active = [i for i, r in enumerate(rollouts) if i in in_loss and (r.advantage != 0 or not exact_zero)]
@@ -664,11 +666,13 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         reward_fn = make_math_reward(c.reward_correct, c.reward_wrong, c.reward_no_answer, c.grade_timeout)
     optimizer = model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
 
-    step, sampler = 0, {"epoch": 0, "pos": 0}
+    # at_ref: no optimizer step yet, so the policy has its reference's weights and a step of uniform groups has an
+    # exactly zero gradient (update_policy skips it: the study's base arm, whose rewards are all -1, costs rollouts only)
+    step, sampler, at_ref = 0, {"epoch": 0, "pos": 0}, True
     metrics_path = os.path.join(c.out_dir, "metrics.jsonl")
     if resume_from is not None:
         load_optimizer_state(optimizer, state["optimizer"], model)  # with this run's betas and weight decay
-        step, sampler = state["step"], dict(state["sampler"])
+        step, sampler, at_ref = state["step"], dict(state["sampler"]), state.get("at_ref", False)
         set_rng_state(state["rng"])
         log(f"resumed from {resume_from} at step {step}")
     else:
@@ -693,7 +697,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
             wandb_record(wandb_run, rec)
 
     def save(step_now):
-        st = {"step": step_now, "sampler": dict(sampler), "rng": rng_state(), "init_from": c.init_from}
+        st = {"step": step_now, "sampler": dict(sampler), "rng": rng_state(), "init_from": c.init_from,
+              "at_ref": at_ref}
         save_checkpoint(os.path.join(c.out_dir, f"ckpt-{step_now:06d}"), model, optimizer, tok, run_config, st, d,
                         c.keep_last_n)
 
@@ -732,7 +737,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         model.train()
         us = update_policy(model, optimizer, batch, c, d, ref_model, c.loss_max_len or max_new,
                            seed=derive_seed(c.seed, "update", step, d.rank), autocast=autocast,
-                           vocab_size=tok.vocab_size)
+                           vocab_size=tok.vocab_size, at_ref=at_ref)
+        at_ref = at_ref and us["optimizer_steps"] == 0
         step += 1
         dt = time.perf_counter() - t0
         rec = {"kind": "train", "step": step, "lr": lr_now, "max_response_len": max_new, **rs, **us,

@@ -63,15 +63,19 @@ from data.files import write_atomic
 
 out_dir = "out/study"
 seeds = [1337]  # one full study per seed (weights init, data order, RL sampling); the table averages over seeds
-arms = ["base", "stable", "short", "long", "hybrid", "noisy"]
+# "long" (the long-CoT decay) is left out by default for time: its ~210-token answers make its RL several times a
+# short arm's. Add it with --arms='["base","stable","short","long","hybrid","noisy"]'
+arms = ["base", "stable", "short", "hybrid", "noisy"]
 # data: the built-in synthetic world (made under synth_dir if absent, shared with `python midtrain.py`)
 synth_dir = "data/synth_study"
 synth_scale = 1.0
 # data.synth world knobs over its defaults (as midtrain.py's synth_knobs). The default world's noisy web (noise 0.3:
 # 15% of its equations wrong) taught about as well as the clean web (3 seeds: 25.2% vs 23.4% greedy), so the study's
 # world makes it as bad as the knob allows: half the equations wrong, most pages shuffled or padded with junk. Only
-# web_noisy changes; questions, QA and held-out problems are those of the default world.
-synth_knobs = {"noise": 1.0}
+# web_noisy changes. max_answer_share thins the answers that would otherwise be the gold of more than 3% of problems
+# ("1" was 12% of them: a weak policy's best guess), and 1,000 held-out problems put the standard error of an
+# accuracy at 1.3-1.6 points (150: ~2.8).
+synth_knobs = {"noise": 1.0, "max_answer_share": 0.03, "n_heldout": 1000}
 synth_vocab_size = 1024
 tokenizer = "data/synth_study/tokenizer"
 data_root = "data/synth_study/shards"
@@ -88,7 +92,7 @@ stable_tokens = 1_228_800  # 300 steps at constant LR (re-warmed over warmup_tok
 warmup_tokens = 40_960
 stable_mixture = {"web": 0.75, "web_noisy": 0.05, "qa_short": 0.2}
 noisy_stable_mixture = {"web_noisy": 0.8, "qa_short": 0.2}
-decay_tokens = 409_600  # 100 steps, LR annealed to 10%
+decay_tokens = 1_638_400  # 400 steps, LR annealed to 10%: at 100 steps the short arm ended at 21.7% greedy (37.8%)
 decay_mixtures = {
     "short": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.55},
     "long": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_long": 0.55},
@@ -97,22 +101,22 @@ decay_mixtures = {
 # the noisy arm swaps the clean web for the noisy one in its decay too: hybrid with web -> web_noisy (compare the two)
 noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.35, "qa_long": 0.2}
 # RL: the same GRPO budget for every arm
-rl_steps = 48
-rl_prompts = 16  # prompts per step
+rl_steps = 100  # python rl.py's budget: at 48 x 16 greedy fell for the same arm (37.8 -> 32.3%), at 100 x 32 it rose
+rl_prompts = 32  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
 rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
 rl_kl_coef = 0.1  # k3 KL to the arm's own start model (rl.py's default); 0 = none
-rl_eval_interval = 8  # held-out greedy accuracy every this many RL steps (the plot's middle panel); 0 = off
+rl_eval_interval = 25  # held-out greedy accuracy every this many RL steps (the plot's middle panel); 0 = off
 # evaluation on the held-out synthetic problems (never seen in training), before and after RL
-eval_problems = 150  # the first eval_problems of heldout.jsonl; 0 = all
-sample_k = 8  # samples per problem at rl_temperature: pass@1 (sampled accuracy), pass@k, maj@k; 0 = greedy only
+eval_problems = 0  # the first eval_problems of heldout.jsonl; 0 = all
+sample_k = 4  # samples per problem at rl_temperature: pass@1 (sampled accuracy), pass@k, maj@k; 0 = greedy only
 eval_max_new_tokens = 320
-# a response's stop strings (RL's rollouts and every evaluation): rl.py's. ["\n\n", "Question:"] ends an answer at
-# a blank line (no QA answer of the world holds one): the base arm's web prose then stops at its first paragraph
-# (~35 tokens) instead of running on to rl_max_response_len
-stop = ["\n\nQuestion:", "Question:"]
+# a response's stop strings (RL's rollouts and every evaluation). A blank line ends an answer (no QA answer of the
+# world holds one): the base arm's web prose then stops at its first paragraph instead of running on to
+# rl_max_response_len. rl.py's own, ["\n\nQuestion:", "Question:"], passes no flag to it
+stop = ["\n\n", "Question:"]
 eval_batch_size = 1024  # rows decoded together: the sampled eval's eval_problems x sample_k rows in one batch
 device = "cpu"  # the study is sized for a CPU; "auto" uses CUDA when present
 # RL runs and evaluations at a time, each in its own process with cores / parallel torch threads (mid-training stages
@@ -530,14 +534,14 @@ def run_seed(c, seed: int, log) -> dict:
 # the table and the plot
 
 
-def mean_spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    """'12.3' for one value, '12.3 +- 1.4' (sample std) for several."""
+def mean_spread(values: list[float], scale: float = 1.0, digits: int = 1, sign: str = "") -> str:
+    """'12.3' for one value, '12.3 +- 1.4' (sample std) for several; sign="+" writes '+12.3' for a change."""
     vals = [v * scale for v in values if v is not None]
     if not vals:
         return "-"
     if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{statistics.mean(vals):.{digits}f} +- {statistics.stdev(vals):.{digits}f}"
+        return f"{vals[0]:{sign}.{digits}f}"
+    return f"{statistics.mean(vals):{sign}.{digits}f} +- {statistics.stdev(vals):.{digits}f}"
 
 
 def first_last(curve: dict, key: str, k: int = 5) -> tuple[float, float]:
@@ -549,15 +553,19 @@ def first_last(curve: dict, key: str, k: int = 5) -> tuple[float, float]:
 
 def results_table(c, by_seed: dict) -> str:
     k = c.sample_k
-    head = ["arm", "greedy before RL", "greedy after RL"] + \
-        (["pass@1 before", "pass@1 after", f"pass@{k} before", f"pass@{k} after"] if k else []) + \
+    # a gain is after - before within each seed, then mean +- std over seeds: the std a finding must clear
+    head = ["arm", "greedy before RL", "greedy after RL", "greedy gain"] + \
+        (["pass@1 before", "pass@1 after", "pass@1 gain", f"pass@{k} before", f"pass@{k} after"] if k else []) + \
         ["RL reward first -> last 5 steps", "resp len (RL, last 5)", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in c.arms:
         rows = [by_seed[s][arm] for s in c.seeds]
-        col = lambda f, scale=100.0, d=1: mean_spread([f(r) for r in rows], scale, d)  # noqa: E731
-        cells = [arm] + [col(lambda r, w=w, m=m: r[w][m]) for m in ("greedy",) + (("sampled", "pass_k") if k else ())
-                         for w in ("before", "after")]
+        col = lambda f, scale=100.0, d=1, sign="": mean_spread([f(r) for r in rows], scale, d, sign)  # noqa: E731
+        cells = [arm]
+        for m in ("greedy",) + (("sampled", "pass_k") if k else ()):
+            cells += [col(lambda r, w=w: r[w][m]) for w in ("before", "after")]
+            if m != "pass_k":
+                cells.append(col(lambda r: r["after"][m] - r["before"][m], sign="+"))
         cells += [f"{col(lambda r: first_last(r['curve'], 'reward')[0], 1, 2)} -> "
                   f"{col(lambda r: first_last(r['curve'], 'reward')[1], 1, 2)}",
                   col(lambda r: first_last(r["curve"], "response_len")[1], 1, 0), col(lambda r: r["wall_s"], 1, 0)]
@@ -567,7 +575,7 @@ def results_table(c, by_seed: dict) -> str:
     lines.append(f"Accuracies in % on {n} held-out synthetic problems: greedy" + (
                  f"; pass@1 = the mean over {k} samples per problem at the RL temperature {c.rl_temperature:g}, "
                  f"pass@{k} = at least one of them right" if k else "") +
-                 f". {len(c.seeds)} seed(s) (mean +- sample std). RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
+                 f". {len(c.seeds)} seed(s) (mean +- sample std); a gain is after - before RL within a seed. RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
                  f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, KL {c.rl_kl_coef:g}, reward "
                  "+1 right / -1 wrong. Wall s: the arm's own stages and evaluations (its decay, RL and evals; 'noisy' "
                  "includes its own stable stage; 'base' and 'stable' are shared by the arms below them)" +
@@ -635,6 +643,30 @@ def smooth(ys: list[float], window: int = 5) -> list[float]:
 # -----------------------------------------------------------------------------------------------------------------
 
 
+def check_world(c, log) -> None:
+    """Record in out_dir the synthetic world its stages and evaluations are made from (the corpus knobs and vocab
+    size of midtrain.build_synth_data's stamp); refuse to reuse them with another. A stage's argv names the data
+    folders, not what is in them: without this, --synth_knobs='{"noise": 0.3}' would reuse every finished stage."""
+    with open(os.path.join(c.data_root, "synth_build.json")) as f:
+        stamp = json.load(f)
+    world = {"corpus": stamp["corpus"], "vocab_size": stamp["vocab_size"]}
+    path = os.path.join(c.out_dir, "study_world.json")
+    if not os.path.isfile(path):
+        if os.path.isdir(c.out_dir) and any(n.startswith("seed-") for n in os.listdir(c.out_dir)):
+            log(f"[study] {c.out_dir} has no study_world.json (made before it existed): its finished stages are "
+                "taken to be of this world")
+        write_json(path, world)
+        return
+    with open(path) as f:
+        old = json.load(f)
+    if old != world:
+        flat = lambda w: {**w["corpus"], "vocab_size": w["vocab_size"]}  # noqa: E731
+        a, b = flat(old), flat(world)
+        changed = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        raise UserError(f"out_dir={c.out_dir!r} holds stages made from another synthetic world ({changed}; "
+                        f"{path}): choose another out_dir, or delete that one to start over")
+
+
 def main(argv: list[str] | None = None) -> dict:
     c = SimpleNamespace(**configure(copy.deepcopy(DEFAULTS), argv))
     check_config(c)
@@ -644,6 +676,7 @@ def main(argv: list[str] | None = None) -> dict:
     midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
                                               synth_knobs=c.synth_knobs, synth_vocab_size=c.synth_vocab_size,
                                               tokenizer=c.tokenizer, data_root=c.data_root), log)
+    check_world(c, log)
     write_json(os.path.join(c.out_dir, "study_config.json"), vars(c))
     by_seed = {seed: run_seed(c, seed, log) for seed in c.seeds}
     table = results_table(c, by_seed) + "\n\n" + kinds_table(c, by_seed)

@@ -171,10 +171,24 @@ def test_toy_reward_rises_end_to_end(tiny, tmp_path):
     assert sorted(os.listdir(out)) == ["ckpt-000012", "latest", "metrics.jsonl"]  # keep_last_n=1
     state = torch.load(os.path.join(out, "ckpt-000012", "state.pt"), weights_only=False)
     assert state["step"] == 12 and state["sampler"] == {"epoch": 2, "pos": 12 * 8 % 40} and "optimizer" in state
+    assert state["at_ref"] is False  # the policy has moved: uniform groups' KL gradients count again
     cfg = json.load(open(os.path.join(out, "ckpt-000012", "run_config.json")))
     assert cfg["lr"] == 2e-2 and cfg["max_response_len"] == 3
     with pytest.raises(ValueError, match="already holds a run"):
         rl.main(toy_args(tiny, out, 12), reward_fn=first_token_reward)
+
+
+def test_a_run_without_reward_signal_costs_rollouts_only(tiny, tmp_path):
+    """Every reward -1 (the study's base arm): no step runs a forward or an optimizer step, the checkpoint says the
+    policy is still at its reference, and its weights are the start's bit for bit."""
+    out = str(tmp_path / "run")
+    rl.main(toy_args(tiny, out, 2), reward_fn=lambda completion, example: -1.0)
+    rows = train_rows(out)
+    assert [(r["uniform_groups"], r["forward_tokens"], r["optimizer_steps"]) for r in rows] == [(1.0, 0, 0)] * 2
+    assert torch.load(os.path.join(out, "ckpt-000002", "state.pt"), weights_only=False)["at_ref"] is True
+    from model import load_checkpoint
+    after = load_checkpoint(out)[0].state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in tiny.net.state_dict().items())
 
 
 def test_resume_continues_exactly(tiny, tmp_path):
@@ -307,3 +321,34 @@ def test_no_reward_signal_leaves_the_policy_bit_identical():
         stats = rl.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, seed=step)
         assert stats["grad_norm"] == 0.0 and stats["ref_kl"] == 0.0, step
     assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
+
+
+def test_at_ref_skips_uniform_groups_with_the_same_update():
+    """At its reference (no optimizer step yet) a uniform group's KL gradient is exactly zero: with at_ref the
+    update skips those sequences (no forward at all when every group is uniform) and moves the weights as the full
+    update does."""
+    torch.manual_seed(0)
+    net = Llama(LlamaConfig.from_preset("test"))
+    ref = copy.deepcopy(net).requires_grad_(False)
+    g = torch.Generator().manual_seed(5)
+    rs = [rl.Rollout(torch.randint(0, 256, (3 + i % 3,), generator=g).tolist(),
+                     torch.randint(0, 256, (2 + i % 4,), generator=g).tolist(), -torch.rand(2 + i % 4, generator=g),
+                     "", "eos", -1.0, i // 4, 0.0) for i in range(16)]
+    c = SimpleNamespace(**{**rl.DEFAULTS, "kl_coef": 0.1, "micro_batch": 4})
+    solo = SimpleNamespace(ddp=False, rank=0, world_size=1)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
+    stats = rl.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, at_ref=True)
+    assert stats["forward_tokens"] == 0 and stats["optimizer_steps"] == 0
+    for i in range(8, 12):  # group 2 is mixed: its sequences train, the other groups' are skipped at the reference
+        rs[i].advantage = 1.0 if i % 2 else -1.0
+    moved = []
+    for at_ref in (False, True):
+        m = copy.deepcopy(net)
+        o = torch.optim.SGD(m.parameters(), lr=1.0)  # weights move by the gradient itself (Adam would sign it)
+        stats = rl.update_policy(m, o, rs, c, solo, ref_model=ref, loss_max_len=8, at_ref=at_ref)
+        assert stats["optimizer_steps"] == 1
+        moved.append((m, stats["forward_tokens"]))
+    (full, n_full), (skip, n_skip) = moved
+    assert n_skip < n_full
+    for (k, a), b in zip(full.state_dict().items(), skip.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

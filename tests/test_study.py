@@ -21,7 +21,7 @@ def tiny_argv(tmp_path, *extra):
 
 
 def test_study_end_to_end_and_resume(tmp_path, capfd):
-    by_seed = study.main(tiny_argv(tmp_path))
+    by_seed = study.main(tiny_argv(tmp_path, "--arms=" + json.dumps(study.ARMS)))  # "long" too (not a default)
     out = tmp_path / "study"
     table = (out / "results.md").read_text()
     assert set(by_seed[1337]) == set(study.ARMS)
@@ -64,7 +64,7 @@ def test_study_end_to_end_and_resume(tmp_path, capfd):
         assert (out / "rl_curves.png").stat().st_size > 1000
     except ImportError:
         pass
-    # a rerun finds every stage and evaluation done: nothing is retrained (checkpoint folders untouched)
+    # a rerun (the default arms, "long" left out) finds every stage and evaluation done: nothing is retrained
     ckpts = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
     again = study.main(tiny_argv(tmp_path))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == ckpts
@@ -127,13 +127,54 @@ def test_run_jobs_runs_each_job_once_in_workers_and_chains_follow_ups():
     assert order == [("first", "0"), ("first", "1"), ("first", "2"), ("then", "0"), ("then", "1"), ("then", "2")]
 
 
-def test_default_stop_strings_need_no_flags():
+def test_rl_own_stop_strings_need_no_flags():
     # the study leaves --stop / --eval_stop out when its stop strings are rl.py's and the evaluations' own, so a run
-    # made before the knob existed keeps matching its argv; that needs the three defaults to agree
+    # made before the knob existed keeps matching its argv; that needs rl.py's and the evaluations' to agree
     import benchmarks
     import rl
-    assert study.DEFAULTS["stop"] == rl.DEFAULTS["stop"] == list(benchmarks.stop_strings("fewshot"))
-    c = SimpleNamespace(**study.DEFAULTS)
+    assert rl.DEFAULTS["stop"] == list(benchmarks.stop_strings("fewshot"))
+    c = SimpleNamespace(**{**study.DEFAULTS, "stop": rl.DEFAULTS["stop"]})
     assert study.stop_argv(c, "--stop") == [] and "stop" not in study.eval_knobs(c)
-    c.stop = ["\n\n"]
-    assert study.stop_argv(c, "--stop") == ['--stop=["\\n\\n"]'] and study.eval_knobs(c)["stop"] == ["\n\n"]
+    c = SimpleNamespace(**study.DEFAULTS)  # the study's own: a blank line ends an answer
+    assert study.stop_argv(c, "--stop") == ['--stop=["\\n\\n", "Question:"]']
+    assert study.eval_knobs(c)["stop"] == ["\n\n", "Question:"]
+
+
+def test_stages_of_another_world_are_not_reused(tmp_path):
+    """A stage's argv names the data folders, not what is in them: out_dir records the world (corpus knobs, vocab
+    size) its stages were made from and refuses another, naming the knob that changed."""
+    data_root, out = tmp_path / "shards", tmp_path / "study"
+    c = SimpleNamespace(data_root=str(data_root), out_dir=str(out))
+    stamp = {"corpus": {"noise": 1.0, "n_heldout": 1000}, "vocab_size": 1024, "tokenizer": "/somewhere/tok"}
+
+    def build(**corpus):
+        data_root.mkdir(exist_ok=True)
+        (data_root / "synth_build.json").write_text(json.dumps({**stamp, "corpus": {**stamp["corpus"], **corpus}}))
+
+    build()
+    log = []
+    study.check_world(c, log.append)  # a new out_dir: recorded
+    assert json.loads((out / "study_world.json").read_text())["corpus"]["noise"] == 1.0 and not log
+    study.check_world(c, log.append)  # the same world again: fine
+    build(noise=0.3)
+    with pytest.raises(study.UserError, match=r"another synthetic world \(noise 1.0 -> 0.3; .*choose another out_dir"):
+        study.check_world(c, log.append)
+    # an out_dir from before the record: taken as is, with a note
+    (out / "study_world.json").unlink()
+    (out / "seed-1337").mkdir()
+    study.check_world(c, log.append)
+    assert len(log) == 1 and "no study_world.json" in log[0]
+    assert json.loads((out / "study_world.json").read_text())["corpus"]["noise"] == 0.3
+
+
+def test_table_gain_is_the_within_seed_change():
+    """The gain columns are after - before within each seed, then mean +- std over seeds: two seeds at 10 -> 14 and
+    20 -> 22 gain +3.0 +- 1.4, while the before and after columns alone spread by 7.1 and 5.7."""
+    c = SimpleNamespace(**{**study.DEFAULTS, "arms": ["short"], "seeds": [1, 2], "sample_k": 0})
+    curve = {"reward": [-1.0, 0.0], "response_len": [40, 42]}
+    row = lambda b, a: {"before": {"greedy": b, "problems": 1000}, "after": {"greedy": a},  # noqa: E731
+                        "curve": curve, "wall_s": 60.0}
+    table = study.results_table(c, {1: {"short": row(0.10, 0.14)}, 2: {"short": row(0.20, 0.22)}})
+    line = next(ln for ln in table.splitlines() if ln.startswith("| short |"))
+    assert line.split(" | ")[1:4] == ["15.0 +- 7.1", "18.0 +- 5.7", "+3.0 +- 1.4"]
+    assert "greedy gain" in table.splitlines()[0]
