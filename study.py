@@ -6,11 +6,12 @@ then RL-ed with the same GRPO budget and evaluated on the same held-out problems
     python study.py                                  # one seed on 2 CPU cores -> out/study/results.md
     python study.py --seeds=[1337,1338,1339]         # three seeds: the table shows mean +- spread
     python study.py --arms=["stable","short"]        # a subset (the stages they need run, the others do not)
+    python study.py --arms=["base","stable","short","long","hybrid","noisy"]   # with the long-CoT arm (not a default)
 
     scratch --base: general web, warmup+decay--> base                        arm "base"   (no mid-training)
     base --stable: clean math web, constant LR--> stable                     arm "stable" (stable stage only)
         stable --decay: short-CoT QA--> short                                arm "short"
-        stable --decay: long-CoT QA---> long                                 arm "long"
+        stable --decay: long-CoT QA---> long                                 arm "long" (opt-in: its RL is slow)
         stable --decay: both (hybrid)-> hybrid                               arm "hybrid"
     base --stable: noisy math web--> stable_noisy --decay: hybrid, noisy web--> noisy   arm "noisy" (data quality)
     each arm --GRPO, rl_steps x rl_prompts x rl_group--> <arm>_rl
@@ -20,13 +21,14 @@ anneals the LR while mixing in QA with short or long chain of thought and a litt
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
 
-Time: one seed (13 stages + 12 evaluations) took 22 min (1,313 s: mid-training 260 s on both cores, then RL and
-evaluations 1,053 s, two at a time in 1-thread worker processes) alone on a 2-core Intel Xeon with AVX-512, plus
-~40 s to build the study's world on the first run; each stage's seconds are in its study_done.json. An AMD EPYC
-without AVX-512 is ~3x slower: there the earlier budget (rl_steps=24, rl_prompts=12, sample_k=4) took 25 min a
-seed. The longest jobs are the base and long arms' RL (their rollouts run to ~250 and ~210 tokens). To go faster,
-lower rl_steps / rl_prompts / stable_tokens / decay_tokens / rl_max_response_len / eval_problems; to go bigger,
-raise them.
+Time: one seed of the five default arms (11 stages + 9 evaluations) took 53 min on a 2-core AMD EPYC without
+AVX-512 (seed 1339: mid-training 921 s on both cores, then RL and evaluations 2,255 s, two at a time in 1-thread
+worker processes), plus ~40 s to build the study's world on the first run; each stage's seconds are in its
+study_done.json. A 2-core Intel Xeon with AVX-512 ran the study ~3x faster than this AMD machine (with the earlier
+defaults; not measured with these). The longest jobs are the RL runs (626-940 s each on one thread; the long arm's,
+with ~210-token answers, several times that, not measured). To go faster, lower rl_steps / rl_prompts / decay_tokens
+/ eval_problems / sample_k (the earlier defaults: decay_tokens=409_600 rl_steps=48 rl_prompts=16 eval_problems=150,
+22 min a seed on the Xeon, but greedy accuracy did not rise with RL there: README, "What the miniature study shows").
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
