@@ -667,7 +667,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
     optimizer = model.configure_optimizer(c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=d.device.type)
 
     # at_ref: no optimizer step yet, so the policy has its reference's weights and a step of uniform groups has an
-    # exactly zero gradient (update_policy skips it: the study's base arm, whose rewards are all -1, costs rollouts only)
+    # exactly zero gradient (update_policy skips it: the study's base arm, all rewards -1, costs rollouts only)
     step, sampler, at_ref = 0, {"epoch": 0, "pos": 0}, True
     metrics_path = os.path.join(c.out_dir, "metrics.jsonl")
     if resume_from is not None:

@@ -94,7 +94,7 @@ stable_tokens = 1_228_800  # 300 steps at constant LR (re-warmed over warmup_tok
 warmup_tokens = 40_960
 stable_mixture = {"web": 0.75, "web_noisy": 0.05, "qa_short": 0.2}
 noisy_stable_mixture = {"web_noisy": 0.8, "qa_short": 0.2}
-decay_tokens = 1_638_400  # 400 steps, LR annealed to 10%: at 100 steps the short arm ended at 21.7% greedy (37.8%)
+decay_tokens = 1_638_400  # 400 steps, LR annealed to 10% (short arm, seed 1337: greedy 21.7% at 200 steps, 37.8%)
 decay_mixtures = {
     "short": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.55},
     "long": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_long": 0.55},
@@ -103,7 +103,7 @@ decay_mixtures = {
 # the noisy arm swaps the clean web for the noisy one in its decay too: hybrid with web -> web_noisy (compare the two)
 noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.35, "qa_long": 0.2}
 # RL: the same GRPO budget for every arm
-rl_steps = 100  # python rl.py's budget: at 48 x 16 greedy fell for the same arm (37.8 -> 32.3%), at 100 x 32 it rose
+rl_steps = 100  # python rl.py's budget; at 48 x 16 the short arm's greedy fell (37.8 -> 32.3%, seed 1337)
 rl_prompts = 32  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
@@ -577,7 +577,8 @@ def results_table(c, by_seed: dict) -> str:
     lines.append(f"Accuracies in % on {n} held-out synthetic problems: greedy" + (
                  f"; pass@1 = the mean over {k} samples per problem at the RL temperature {c.rl_temperature:g}, "
                  f"pass@{k} = at least one of them right" if k else "") +
-                 f". {len(c.seeds)} seed(s) (mean +- sample std); a gain is after - before RL within a seed. RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
+                 f". {len(c.seeds)} seed(s) (mean +- sample std); a gain is after - before RL within a seed. "
+                 f"RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
                  f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, KL {c.rl_kl_coef:g}, reward "
                  "+1 right / -1 wrong. Wall s: the arm's own stages and evaluations (its decay, RL and evals; 'noisy' "
                  "includes its own stable stage; 'base' and 'stable' are shared by the arms below them)" +
@@ -664,7 +665,8 @@ def check_world(c, log) -> None:
     if old != world:
         flat = lambda w: {**w["corpus"], "vocab_size": w["vocab_size"]}  # noqa: E731
         a, b = flat(old), flat(world)
-        changed = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        changed = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                            if a.get(k) != b.get(k))
         raise UserError(f"out_dir={c.out_dir!r} holds stages made from another synthetic world ({changed}; "
                         f"{path}): choose another out_dir, or delete that one to start over")
 
