@@ -288,10 +288,10 @@ def check_init_from(name: str, path: str, seq_len: int) -> None:
 # the built-in data: synthetic corpus -> tokenizer -> shards, each made only if absent (or stale)
 
 
-def build_synth_data(c, log=print) -> None:
+def build_synth_data(c, log=print) -> dict:
     """Make the built-in corpus (c.synth_dir), the BPE trained on it (c.tokenizer) and one shard folder per source
     (c.data_root/<name>). A stamp records what the tokenizer and shards were made from; a changed corpus or vocab
-    size rebuilds them."""
+    size rebuilds them. -> the stamp: {"corpus": the corpus knobs, "vocab_size", "tokenizer"}."""
     from data.prepare import is_prepared, prepare
     from data.synth import QA_TEMPLATE, generate_corpus, read_jsonl
 
@@ -327,6 +327,7 @@ def build_synth_data(c, log=print) -> None:
         log(f"shards {folder}: {done['train_tokens']:,} train + {done['val_tokens']:,} val tokens")
     write_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
     log(f"built-in data ready in {time.time() - t0:.1f} s ({c.synth_dir}, {c.data_root})")
+    return stamp
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -646,12 +646,10 @@ def smooth(ys: list[float], window: int = 5) -> list[float]:
 # -----------------------------------------------------------------------------------------------------------------
 
 
-def check_world(c, log) -> None:
+def check_world(c, stamp: dict, log) -> None:
     """Record in out_dir the synthetic world its stages and evaluations are made from (the corpus knobs and vocab
     size of midtrain.build_synth_data's stamp); refuse to reuse them with another. A stage's argv names the data
     folders, not what is in them: without this, --synth_knobs='{"noise": 0.3}' would reuse every finished stage."""
-    with open(os.path.join(c.data_root, "synth_build.json")) as f:
-        stamp = json.load(f)
     world = {"corpus": stamp["corpus"], "vocab_size": stamp["vocab_size"]}
     path = os.path.join(c.out_dir, "study_world.json")
     if not os.path.isfile(path):
@@ -677,10 +675,10 @@ def main(argv: list[str] | None = None) -> dict:
     # stdout stays for the table; tqdm.write keeps the messages clear of the progress bars
     log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731
     t0 = time.time()
-    midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
+    stamp = midtrain.build_synth_data(SimpleNamespace(synth_dir=c.synth_dir, synth_scale=c.synth_scale,
                                               synth_knobs=c.synth_knobs, synth_vocab_size=c.synth_vocab_size,
                                               tokenizer=c.tokenizer, data_root=c.data_root), log)
-    check_world(c, log)
+    check_world(c, stamp, log)
     write_json(os.path.join(c.out_dir, "study_config.json"), vars(c))
     by_seed = {seed: run_seed(c, seed, log) for seed in c.seeds}
     table = results_table(c, by_seed) + "\n\n" + kinds_table(c, by_seed)

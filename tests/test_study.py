@@ -47,6 +47,10 @@ def test_study_end_to_end_and_resume(tmp_path, capfd):
     assert not re.search(r"(^|[\r\n])rl:", printed.err)  # ... and no bar of rl.py's own from inside a worker
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["arms"] == list(study.ARMS)
+    # out_dir records the world its stages were made from: the build's own stamp
+    stamp = json.loads((tmp_path / "synth" / "shards" / "synth_build.json").read_text())
+    assert json.loads((out / "study_world.json").read_text()) == {"corpus": stamp["corpus"],
+                                                                  "vocab_size": stamp["vocab_size"]}
     # every response (RL's rollouts, its held-out evaluations, the study's own) ends at the study's stop strings
     greedy = json.loads((out / "seed-1337" / "eval" / "short" / "greedy" / "results.json").read_text())
     in_rl = json.loads((out / "seed-1337" / "short_rl" / "eval" / "step-000000" / "results.json").read_text())
@@ -143,26 +147,20 @@ def test_rl_own_stop_strings_need_no_flags():
 def test_stages_of_another_world_are_not_reused(tmp_path):
     """A stage's argv names the data folders, not what is in them: out_dir records the world (corpus knobs, vocab
     size) its stages were made from and refuses another, naming the knob that changed."""
-    data_root, out = tmp_path / "shards", tmp_path / "study"
-    c = SimpleNamespace(data_root=str(data_root), out_dir=str(out))
+    out = tmp_path / "study"
+    c = SimpleNamespace(out_dir=str(out))
     stamp = {"corpus": {"noise": 1.0, "n_heldout": 1000}, "vocab_size": 1024, "tokenizer": "/somewhere/tok"}
-
-    def build(**corpus):
-        data_root.mkdir(exist_ok=True)
-        (data_root / "synth_build.json").write_text(json.dumps({**stamp, "corpus": {**stamp["corpus"], **corpus}}))
-
-    build()
+    noisier = {**stamp, "corpus": {**stamp["corpus"], "noise": 0.3}}
     log = []
-    study.check_world(c, log.append)  # a new out_dir: recorded
+    study.check_world(c, stamp, log.append)  # a new out_dir: recorded
     assert json.loads((out / "study_world.json").read_text())["corpus"]["noise"] == 1.0 and not log
-    study.check_world(c, log.append)  # the same world again: fine
-    build(noise=0.3)
+    study.check_world(c, stamp, log.append)  # the same world again: fine
     with pytest.raises(study.UserError, match=r"another synthetic world \(noise 1.0 -> 0.3; .*choose another out_dir"):
-        study.check_world(c, log.append)
+        study.check_world(c, noisier, log.append)
     # an out_dir from before the record: taken as is, with a note
     (out / "study_world.json").unlink()
     (out / "seed-1337").mkdir()
-    study.check_world(c, log.append)
+    study.check_world(c, noisier, log.append)
     assert len(log) == 1 and "no study_world.json" in log[0]
     assert json.loads((out / "study_world.json").read_text())["corpus"]["noise"] == 0.3
 
