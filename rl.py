@@ -106,7 +106,10 @@ micro_batch = 32  # sequences per forward/backward (when micro_batch_tokens is 0
 micro_batch_tokens = 0
 logits_chunk = 256  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
 lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
-lr_warmup_steps = 0  # linear warmup over RL steps, then constant
+lr_warmup_steps = 0  # linear warmup over RL steps
+# after the warmup the LR follows a cosine from lr down to min_lr_ratio * lr at max_steps (midtrain.py's decay shape);
+# 1.0 = constant. A decaying LR ends the run on a settled policy instead of one step's snapshot (the study: README)
+min_lr_ratio = 1.0
 weight_decay = 0.0
 beta1 = 0.9
 beta2 = 0.999
@@ -208,6 +211,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         raise UserError(f"overlong_buffer and overlong_penalty must be >= 0, got {c.overlong_buffer}, {c.overlong_penalty}")
     if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
         raise UserError("need lr > 0 and weight_decay, grad_clip, kl_coef, entropy_coef >= 0")
+    if not 0 <= c.min_lr_ratio <= 1:
+        raise UserError(f"min_lr_ratio must be in [0, 1] (1 = a constant LR), got {c.min_lr_ratio}")
     if not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1) or not c.adv_eps > 0:
         raise UserError("need betas in [0, 1) and adv_eps > 0")
     if c.template != "r1" and "{question}" not in c.template:
@@ -247,6 +252,15 @@ def response_len_at(schedule: list[tuple[int, int]], step: int) -> int:
 
 # -----------------------------------------------------------------------------------------------------------------
 # prompts (loaded by benchmarks.load_prompts): a seeded sampler with a saveable position
+
+
+def lr_at(step: int, c) -> float:
+    """The LR of 0-based step: linear warmup over lr_warmup_steps, then a cosine from lr to min_lr_ratio * lr that
+    reaches it at max_steps."""
+    if step < c.lr_warmup_steps:
+        return c.lr * (step + 1) / c.lr_warmup_steps
+    p = (step - c.lr_warmup_steps) / max(1, c.max_steps - c.lr_warmup_steps)
+    return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def sampler_draw(state: dict, n_items: int, k: int, seed: int) -> list[int]:
@@ -702,7 +716,15 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         save_checkpoint(os.path.join(c.out_dir, f"ckpt-{step_now:06d}"), model, optimizer, tok, run_config, st, d,
                         c.keep_last_n)
 
+    at_ref_eval = {}  # the evaluation of the start weights, reused while the policy still has them (at_ref)
+
     def evaluate(step_now):
+        if at_ref and at_ref_eval:  # the same weights give the same greedy answers: no need to decode them again
+            res, same = at_ref_eval["res"], at_ref_eval["step"]
+            write_metrics({"kind": "eval", "step": step_now, "accuracy": res, "seconds": 0.0, "same_as_step": same})
+            log(f"step {step_now:>4} | greedy eval (the start weights: as at step {same}) "
+                + " ".join(f"{k} {100 * v:.1f}%" for k, v in (res or {}).items()))
+            return res
         res = None
         policy = full_model(model, train_dtype, keep=d.master)  # fsdp: gathered by all, kept by rank 0
         if d.master:
@@ -712,6 +734,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
             log(f"step {step_now:>4} | greedy eval " + " ".join(f"{k} {100 * v:.1f}%" for k, v in res.items()))
         if d.ddp:
             dist.barrier()  # the others wait while rank 0 evaluates
+        if at_ref:
+            at_ref_eval.update(res=res, step=step_now)  # every rank keeps the flag (rank 0 alone has the numbers)
         return res
 
     before = after = None
@@ -724,7 +748,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
     while step < c.max_steps:
         t0 = time.perf_counter()
         max_new = response_len_at(schedule, step)
-        lr_now = c.lr * min(1.0, (step + 1) / c.lr_warmup_steps) if c.lr_warmup_steps else c.lr
+        lr_now = lr_at(step, c)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         # 1-3: rollouts and rewards (each rank its own prompts)

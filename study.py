@@ -107,6 +107,7 @@ rl_steps = 100  # python rl.py's budget; at 48 x 16 the short arm's greedy fell 
 rl_prompts = 32  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
+rl_min_lr_ratio = 1.0  # the RL LR falls on a cosine from rl_lr to this fraction of it at the last step; 1.0 = constant
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
 rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
 rl_kl_coef = 0.1  # k3 KL to the arm's own start model (rl.py's default); 0 = none
@@ -178,9 +179,9 @@ def check_config(c) -> None:
     if c.eval_problems < 0 or c.sample_k < 0 or c.sample_k == 1:
         raise UserError(f"eval_problems must be >= 0 and sample_k 0 (off) or >= 2; got {c.eval_problems}, "
                         f"{c.sample_k}")
-    if not c.rl_temperature > 0 or c.rl_kl_coef < 0 or c.rl_eval_interval < 0:
-        raise UserError(f"need rl_temperature > 0, rl_kl_coef >= 0 and rl_eval_interval >= 0; got "
-                        f"{c.rl_temperature}, {c.rl_kl_coef}, {c.rl_eval_interval}")
+    if not c.rl_temperature > 0 or c.rl_kl_coef < 0 or c.rl_eval_interval < 0 or not 0 <= c.rl_min_lr_ratio <= 1:
+        raise UserError(f"need rl_temperature > 0, rl_kl_coef >= 0, rl_eval_interval >= 0 and rl_min_lr_ratio in "
+                        f"[0, 1]; got {c.rl_temperature}, {c.rl_kl_coef}, {c.rl_eval_interval}, {c.rl_min_lr_ratio}")
     if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
         raise UserError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, "
                         f"got {c.model!r}")
@@ -226,8 +227,8 @@ def midtrain_argv(c, st: SimpleNamespace, folder: str, parent_dir: str | None, s
 def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
     return [f"--init_from={parent_dir}", f"--out_dir={folder}", f"--prompt_file={c.synth_dir}/rl_train.jsonl",
             f"--max_steps={c.rl_steps}", f"--prompts_per_step={c.rl_prompts}", f"--group_size={c.rl_group}",
-            f"--lr={c.rl_lr}", f"--max_response_len={c.rl_max_response_len}", f"--seed={seed}",
-            f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}", *stop_argv(c, "--stop"),
+            f"--lr={c.rl_lr}", f"--min_lr_ratio={c.rl_min_lr_ratio}", f"--max_response_len={c.rl_max_response_len}",
+            f"--seed={seed}", f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}", *stop_argv(c, "--stop"),
             f"--max_prompt_len={model_lib.PRESETS[c.model]['max_seq_len'] - c.rl_max_response_len}",
             f"--device={c.device}", "--log_interval=0", "--resume=True", "--keep_last_n=1", "--ckpt_interval=10",
             # held-out greedy accuracy during RL, with the study's own evaluation knobs (the plot's middle panel)

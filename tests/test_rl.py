@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import socket
 from types import SimpleNamespace
@@ -31,6 +32,16 @@ def test_schedule_and_seeds():
         with pytest.raises(ValueError, match="max_response_len"):
             rl.length_schedule(bad)
     assert rl.derive_seed(1, 2, 3) == rl.derive_seed(1, 2, 3) != rl.derive_seed(1, 2, 4)
+
+
+def test_lr_warms_up_then_follows_its_cosine():
+    c = SimpleNamespace(lr=1.0, lr_warmup_steps=4, max_steps=14, min_lr_ratio=0.1)
+    lrs = [rl.lr_at(s, c) for s in range(14)]
+    assert lrs[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]  # warmup, then the cosine's top
+    assert lrs[9] == pytest.approx(0.55) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))  # halfway: halfway down
+    assert lrs[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9)))  # reaching 0.1 at max_steps
+    c.min_lr_ratio = 1.0  # the default: constant after the warmup, as before the knob
+    assert [rl.lr_at(s, c) for s in range(14)] == [0.25, 0.5, 0.75] + [1.0] * 11
 
 
 def test_sampler_covers_each_epoch_and_resumes():
@@ -191,6 +202,20 @@ def test_a_run_without_reward_signal_costs_rollouts_only(tiny, tmp_path):
     assert all(torch.equal(v, after[k]) for k, v in tiny.net.state_dict().items())
 
 
+def test_evaluations_at_the_start_weights_are_not_repeated(tiny, tmp_path, monkeypatch):
+    """While no optimizer step has moved the policy, a scheduled evaluation reuses the one of the start weights
+    (the study's base arm decoded the same answers five times); once it moves, every evaluation runs again."""
+    calls = []
+    monkeypatch.setattr(rl, "run_eval", lambda model, tok, c, step, autocast: calls.append(step) or {"synth": 0.25})
+    flat, moved = str(tmp_path / "flat"), str(tmp_path / "moved")
+    rl.main(toy_args(tiny, flat, 2, "--eval_interval=1"), reward_fn=lambda completion, example: -1.0)
+    rl.main(toy_args(tiny, moved, 2, "--eval_interval=1"), reward_fn=first_token_reward)
+    assert calls == [0, 0, 1, 2]
+    evals = [json.loads(line) for line in open(os.path.join(flat, "metrics.jsonl")) if '"eval"' in line]
+    assert [(r["step"], r["accuracy"], r.get("same_as_step")) for r in evals] == [
+        (0, {"synth": 0.25}, None), (1, {"synth": 0.25}, 0), (2, {"synth": 0.25}, 0)]
+
+
 def test_resume_continues_exactly(tiny, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     extra = ("--ppo_epochs=2", "--mini_batches=2", "--loss_agg=seq-mean-token-mean")
@@ -212,7 +237,8 @@ def test_config_errors(tiny, tmp_path):
                       ("--template=no placeholder", "template"), ("--max_response_len={3: 5}", "step 0"),
                       ("--max_response_len=500", "context"), ("--temperature=0", "temperature"),
                       ("--kv_budget=-1", "kv_budget"), ('--eval_stop=["\\n", ""]', "eval_stop must be"),
-                      ("--kv_budget=0.5", "fraction of free GPU memory")]:  # the knob reaches the rollout engine
+                      ("--kv_budget=0.5", "fraction of free GPU memory"),  # the knob reaches the rollout engine
+                      ("--min_lr_ratio=2", "min_lr_ratio")]:
         with pytest.raises(ValueError, match=msg):
             rl.main(base + [flag], reward_fn=first_token_reward)
 

@@ -95,6 +95,7 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ("--rl_group=1", "rl_group"),
     ("--sample_k=1", "sample_k"),
     ("--rl_temperature=0", "rl_temperature"),
+    ("--rl_min_lr_ratio=1.5", "rl_min_lr_ratio"),
     ("--parallel=0", "parallel must be"),
     ("--stable_tokens=512", "must exceed warmup_tokens"),
     ('--stop=["\\n\\n", ""]', "stop must be"),
