@@ -107,7 +107,10 @@ rl_steps = 100  # python rl.py's budget; at 48 x 16 the short arm's greedy fell 
 rl_prompts = 32  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
-rl_min_lr_ratio = 1.0  # the RL LR falls on a cosine from rl_lr to this fraction of it at the last step; 1.0 = constant
+# the RL LR falls on a cosine from rl_lr to this fraction of it by the last step (1.0 = constant). A constant LR left
+# greedy accuracy swinging 3-5 points between evaluations and the run ending on one draw of it; decayed to 0, no seed
+# of any arm was left flat (3 seeds: short's gain +3.0 -> +6.2; README "The RL learning rate's schedule")
+rl_min_lr_ratio = 0.0
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
 rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
 rl_kl_coef = 0.1  # k3 KL to the arm's own start model (rl.py's default); 0 = none
@@ -580,9 +583,11 @@ def results_table(c, by_seed: dict) -> str:
                  f"pass@{k} = at least one of them right" if k else "") +
                  f". {len(c.seeds)} seed(s) (mean +- sample std); a gain is after - before RL within a seed. "
                  f"RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
-                 f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, KL {c.rl_kl_coef:g}, reward "
-                 "+1 right / -1 wrong. Wall s: the arm's own stages and evaluations (its decay, RL and evals; 'noisy' "
-                 "includes its own stable stage; 'base' and 'stable' are shared by the arms below them)" +
+                 f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, lr {c.rl_lr:g} "
+                 + (f"falling on a cosine to {c.rl_min_lr_ratio * c.rl_lr:g}" if c.rl_min_lr_ratio < 1 else "constant")
+                 + f", KL {c.rl_kl_coef:g}, reward +1 right / -1 wrong. Wall s: the arm's own stages and evaluations "
+                 "(its decay, RL and evals; 'noisy' includes its own stable stage; 'base' and 'stable' are shared "
+                 "by the arms below them)" +
                  (f"; RL runs and evals ran {c.parallel} at a time, each on 1/{c.parallel} of the cores, so their "
                   "seconds overlap." if c.parallel > 1 else "."))
     return "\n".join(lines)
