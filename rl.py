@@ -49,7 +49,7 @@ import grader
 import grpo
 import model as model_lib
 import sample
-from configurator import UserError, UserFileError, configure, knobs, run_cli
+from configurator import UserError, UserFileError, configure, knobs, print_config, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
 from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, compile_model,
                      distributed, dummy_pass, even_out, exit_on_stop, full_model, install_stop_handler, is_sharded,
@@ -208,11 +208,11 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
     if not (c.tis_cap == 0 or c.tis_cap >= 1):
         raise UserError(f"tis_cap must be 0 (off) or >= 1 (verl: 2.0), got {c.tis_cap}")
     if c.overlong_buffer < 0 or c.overlong_penalty < 0:
-        raise UserError(f"overlong_buffer and overlong_penalty must be >= 0, got {c.overlong_buffer}, {c.overlong_penalty}")
-    if not c.lr > 0 or c.weight_decay < 0 or c.grad_clip < 0 or c.kl_coef < 0 or c.entropy_coef < 0:
-        raise UserError("need lr > 0 and weight_decay, grad_clip, kl_coef, entropy_coef >= 0")
-    if not 0 <= c.min_lr_ratio <= 1:
-        raise UserError(f"min_lr_ratio must be in [0, 1] (1 = a constant LR), got {c.min_lr_ratio}")
+        raise UserError(f"overlong_buffer and overlong_penalty must be >= 0, got {c.overlong_buffer}, "
+                        f"{c.overlong_penalty}")
+    if not c.lr > 0 or not 0 <= c.min_lr_ratio <= 1 or min(c.weight_decay, c.grad_clip, c.kl_coef, c.entropy_coef) < 0:
+        raise UserError("need lr > 0, min_lr_ratio in [0, 1] (1 = a constant LR) and weight_decay, grad_clip, kl_coef, "
+                        "entropy_coef >= 0")
     if not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1) or not c.adv_eps > 0:
         raise UserError("need betas in [0, 1) and adv_eps > 0")
     if c.template != "r1" and "{question}" not in c.template:
@@ -255,8 +255,7 @@ def response_len_at(schedule: list[tuple[int, int]], step: int) -> int:
 
 
 def lr_at(step: int, c) -> float:
-    """The LR of 0-based step: linear warmup over lr_warmup_steps, then a cosine from lr to min_lr_ratio * lr that
-    reaches it at max_steps."""
+    """The LR of 0-based step: linear warmup, then a cosine from lr to min_lr_ratio * lr at max_steps."""
     if step < c.lr_warmup_steps:
         return c.lr * (step + 1) / c.lr_warmup_steps
     p = (step - c.lr_warmup_steps) / max(1, c.max_steps - c.lr_warmup_steps)
@@ -632,7 +631,6 @@ def main(argv: list[str] | None = None, reward_fn: Callable | None = None) -> di
     with distributed(c.device, c.parallel) as d:  # no process group outlives this (issue 28)
         log = tqdm.write if d.master else (lambda *a, **k: None)
         if d.master:
-            from configurator import print_config
             print_config(vars(c))
         stop = install_stop_handler(d.master, os.path.relpath(__file__), argv)
         try:
@@ -716,14 +714,13 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         save_checkpoint(os.path.join(c.out_dir, f"ckpt-{step_now:06d}"), model, optimizer, tok, run_config, st, d,
                         c.keep_last_n)
 
-    at_ref_eval = {}  # the evaluation of the start weights, reused while the policy still has them (at_ref)
+    evals = []  # (step, result) of this run's evaluations; while at_ref, all of them are of the start weights
 
     def evaluate(step_now):
-        if at_ref and at_ref_eval:  # the same weights give the same greedy answers: no need to decode them again
-            res, same = at_ref_eval["res"], at_ref_eval["step"]
+        if at_ref and evals:  # the same weights give the same greedy answers: they are not decoded again
+            same, res = evals[0]
             write_metrics({"kind": "eval", "step": step_now, "accuracy": res, "seconds": 0.0, "same_as_step": same})
-            log(f"step {step_now:>4} | greedy eval (the start weights: as at step {same}) "
-                + " ".join(f"{k} {100 * v:.1f}%" for k, v in (res or {}).items()))
+            log(f"step {step_now:>4} | greedy eval: the start weights, as at step {same}")
             return res
         res = None
         policy = full_model(model, train_dtype, keep=d.master)  # fsdp: gathered by all, kept by rank 0
@@ -734,8 +731,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
             log(f"step {step_now:>4} | greedy eval " + " ".join(f"{k} {100 * v:.1f}%" for k, v in res.items()))
         if d.ddp:
             dist.barrier()  # the others wait while rank 0 evaluates
-        if at_ref:
-            at_ref_eval.update(res=res, step=step_now)  # every rank keeps the flag (rank 0 alone has the numbers)
+        evals.append((step_now, res))  # on every rank (rank 0 alone has the numbers)
         return res
 
     before = after = None

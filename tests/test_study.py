@@ -145,6 +145,20 @@ def test_rl_own_stop_strings_need_no_flags():
     assert study.eval_knobs(c)["stop"] == ["\n\n", "Question:"]
 
 
+def test_the_rl_knobs_reach_rl_py():
+    """rl_argv is parsed by rl.py's own configurator into the values the study names (the LR schedule included)."""
+    import copy
+
+    import rl
+    from configurator import configure
+    c = SimpleNamespace(**{**study.DEFAULTS, "rl_min_lr_ratio": 0.25})
+    ns = copy.deepcopy(rl.DEFAULTS)
+    ns["max_response_len"] = None  # as rl.main: an int from the command line
+    got = configure(ns, study.rl_argv(c, "out", "parent", 7), verbose=False)
+    assert (got["lr"], got["min_lr_ratio"], got["kl_coef"], got["max_steps"], got["seed"]) == (
+        c.rl_lr, 0.25, c.rl_kl_coef, c.rl_steps, 7)
+
+
 def test_stages_of_another_world_are_not_reused(tmp_path):
     """A stage's argv names the data folders, not what is in them: out_dir records the world (corpus knobs, vocab
     size) its stages were made from and refuses another, naming the knob that changed."""
