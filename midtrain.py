@@ -49,11 +49,11 @@ from configurator import UserError, configure, knobs, run_cli
 from data.files import remove_stale_temp_dirs, write_atomic
 from data.mixture import MixtureLoader, val_batches
 from data.tokenizer import Tokenizer
-from runtime import (PARALLEL, all_reduce_, all_reduce_mean, autocast_for, checkpointing_for, clip_grad_norm,
-                     distributed, exit_on_stop, full_model, grad_sync, has_checkpoint, install_stop_handler,
-                     latest_checkpoint, load_optimizer_state, matmul_peak_flops, peak_flops, progress_bar,
-                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, stop_requested, trim_metrics,
-                     wandb_init, wandb_record, world_size_from_env, memory_table, wrap_for_training)
+from runtime import (DECAY_SHAPES, PARALLEL, all_reduce_, all_reduce_mean, autocast_for, checkpointing_for,
+                     clip_grad_norm, distributed, exit_on_stop, full_model, get_lr, grad_sync, has_checkpoint,
+                     install_stop_handler, latest_checkpoint, load_optimizer_state, matmul_peak_flops, peak_flops,
+                     progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state, stop_requested,
+                     trim_metrics, wandb_init, wandb_record, world_size_from_env, memory_table, wrap_for_training)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
@@ -142,28 +142,9 @@ SYNTH_SOURCES = {
     "instruct": ("instruct.jsonl", {"field": "text"}),
 }
 STAGES = ("stable", "decay", "both")
-DECAY_SHAPES = ("cosine", "linear", "1-sqrt")
 
 # -----------------------------------------------------------------------------------------------------------------
-# the learning-rate schedule: warmup -> stable -> decay, by budgets in any one unit (tokens here, or steps)
-
-
-def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine", decay_warmup=0) -> float:
-    """LR after t tokens of a run: linear from 0 to `lr` over `warmup`, constant for `stable`, then from `lr` down
-    to min_lr_ratio * lr over `decay` with the given shape; min_lr after that (or `lr` forever if decay is 0).
-    decay_warmup > 0 scales the decay's LR by min(1, tokens into the decay / decay_warmup)."""
-    if shape not in DECAY_SHAPES:
-        raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {shape!r}")
-    if t < warmup:
-        return lr * t / warmup
-    t = t - warmup - stable
-    if t < 0 or decay <= 0:
-        return lr
-    p = min(t / decay, 1.0)  # progress through the decay, 0 -> 1
-    f = {"cosine": 0.5 * (1.0 + math.cos(math.pi * p)), "linear": 1.0 - p, "1-sqrt": 1.0 - math.sqrt(p)}[shape]
-    min_lr = lr * min_lr_ratio
-    ramp = min(t / decay_warmup, 1.0) if decay_warmup > 0 else 1.0
-    return (min_lr + (lr - min_lr) * f) * ramp
+# what one run does: its token budgets, over which its LR follows runtime.get_lr (warmup -> stable -> decay)
 
 
 def stage_plan(c, which: str) -> SimpleNamespace:

@@ -51,8 +51,8 @@ import model as model_lib
 import sample
 from configurator import UserError, UserFileError, configure, knobs, print_config, run_cli
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
-from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, compile_model,
-                     distributed, dummy_pass, even_out, exit_on_stop, full_model, install_stop_handler, is_sharded,
+from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, clip_grad_norm, compile_model, distributed,
+                     dummy_pass, even_out, exit_on_stop, full_model, get_lr, install_stop_handler, is_sharded,
                      load_optimizer_state, memory_table, progress_bar, restore_stop_handler, rng_state, save_checkpoint,
                      set_rng_state, shard_model, stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record,
                      world_size_from_env)
@@ -107,7 +107,7 @@ micro_batch_tokens = 0
 logits_chunk = 256  # response tokens per lm_head + log-softmax chunk (memory ~ chunk x vocab); 0 = all at once
 lr = 2e-4  # for the ~1M-parameter built-in model; the paper presets use 1e-6
 lr_warmup_steps = 0  # linear warmup over RL steps
-# after the warmup the LR follows a cosine from lr down to min_lr_ratio * lr at max_steps (midtrain.py's decay shape);
+# after the warmup the LR follows a cosine from lr down to min_lr_ratio * lr at max_steps (runtime.get_lr, as midtrain);
 # 1.0 = constant. A decaying LR ends the run on a settled policy instead of one step's snapshot (the study: README)
 min_lr_ratio = 1.0
 weight_decay = 0.0
@@ -258,8 +258,7 @@ def lr_at(step: int, c) -> float:
     """The LR of 0-based step: linear warmup, then a cosine from lr to min_lr_ratio * lr at max_steps."""
     if step < c.lr_warmup_steps:
         return c.lr * (step + 1) / c.lr_warmup_steps
-    p = (step - c.lr_warmup_steps) / max(1, c.max_steps - c.lr_warmup_steps)
-    return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+    return get_lr(step - c.lr_warmup_steps, c.lr, 0, 0, c.max_steps - c.lr_warmup_steps, c.min_lr_ratio, "cosine")
 
 
 def sampler_draw(state: dict, n_items: int, k: int, seed: int) -> list[int]:

@@ -1,10 +1,10 @@
 """
 What the two training stages (midtrain.py, rl.py) run on, in one place: the distributed setup (torchrun's env),
-precision (autocast), the cross-rank reductions, the progress bar, compile=True's per-block torch.compile, data
-parallelism (DDP, or FSDP2 sharding with the full weights gathered for sampling), and the training checkpoints (the
-HF folder of model.py plus state.pt: optimizer, RNG, data position), with `latest`, pruning and the metrics log's
-trim on resume, and the optional W&B logger of the metrics records. DESIGN.md, "runtime.py", has the choices and
-their memory numbers.
+precision (autocast), the learning-rate schedule, the cross-rank reductions, the progress bar, compile=True's
+per-block torch.compile, data parallelism (DDP, or FSDP2 sharding with the full weights gathered for sampling), and
+the training checkpoints (the HF folder of model.py plus state.pt: optimizer, RNG, data position), with `latest`,
+pruning and the metrics log's trim on resume, and the optional W&B logger of the metrics records. DESIGN.md,
+"runtime.py", has the choices and their memory numbers.
 
 The stages import this module, model, data, sample and the grader; never each other.
 """
@@ -16,6 +16,7 @@ import functools
 import gc
 import importlib
 import json
+import math
 import os
 import random
 import re
@@ -36,6 +37,30 @@ import memory_model
 import model as model_lib
 from configurator import UserError
 from data.files import remove_stale_temp_dirs, write_atomic
+
+# -----------------------------------------------------------------------------------------------------------------
+# the learning-rate schedule of both stages: warmup -> stable -> decay, budgets in one unit (tokens or steps)
+
+DECAY_SHAPES = ("cosine", "linear", "1-sqrt")
+
+
+def get_lr(t, lr, warmup, stable, decay, min_lr_ratio=0.1, shape="cosine", decay_warmup=0) -> float:
+    """LR after t tokens (or steps) of a run: linear from 0 to `lr` over `warmup`, constant for `stable`, then from
+    `lr` down to min_lr_ratio * lr over `decay` with the given shape; min_lr after that (or `lr` forever if decay is 0).
+    decay_warmup > 0 scales the decay's LR by min(1, tokens into the decay / decay_warmup)."""
+    if shape not in DECAY_SHAPES:
+        raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {shape!r}")
+    if t < warmup:
+        return lr * t / warmup
+    t = t - warmup - stable
+    if t < 0 or decay <= 0:
+        return lr
+    p = min(t / decay, 1.0)  # progress through the decay, 0 -> 1
+    f = {"cosine": 0.5 * (1.0 + math.cos(math.pi * p)), "linear": 1.0 - p, "1-sqrt": 1.0 - math.sqrt(p)}[shape]
+    min_lr = lr * min_lr_ratio
+    ramp = min(t / decay_warmup, 1.0) if decay_warmup > 0 else 1.0
+    return (min_lr + (lr - min_lr) * f) * ramp
+
 
 # -----------------------------------------------------------------------------------------------------------------
 # distributed setup (torchrun sets RANK, LOCAL_RANK, WORLD_SIZE) and precision
