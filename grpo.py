@@ -62,7 +62,7 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, m
 def token_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, c,
                ref_logp: torch.Tensor | None = None, entropy: torch.Tensor | None = None,
                sampler_logp: torch.Tensor | None = None) -> SimpleNamespace:
-    """rl.update_policy's per-token loss [B, T]: the clipped surrogate (knobs clip_low, clip_high, dual_clip,
+    """policy_update.update_policy's per-token loss [B, T]: the clipped surrogate (knobs clip_low, clip_high, dual_clip,
     max_log_ratio of c), times the truncated importance weight when c.tis_cap > 0 and sampler_logp is given, plus
     kl_coef x the k3 KL to the reference (when ref_logp is given; minimising it pulls logp toward ref_logp), minus
     entropy_coef x the entropy (minimising it raises the entropy).

@@ -115,6 +115,10 @@ rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's 
 rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
 rl_kl_coef = 0.1  # k3 KL to the arm's own start model (rl.py's default); 0 = none
 rl_eval_interval = 25  # held-out greedy accuracy every this many RL steps (the plot's middle panel); 0 = off
+# an RL run whose first this many steps had no reward spread in any group ends there (rl.py's no_signal_steps): the
+# policy still has its start weights, so more steps only sample it again. The base arm (0 right of 6,400 samples) then
+# costs a quarter of its rollouts. 0 = every arm runs rl_steps
+rl_no_signal_steps = 25
 # evaluation on the held-out synthetic problems (never seen in training), before and after RL
 eval_problems = 0  # the first eval_problems of heldout.jsonl; 0 = all
 sample_k = 4  # samples per problem at rl_temperature: pass@1 (sampled accuracy), pass@k, maj@k; 0 = greedy only
@@ -185,6 +189,8 @@ def check_config(c) -> None:
     if not c.rl_temperature > 0 or c.rl_kl_coef < 0 or c.rl_eval_interval < 0 or not 0 <= c.rl_min_lr_ratio <= 1:
         raise UserError(f"need rl_temperature > 0, rl_kl_coef >= 0, rl_eval_interval >= 0 and rl_min_lr_ratio in "
                         f"[0, 1]; got {c.rl_temperature}, {c.rl_kl_coef}, {c.rl_eval_interval}, {c.rl_min_lr_ratio}")
+    if not isinstance(c.rl_no_signal_steps, int) or c.rl_no_signal_steps < 0:
+        raise UserError(f"rl_no_signal_steps must be an int >= 0 (0 = off), got {c.rl_no_signal_steps!r}")
     if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
         raise UserError(f"model must be a model.PRESETS name whose max_seq_len >= seq_len={c.seq_len}, "
                         f"got {c.model!r}")
@@ -231,7 +237,8 @@ def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
     return [f"--init_from={parent_dir}", f"--out_dir={folder}", f"--prompt_file={c.synth_dir}/rl_train.jsonl",
             f"--max_steps={c.rl_steps}", f"--prompts_per_step={c.rl_prompts}", f"--group_size={c.rl_group}",
             f"--lr={c.rl_lr}", f"--min_lr_ratio={c.rl_min_lr_ratio}", f"--max_response_len={c.rl_max_response_len}",
-            f"--seed={seed}", f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}", *stop_argv(c, "--stop"),
+            f"--seed={seed}", f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}",
+            f"--no_signal_steps={c.rl_no_signal_steps}", *stop_argv(c, "--stop"),
             f"--max_prompt_len={model_lib.PRESETS[c.model]['max_seq_len'] - c.rl_max_response_len}",
             f"--device={c.device}", "--log_interval=0", "--resume=True", "--keep_last_n=1", "--ckpt_interval=10",
             # held-out greedy accuracy during RL, with the study's own evaluation knobs (the plot's middle panel)
@@ -577,6 +584,7 @@ def results_table(c, by_seed: dict) -> str:
                   col(lambda r: first_last(r["curve"], "response_len")[1], 1, 0), col(lambda r: r["wall_s"], 1, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     n = by_seed[c.seeds[0]][c.arms[0]]["before"]["problems"]
+    ended = [a for a in c.arms if any(0 < len(by_seed[s][a]["curve"].get("step", ())) < c.rl_steps for s in c.seeds)]
     lines.append("")
     lines.append(f"Accuracies in % on {n} held-out synthetic problems: greedy" + (
                  f"; pass@1 = the mean over {k} samples per problem at the RL temperature {c.rl_temperature:g}, "
@@ -585,7 +593,9 @@ def results_table(c, by_seed: dict) -> str:
                  f"RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
                  f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, lr {c.rl_lr:g} "
                  + (f"falling on a cosine to {c.rl_min_lr_ratio * c.rl_lr:g}" if c.rl_min_lr_ratio < 1 else "constant")
-                 + f", KL {c.rl_kl_coef:g}, reward +1 right / -1 wrong. Wall s: the arm's own stages and evaluations "
+                 + f", KL {c.rl_kl_coef:g}, reward +1 right / -1 wrong" +
+                 (f"; {' and '.join(ended)}: no reward spread in the first {c.rl_no_signal_steps} steps, so RL "
+                  "ended there (rl_no_signal_steps)" if ended else "") + ". Wall s: the arm's own stages and evaluations "
                  "(its decay, RL and evals; 'noisy' includes its own stable stage; 'base' and 'stable' are shared "
                  "by the arms below them)" +
                  (f"; RL runs and evals ran {c.parallel} at a time, each on 1/{c.parallel} of the cores, so their "

@@ -8,7 +8,7 @@ sequences but shrink the rest of the model so a CPU runs them:
     python bench/memory.py --plan=config/rl_octothinker_3b.py   # no measurement: memory_model's per-GPU plan of a
                                                                 # preset (--world_size=8 --gpu_gb=80 by default)
 
-  rl:       one rl.update_policy (forward, log-probs + entropy of the response tokens, clipped loss, backward,
+  rl:       one policy_update.update_policy (forward, log-probs + entropy of the response tokens, clipped loss, backward,
             AdamW step) on `n_seqs` rollouts of prompt_len + response_len tokens, one micro-batch;
   midtrain: one forward + backward of the mean cross-entropy over n_seqs x (prompt_len + response_len) tokens.
 
@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import memory_model  # noqa: E402
 import model as model_lib  # noqa: E402
+import policy_update  # noqa: E402
 import rl  # noqa: E402
 from configurator import UserError, configure, run_cli  # noqa: E402
 
@@ -82,7 +83,7 @@ def rl_step(c, net, chunk_size: int):
     """-> a function running one RL update on random rollouts (half the advantages +1, half -1)."""
     g = torch.Generator().manual_seed(1)
     V = c["vocab_size"]
-    rollouts = [rl.Rollout(torch.randint(0, V, (c["prompt_len"],), generator=g).tolist(),
+    rollouts = [policy_update.Rollout(torch.randint(0, V, (c["prompt_len"],), generator=g).tolist(),
                            torch.randint(0, V, (c["response_len"],), generator=g).tolist(),
                            torch.zeros(c["response_len"]), "", "length", 0.0, i, 1.0 if i % 2 else -1.0)
                 for i in range(c["n_seqs"])]
@@ -93,7 +94,7 @@ def rl_step(c, net, chunk_size: int):
         p.grad = torch.zeros_like(p)  # the measured step is like every step of a run but its first
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return lambda: rl.update_policy(net, opt, rollouts, knobs, solo, loss_max_len=c["response_len"])
+    return lambda: policy_update.update_policy(net, opt, rollouts, knobs, solo, loss_max_len=c["response_len"])
 
 
 def midtrain_step(c, net, chunk_size: int):

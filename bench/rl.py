@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmarks  # noqa: E402
 import model as model_lib  # noqa: E402
+import policy_update  # noqa: E402
 import rl  # noqa: E402
 from configurator import UserFileError, run_cli  # noqa: E402
 from data.tokenizer import Tokenizer  # noqa: E402
@@ -105,7 +106,7 @@ def main():
                                         contextlib.nullcontext)
         t_roll = time.perf_counter() - t0
         net.train()
-        us = rl.update_policy(net, opt, batch, c, d, loss_max_len=args.max_new_tokens, seed=step)
+        us = policy_update.update_policy(net, opt, batch, c, d, loss_max_len=args.max_new_tokens, seed=step)
         trained = [r for r in batch if r.advantage != 0]
         seq_tokens = sum(len(r.prompt_tokens) + len(r.tokens) - 1 for r in trained)  # forward positions
         rows.append({"rollout_s": t_roll, "recompute_s": us["recompute_s"], "update_s": us["update_s"],

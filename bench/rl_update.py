@@ -3,7 +3,7 @@ The RL update's micro-batching, timed on the same rollouts: forward (log-probs o
 loss + backward over every micro-batch of a step, three ways:
 
   fixed    micro_batch sequences per micro-batch, right-padded to the longest (rl.py with micro_batch_tokens=0)
-  padded   length-sorted sequences up to micro_batch_tokens tokens, padding included (rl.micro_batches: what
+  padded   length-sorted sequences up to micro_batch_tokens tokens, padding included (policy_update.micro_batches: what
            rl.py runs with micro_batch_tokens > 0)
   packed   length-sorted sequences up to micro_batch_tokens real tokens, concatenated into one row with no padding:
            positions restart per sequence and attention is block-diagonal causal (a boolean mask through SDPA,
@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpo  # noqa: E402
 import model as model_lib  # noqa: E402
+import policy_update  # noqa: E402
 import rl  # noqa: E402
 import runtime  # noqa: E402
 from configurator import configure, run_cli  # noqa: E402
@@ -57,13 +58,13 @@ threads = 0  # torch threads; 0 = torch's default
 seed = 0
 
 
-def make_rollouts(n, prompt_len, max_response, vocab, seed) -> list[rl.Rollout]:
+def make_rollouts(n, prompt_len, max_response, vocab, seed) -> list[policy_update.Rollout]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
         p = int(prompt_len * (0.75 + 0.5 * torch.rand(1, generator=g).item()))
         r = int(torch.randint(max(1, max_response // 8), max_response + 1, (1,), generator=g).item())
-        out.append(rl.Rollout(torch.randint(0, vocab, (p,), generator=g).tolist(),
+        out.append(policy_update.Rollout(torch.randint(0, vocab, (p,), generator=g).tolist(),
                               torch.randint(0, vocab, (r,), generator=g).tolist(), torch.zeros(r), "", "eos", 0.0,
                               i // 8, 1.0 if i % 2 else -1.0))
     return out
@@ -105,7 +106,7 @@ def attention_mask(mask):
 def fwd_bwd(net, rollouts, micro, packed: bool, c, counts, autocast, dev) -> float:
     """One micro-batch: log-probs, GRPO's per-token loss on the global counts, backward -> its loss."""
     rs = [rollouts[i] for i in micro]
-    idx, targets = rl.pack(rs, dev)  # the padded layout: where the loss is computed in every mode
+    idx, targets = policy_update.pack(rs, dev)  # the padded layout: where the loss is computed in every mode
     if packed:
         f_idx, f_tgt, f_pos, mask = pack_flat(rs, dev)
         ctx = attention_mask(mask)  # through backward too: checkpointing recomputes the blocks there
@@ -119,7 +120,7 @@ def fwd_bwd(net, rollouts, micro, packed: bool, c, counts, autocast, dev) -> flo
             resp = targets != -100
             logp = torch.zeros(resp.shape, device=dev).masked_scatter(resp, f_logp[f_tgt != -100])  # -> [B, L]
         else:
-            logp, _, resp = rl.response_logprobs(net, idx, targets, 1.0, autocast=autocast,
+            logp, _, resp = policy_update.response_logprobs(net, idx, targets, 1.0, autocast=autocast,
                                                  chunk_size=c.logits_chunk)
         adv = torch.tensor([r.advantage for r in rs], device=dev)
         tl = grpo.token_loss(logp, logp.detach(), adv, resp, c)
@@ -132,9 +133,9 @@ def split(rollouts, mode: str, c) -> list[list[int]]:
     seq_len = lambda i: len(rollouts[i].prompt_tokens) + len(rollouts[i].tokens) - 1  # noqa: E731
     ids = sorted(range(len(rollouts)), key=seq_len)
     if mode == "fixed":
-        return rl.micro_batches(ids, seq_len, c.micro_batch)
+        return policy_update.micro_batches(ids, seq_len, c.micro_batch)
     if mode == "padded":
-        return rl.micro_batches(ids, seq_len, c.micro_batch, c.micro_batch_tokens)
+        return policy_update.micro_batches(ids, seq_len, c.micro_batch, c.micro_batch_tokens)
     out: list[list[int]] = []  # packed: real tokens up to the budget
     for i in ids:
         if out and sum(map(seq_len, out[-1])) + seq_len(i) <= c.micro_batch_tokens:

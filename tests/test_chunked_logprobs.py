@@ -12,6 +12,7 @@ import torch
 
 from conftest import ROOT  # noqa: F401  first: it puts the repo root on sys.path
 import midtrain  # noqa: E402
+import policy_update  # noqa: E402
 import rl  # noqa: E402
 from lm_head import chunked_logprobs  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
@@ -31,7 +32,7 @@ def net():
 
 @pytest.fixture(scope="module")
 def batch():
-    """Right-padded rows as rl.pack makes them: prompt and padding positions are -100."""
+    """Right-padded rows as policy_update.pack makes them: prompt and padding positions are -100."""
     g = torch.Generator().manual_seed(1)
     idx = torch.randint(0, USED_VOCAB, (3, 21), generator=g)
     targets = torch.randint(0, USED_VOCAB, (3, 21), generator=g)
@@ -135,10 +136,10 @@ def test_autocast_matmul_in_bf16_softmax_in_fp32(net, batch):
 
 
 def test_rl_update_same_step_with_any_logits_chunk(net):
-    """rl.update_policy through the knob: with the old log-probs recomputed (2 epochs) and the entropy bonus on,
+    """policy_update.update_policy through the knob: with the old log-probs recomputed (2 epochs) and the entropy bonus on,
     logits_chunk=0 and a small chunk give the same parameters after the update."""
     g = torch.Generator().manual_seed(3)
-    rollouts = [rl.Rollout(torch.randint(0, 200, (3,), generator=g).tolist(),
+    rollouts = [policy_update.Rollout(torch.randint(0, 200, (3,), generator=g).tolist(),
                            torch.randint(0, 200, (n,), generator=g).tolist(), torch.zeros(n), "", "eos", 0.0, i // 2,
                            1.0 if i % 2 else -1.0) for i, n in enumerate((6, 9, 4, 11))]
     after = []
@@ -146,7 +147,7 @@ def test_rl_update_same_step_with_any_logits_chunk(net):
         m = Llama(net.config)
         m.load_state_dict(net.state_dict())
         c = SimpleNamespace(**{**rl.DEFAULTS, "ppo_epochs": 2, "entropy_coef": 0.05, "logits_chunk": chunk})
-        stats = rl.update_policy(m, torch.optim.SGD(m.parameters(), lr=0.1), rollouts, c, SOLO, loss_max_len=12,
+        stats = policy_update.update_policy(m, torch.optim.SGD(m.parameters(), lr=0.1), rollouts, c, SOLO, loss_max_len=12,
                                  vocab_size=USED_VOCAB)
         after.append((stats, [p.detach().clone() for p in m.parameters()]))
     (s0, p0), (s1, p1) = after

@@ -124,7 +124,7 @@ def test_sampling_runs_the_blocks_eagerly(tiny):
 
 
 def test_rl_update_compiled_matches_eager(monkeypatch):
-    """rl.update_policy (old log-probs recomputed without grad, 2 epochs of the clipped loss, the reference
+    """policy_update.update_policy (old log-probs recomputed without grad, 2 epochs of the clipped loss, the reference
     model's KL, the entropy bonus; micro-batches of 1 and 2 sequences of varying lengths) with the policy and the
     reference compiled as rl.py compiles them == eager. The blocks' graphs: with grad, without (the recompute),
     the reference's, each also for a 1-sequence micro-batch; within dynamo's limit, so none ran eagerly."""

@@ -12,6 +12,7 @@ import torch
 
 from conftest import ROOT  # noqa: F401  first: it puts the repo root on sys.path
 import grpo  # noqa: E402
+import policy_update  # noqa: E402
 import rl  # noqa: E402
 from model import Llama, LlamaConfig  # noqa: E402
 
@@ -20,7 +21,7 @@ SOLO = SimpleNamespace(ddp=False, rank=0, world_size=1)
 
 def make_rollouts(vocab: int, lens: list[int], advs: list[float], seed: int = 3, truncated=()) -> list:
     g = torch.Generator().manual_seed(seed)
-    return [rl.Rollout(torch.randint(0, vocab, (4,), generator=g).tolist(),
+    return [policy_update.Rollout(torch.randint(0, vocab, (4,), generator=g).tolist(),
                        torch.randint(0, vocab, (n,), generator=g).tolist(), torch.zeros(n), "",
                        "length" if i in truncated else "eos", 0.0, i // 2, a)
             for i, (n, a) in enumerate(zip(lens, advs))]
@@ -52,16 +53,16 @@ def fresh(policy):
 
 def seq_stats(net, ref, rollouts):
     """-> (mean k3 KL to ref over the response tokens, mean entropy of the policy there)."""
-    idx, targets = rl.pack(rollouts, "cpu")
+    idx, targets = policy_update.pack(rollouts, "cpu")
     with torch.no_grad():
-        logp, ent, mask = rl.response_logprobs(net, idx, targets, 1.0, need_entropy=True)
-        ref_logp, _, _ = rl.response_logprobs(ref, idx, targets, 1.0)
+        logp, ent, mask = policy_update.response_logprobs(net, idx, targets, 1.0, need_entropy=True)
+        ref_logp, _, _ = policy_update.response_logprobs(ref, idx, targets, 1.0)
     return grpo.kl_k3(logp, ref_logp)[mask].mean().item(), ent[mask].mean().item()
 
 
 def sgd_update(net, ref, rollouts, **kw):
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
-    return rl.update_policy(net, opt, rollouts, knobs(**kw), SOLO, ref_model=ref, loss_max_len=8)
+    return policy_update.update_policy(net, opt, rollouts, knobs(**kw), SOLO, ref_model=ref, loss_max_len=8)
 
 
 # ---- the regularisers point the right way --------------------------------------------------------------------
@@ -228,9 +229,9 @@ def test_tis_is_a_no_op_when_sampler_and_trainer_agree(nets):
     the step as without TIS; with log-probs that disagree the loss moves."""
     policy, ref = nets
     rs = make_rollouts(policy.config.vocab_size, [5, 3, 6, 2], [1.0, -1.0, 0.5, -0.5])
-    idx, targets = rl.pack(rs, "cpu")
+    idx, targets = policy_update.pack(rs, "cpu")
     with torch.no_grad():
-        logp, _, mask = rl.response_logprobs(policy, idx, targets, 1.0)
+        logp, _, mask = policy_update.response_logprobs(policy, idx, targets, 1.0)
     for r, lp in zip(rs, logp[mask].split([len(r.tokens) for r in rs])):
         r.logprobs = lp.clone()
     a, b = fresh(policy), fresh(policy)

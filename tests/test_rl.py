@@ -16,6 +16,7 @@ import torch
 
 import conftest  # noqa: F401  first: it puts the repo root on sys.path (also in test_fsdp.py's worker processes)
 import benchmarks  # noqa: E402
+import policy_update  # noqa: E402
 import rl  # noqa: E402
 import sample  # noqa: E402
 from data.tokenizer import Tokenizer
@@ -99,11 +100,11 @@ def test_trainer_logprobs_match_the_sampler(tiny):
     decode, left-padded) at the same temperature, and nothing outside the response is a target."""
     prompts = [tiny.tok.encode("Mia has", bos=True), tiny.tok.encode("Question: How many apples", bos=True)]
     outs = sample.generate(tiny.net, tiny.tok, prompts, n=3, max_new_tokens=9, temperature=0.7, seed=1)
-    rs = [rl.Rollout(o.prompt_tokens, o.tokens, o.logprobs, o.text, o.finish_reason, 0.0, o.prompt_index) for o in outs]
-    idx, targets = rl.pack(rs, "cpu")
+    rs = [policy_update.Rollout(o.prompt_tokens, o.tokens, o.logprobs, o.text, o.finish_reason, 0.0, o.prompt_index) for o in outs]
+    idx, targets = policy_update.pack(rs, "cpu")
     assert idx.shape[1] == max(len(r.prompt_tokens) + len(r.tokens) for r in rs) - 1
     with torch.no_grad():
-        logp, ent, mask = rl.response_logprobs(tiny.net, idx, targets, 0.7, need_entropy=True)
+        logp, ent, mask = policy_update.response_logprobs(tiny.net, idx, targets, 0.7, need_entropy=True)
     assert mask.sum(1).tolist() == [len(r.tokens) for r in rs]
     assert (ent[mask] > 0).all() and (ent[~mask] == 0).all()
     for b, r in enumerate(rs):
@@ -118,11 +119,11 @@ def test_trainer_logprobs_match_the_sampler_with_a_padded_vocab(tiny):
     padded = Llama(LlamaConfig.from_preset("test", vocab_size=tiny.tok.vocab_size + 37)).eval()  # flat logits
     outs = sample.generate(padded, tiny.tok, [tiny.tok.encode("Mia has", bos=True)], n=4, max_new_tokens=6,
                            temperature=1.0, seed=2)
-    rs = [rl.Rollout(o.prompt_tokens, o.tokens, o.logprobs, o.text, o.finish_reason, 0.0, 0) for o in outs]
-    idx, targets = rl.pack(rs, "cpu")
+    rs = [policy_update.Rollout(o.prompt_tokens, o.tokens, o.logprobs, o.text, o.finish_reason, 0.0, 0) for o in outs]
+    idx, targets = policy_update.pack(rs, "cpu")
     with torch.no_grad():
-        logp, _, mask = rl.response_logprobs(padded, idx, targets, 1.0, vocab_size=tiny.tok.vocab_size)
-        unmasked, _, _ = rl.response_logprobs(padded, idx, targets, 1.0)
+        logp, _, mask = policy_update.response_logprobs(padded, idx, targets, 1.0, vocab_size=tiny.tok.vocab_size)
+        unmasked, _, _ = policy_update.response_logprobs(padded, idx, targets, 1.0)
     sampler = torch.cat([r.logprobs for r in rs])
     assert torch.allclose(logp[mask], sampler, atol=1e-4)
     assert (unmasked[mask] < sampler - 1e-3).all()  # the extra rows take probability from every token
@@ -202,6 +203,24 @@ def test_a_run_without_reward_signal_costs_rollouts_only(tiny, tmp_path):
     assert all(torch.equal(v, after[k]) for k, v in tiny.net.state_dict().items())
 
 
+def test_no_signal_steps_ends_a_run_that_cannot_start(tiny, tmp_path, capsys, monkeypatch):
+    """no_signal_steps=2: a run whose first 2 steps had no reward spread ends there, checkpointed and evaluated
+    (the study's base arm); a resumed one stays ended; a run with signal runs every step."""
+    monkeypatch.setattr(rl, "run_eval", lambda model, tok, c, step, autocast: {"synth": 0.0})
+    flat, moved = str(tmp_path / "flat"), str(tmp_path / "moved")
+    res = rl.main(toy_args(tiny, flat, 6, "--no_signal_steps=2", "--eval_interval=3"),
+                  reward_fn=lambda completion, example: -1.0)
+    assert res["steps"] == 2 and [r["step"] for r in train_rows(flat)] == [1, 2]
+    assert "no reward signal in 2 steps (16 groups of 8" in capsys.readouterr().out
+    assert sorted(os.listdir(flat)) == ["ckpt-000002", "latest", "metrics.jsonl"]
+    evals = [json.loads(line)["step"] for line in open(os.path.join(flat, "metrics.jsonl")) if '"eval"' in line]
+    assert evals == [0, 2]  # the end's evaluation, as at max_steps
+    assert rl.main(toy_args(tiny, flat, 6, "--no_signal_steps=2", "--resume=True"),
+                   reward_fn=lambda completion, example: -1.0)["steps"] == 2
+    assert len(train_rows(flat)) == 2
+    assert rl.main(toy_args(tiny, moved, 4, "--no_signal_steps=1"), reward_fn=first_token_reward)["steps"] == 4
+
+
 def test_evaluations_at_the_start_weights_are_not_repeated(tiny, tmp_path, monkeypatch):
     """While no optimizer step has moved the policy, a scheduled evaluation reuses the one of the start weights
     (the study's base arm decoded the same answers five times); once it moves, every evaluation runs again."""
@@ -236,7 +255,7 @@ def test_config_errors(tiny, tmp_path):
     for flag, msg in [("--loss_agg=mean", "loss_agg"), ("--group_size=1", "group_size"),
                       ("--template=no placeholder", "template"), ("--max_response_len={3: 5}", "step 0"),
                       ("--max_response_len=500", "context"), ("--temperature=0", "temperature"),
-                      ("--kv_budget=-1", "kv_budget"), ('--eval_stop=["\\n", ""]', "eval_stop must be"),
+                      ("--kv_budget=-1", "kv_budget"), ("--no_signal_steps=-1", "no_signal_steps"), ('--eval_stop=["\\n", ""]', "eval_stop must be"),
                       ("--kv_budget=0.5", "fraction of free GPU memory"),  # the knob reaches the rollout engine
                       ("--min_lr_ratio=2", "min_lr_ratio")]:
         with pytest.raises(ValueError, match=msg):
@@ -254,7 +273,7 @@ def fixed_rollouts(vocab: int) -> list:
     for i in range(12):
         P, R = int(torch.randint(2, 7, (1,), generator=g)), int(torch.randint(1, 8, (1,), generator=g))
         adv = 0.0 if i % 4 == 3 else float(torch.randn(1, generator=g))  # some zero-advantage sequences
-        out.append(rl.Rollout(torch.randint(0, vocab, (P,), generator=g).tolist(),
+        out.append(policy_update.Rollout(torch.randint(0, vocab, (P,), generator=g).tolist(),
                               torch.randint(0, vocab, (R,), generator=g).tolist(),
                               -torch.rand(R, generator=g), "", "eos", 0.0, i // 4, adv))
     return out
@@ -280,7 +299,7 @@ def one_update(rank: int, world: int, d, budget: int = 0) -> dict:
                                "micro_batch_tokens": budget})
         rs = fixed_rollouts(net.config.vocab_size)
         share = rs[rank * len(rs) // world:(rank + 1) * len(rs) // world]
-        stats = rl.update_policy(net, opt, share, c, d, ref_model=ref, loss_max_len=8, seed=rank)
+        stats = policy_update.update_policy(net, opt, share, c, d, ref_model=ref, loss_max_len=8, seed=rank)
         assert stats["optimizer_steps"] == 2
         results[agg] = {k: v.clone() for k, v in net.state_dict().items()}
     return results
@@ -291,11 +310,11 @@ def test_token_budget_micro_batches():
     longer than the budget goes alone; budget 0 = micro_batch sequences at a time."""
     lens = {0: 3, 1: 3, 2: 4, 3: 5, 4: 9, 5: 20}
     ids = sorted(lens, key=lens.get)
-    assert rl.micro_batches(ids, lens.get, 2, 12) == [[0, 1, 2], [3], [4], [5]]  # 3 x 4 = 12 fits, 4 x 5 does not
-    assert rl.micro_batches(ids, lens.get, 2, 18) == [[0, 1, 2], [3, 4], [5]]
-    assert rl.micro_batches(ids, lens.get, 4) == [[0, 1, 2, 3], [4, 5]]
+    assert policy_update.micro_batches(ids, lens.get, 2, 12) == [[0, 1, 2], [3], [4], [5]]  # 3 x 4 = 12 fits, 4 x 5 does not
+    assert policy_update.micro_batches(ids, lens.get, 2, 18) == [[0, 1, 2], [3, 4], [5]]
+    assert policy_update.micro_batches(ids, lens.get, 4) == [[0, 1, 2, 3], [4, 5]]
     for budget in (1, 7, 10, 30, 100):
-        mbs = rl.micro_batches(ids, lens.get, 2, budget)
+        mbs = policy_update.micro_batches(ids, lens.get, 2, budget)
         assert sum(mbs, []) == ids
         assert all(len(m) == 1 or len(m) * max(map(lens.get, m)) <= budget for m in mbs)
 
@@ -308,7 +327,7 @@ def test_token_budget_update_equals_fixed_micro_batches():
     fixed = one_update(0, 1, solo)
     lens = sorted(len(r.prompt_tokens) + len(r.tokens) - 1 for r in fixed_rollouts(256))
     for budget in (10, 24):
-        assert len(rl.micro_batches(lens, int, 2, budget)) != len(rl.micro_batches(lens, int, 2))
+        assert len(policy_update.micro_batches(lens, int, 2, budget)) != len(policy_update.micro_batches(lens, int, 2))
         got = one_update(0, 1, solo, budget)
         for agg in fixed:
             assert all(torch.allclose(fixed[agg][k], got[agg][k], atol=1e-6) for k in fixed[agg]), (budget, agg)
@@ -337,14 +356,14 @@ def test_no_reward_signal_leaves_the_policy_bit_identical():
     rs = []
     for i in range(16):  # lengths tie often: the update's shuffled order and the recompute's differ among ties
         P, R = 3 + i % 2, 2 + (i // 2) % 3
-        rs.append(rl.Rollout(torch.randint(0, 256, (P,), generator=g).tolist(),
+        rs.append(policy_update.Rollout(torch.randint(0, 256, (P,), generator=g).tolist(),
                              torch.randint(0, 256, (R,), generator=g).tolist(), -torch.rand(R, generator=g), "",
                              "eos", -1.0, i // 8, 0.0))
     c = SimpleNamespace(**{**rl.DEFAULTS, "kl_coef": 0.1, "micro_batch": 3})
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
     solo = SimpleNamespace(ddp=False, rank=0, world_size=1)
     for step in range(3):
-        stats = rl.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, seed=step)
+        stats = policy_update.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, seed=step)
         assert stats["grad_norm"] == 0.0 and stats["ref_kl"] == 0.0, step
     assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
 
@@ -357,13 +376,13 @@ def test_at_ref_skips_uniform_groups_with_the_same_update():
     net = Llama(LlamaConfig.from_preset("test"))
     ref = copy.deepcopy(net).requires_grad_(False)
     g = torch.Generator().manual_seed(5)
-    rs = [rl.Rollout(torch.randint(0, 256, (3 + i % 3,), generator=g).tolist(),
+    rs = [policy_update.Rollout(torch.randint(0, 256, (3 + i % 3,), generator=g).tolist(),
                      torch.randint(0, 256, (2 + i % 4,), generator=g).tolist(), -torch.rand(2 + i % 4, generator=g),
                      "", "eos", -1.0, i // 4, 0.0) for i in range(16)]
     c = SimpleNamespace(**{**rl.DEFAULTS, "kl_coef": 0.1, "micro_batch": 4})
     solo = SimpleNamespace(ddp=False, rank=0, world_size=1)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
-    stats = rl.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, at_ref=True)
+    stats = policy_update.update_policy(net, opt, rs, c, solo, ref_model=ref, loss_max_len=8, at_ref=True)
     assert stats["forward_tokens"] == 0 and stats["optimizer_steps"] == 0
     for i in range(8, 12):  # group 2 is mixed: its sequences train, the other groups' are skipped at the reference
         rs[i].advantage = 1.0 if i % 2 else -1.0
@@ -371,7 +390,7 @@ def test_at_ref_skips_uniform_groups_with_the_same_update():
     for at_ref in (False, True):
         m = copy.deepcopy(net)
         o = torch.optim.SGD(m.parameters(), lr=1.0)  # weights move by the gradient itself (Adam would sign it)
-        stats = rl.update_policy(m, o, rs, c, solo, ref_model=ref, loss_max_len=8, at_ref=at_ref)
+        stats = policy_update.update_policy(m, o, rs, c, solo, ref_model=ref, loss_max_len=8, at_ref=at_ref)
         assert stats["optimizer_steps"] == 1
         moved.append((m, stats["forward_tokens"]))
     (full, n_full), (skip, n_skip) = moved

@@ -96,6 +96,7 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ("--sample_k=1", "sample_k"),
     ("--rl_temperature=0", "rl_temperature"),
     ("--rl_min_lr_ratio=1.5", "rl_min_lr_ratio"),
+    ("--rl_no_signal_steps=-1", "rl_no_signal_steps"),
     ("--parallel=0", "parallel must be"),
     ("--stable_tokens=512", "must exceed warmup_tokens"),
     ('--stop=["\\n\\n", ""]', "stop must be"),
@@ -151,12 +152,12 @@ def test_the_rl_knobs_reach_rl_py():
 
     import rl
     from configurator import configure
-    c = SimpleNamespace(**{**study.DEFAULTS, "rl_min_lr_ratio": 0.25})
+    c = SimpleNamespace(**{**study.DEFAULTS, "rl_min_lr_ratio": 0.25, "rl_no_signal_steps": 9})
     ns = copy.deepcopy(rl.DEFAULTS)
     ns["max_response_len"] = None  # as rl.main: an int from the command line
     got = configure(ns, study.rl_argv(c, "out", "parent", 7), verbose=False)
-    assert (got["lr"], got["min_lr_ratio"], got["kl_coef"], got["max_steps"], got["seed"]) == (
-        c.rl_lr, 0.25, c.rl_kl_coef, c.rl_steps, 7)
+    assert (got["lr"], got["min_lr_ratio"], got["kl_coef"], got["max_steps"], got["seed"], got["no_signal_steps"]) == (
+        c.rl_lr, 0.25, c.rl_kl_coef, c.rl_steps, 7, 9)
 
 
 def test_stages_of_another_world_are_not_reused(tmp_path):
@@ -191,3 +192,8 @@ def test_table_gain_is_the_within_seed_change():
     line = next(ln for ln in table.splitlines() if ln.startswith("| short |"))
     assert line.split(" | ")[1:4] == ["15.0 +- 7.1", "18.0 +- 5.7", "+3.0 +- 1.4"]
     assert "greedy gain" in table.splitlines()[0]
+    assert "RL ended there" not in table
+    # an arm whose RL ended early (rl.py's no_signal_steps) is named under the table
+    c.rl_steps, curve["step"] = 25, [1, 2]
+    table = study.results_table(c, {1: {"short": row(0.10, 0.14)}, 2: {"short": row(0.20, 0.22)}})
+    assert "short: no reward spread in the first 25 steps, so RL ended there" in table
