@@ -23,6 +23,7 @@ import torch.distributed as dist
 import grpo
 from runtime import all_reduce_, clip_grad_norm, dummy_pass, even_out, is_sharded
 
+
 @dataclass
 class Rollout:
     """One sampled response, graded: what the update trains on."""
