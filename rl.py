@@ -291,8 +291,6 @@ def derive_seed(*parts) -> int:
 # rollouts and rewards
 
 
-
-
 def make_math_reward(correct: float = 1.0, wrong: float = -1.0, no_answer: float = -1.0,
                      timeout: float = 2.0) -> Callable:
     """The rule-based reward: `correct` when the final \\boxed{} answer equals the gold one, `wrong` when it does not,
