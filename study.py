@@ -584,7 +584,7 @@ def results_table(c, by_seed: dict) -> str:
                   col(lambda r: first_last(r["curve"], "response_len")[1], 1, 0), col(lambda r: r["wall_s"], 1, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     n = by_seed[c.seeds[0]][c.arms[0]]["before"]["problems"]
-    ended = [a for a in c.arms if any(0 < len(by_seed[s][a]["curve"].get("step", ())) < c.rl_steps for s in c.seeds)]
+    ended = [a for a in c.arms if any(0 < len(by_seed[s][a]["curve"]["step"]) < c.rl_steps for s in c.seeds)]
     lines.append("")
     lines.append(f"Accuracies in % on {n} held-out synthetic problems: greedy" + (
                  f"; pass@1 = the mean over {k} samples per problem at the RL temperature {c.rl_temperature:g}, "

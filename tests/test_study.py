@@ -184,8 +184,8 @@ def test_stages_of_another_world_are_not_reused(tmp_path):
 def test_table_gain_is_the_within_seed_change():
     """The gain columns are after - before within each seed, then mean +- std over seeds: two seeds at 10 -> 14 and
     20 -> 22 gain +3.0 +- 1.4, while the before and after columns alone spread by 7.1 and 5.7."""
-    c = SimpleNamespace(**{**study.DEFAULTS, "arms": ["short"], "seeds": [1, 2], "sample_k": 0})
-    curve = {"reward": [-1.0, 0.0], "response_len": [40, 42]}
+    c = SimpleNamespace(**{**study.DEFAULTS, "arms": ["short"], "seeds": [1, 2], "sample_k": 0, "rl_steps": 2})
+    curve = {"step": [1, 2], "reward": [-1.0, 0.0], "response_len": [40, 42]}
     row = lambda b, a: {"before": {"greedy": b, "problems": 1000}, "after": {"greedy": a},  # noqa: E731
                         "curve": curve, "wall_s": 60.0}
     table = study.results_table(c, {1: {"short": row(0.10, 0.14)}, 2: {"short": row(0.20, 0.22)}})
@@ -194,6 +194,6 @@ def test_table_gain_is_the_within_seed_change():
     assert "greedy gain" in table.splitlines()[0]
     assert "RL ended there" not in table
     # an arm whose RL ended early (rl.py's no_signal_steps) is named under the table
-    c.rl_steps, curve["step"] = 25, [1, 2]
+    c.rl_steps = 25
     table = study.results_table(c, {1: {"short": row(0.10, 0.14)}, 2: {"short": row(0.20, 0.22)}})
     assert "short: no reward spread in the first 25 steps, so RL ended there" in table
