@@ -44,8 +44,10 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from types import SimpleNamespace
@@ -408,6 +410,36 @@ def rl_curve(folder: str) -> dict:
 
 def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def watch_parent(parent: int, interval: float = 1.0) -> None:
+    """A worker whose study process is gone (killed, even by SIGKILL) stops as if sent SIGTERM: an RL or
+    mid-training stage after its current step, with a checkpoint; an evaluation at once. Left running, it would go
+    on writing its stage's folder beside the rerun that resumes the same stage."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def forward_sigterm():
+    """SIGTERM to this process while workers run: passed on to them (each stage stops after its step with a
+    checkpoint), then a KeyboardInterrupt here, so that run_jobs waits for them as it does on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for p in multiprocessing.active_children():
+            p.terminate()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -440,8 +472,9 @@ def run_jobs(c, jobs: list, on_done, log) -> None:
     threads = max(1, torch.get_num_threads() // c.parallel)
     running = {}  # future -> (key, progress, bar)
     # spawn, not fork: a forked child of a process that has run OpenMP (torch) can hang in its first parallel region
-    with worker_env(threads), ProcessPoolExecutor(c.parallel, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=init_worker, initargs=(threads,)) as pool:
+    with worker_env(threads), forward_sigterm(), ProcessPoolExecutor(
+            c.parallel, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
+            initargs=(threads,)) as pool:
         try:
             while queue or running:
                 while queue and len(running) < c.parallel:

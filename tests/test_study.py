@@ -2,6 +2,10 @@
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -131,6 +135,57 @@ def test_run_jobs_runs_each_job_once_in_workers_and_chains_follow_ups():
     order = []  # parallel 1: in this process, in the order given, follow-ups last
     study.run_jobs(SimpleNamespace(parallel=1), jobs, lambda k, r: order.append(k) or on_done(k, r), log.append)
     assert order == [("first", "0"), ("first", "1"), ("first", "2"), ("then", "0"), ("then", "1"), ("then", "2")]
+
+
+JOB_HELPER = """
+import os, time
+def pid_then_sleep(path):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+"""
+
+DRIVER = """
+import sys
+from types import SimpleNamespace
+sys.path[:0] = [{repo!r}, {tmp!r}]
+import jobhelp, study
+jobs = [(("sleep", str(i)), jobhelp.pid_then_sleep, ({tmp!r} + f"/w{{i}}.pid",), lambda: (0, 1)) for i in range(2)]
+study.run_jobs(SimpleNamespace(parallel=2), jobs, lambda key, result: [], print)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited (nobody reaped it yet)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_workers_do_not_outlive_a_killed_study(tmp_path, sig):
+    """Killing the study process (SIGTERM, or SIGKILL, which it cannot handle) leaves no worker running: before,
+    the workers went on writing their stages' folders, beside the rerun that resumed the same stages."""
+    (tmp_path / "jobhelp.py").write_text(JOB_HELPER)
+    repo = os.path.dirname(os.path.abspath(study.__file__))
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER.format(repo=repo, tmp=str(tmp_path))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    paths = [tmp_path / f"w{i}.pid" for i in range(2)]
+    deadline = time.time() + 120
+    while not all(p.exists() for p in paths):
+        assert time.time() < deadline and driver.poll() is None, "the workers did not start"
+        time.sleep(0.2)
+    pids = [int(p.read_text()) for p in paths]
+    assert all(map(alive, pids))
+    driver.send_signal(sig)
+    driver.wait(timeout=60)
+    deadline = time.time() + 30
+    while any(map(alive, pids)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(map(alive, pids))
 
 
 def test_rl_own_stop_strings_need_no_flags():
