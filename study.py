@@ -92,11 +92,14 @@ lr = 3e-3
 # mid-training stages: token budgets and mixtures (shard folder name -> weight); stable and decay as in midtrain.py
 base_tokens = 409_600  # 100 steps: the "pre-trained base model" (warmup, constant, then decay to 10% LR)
 base_mixture = {"web_noisy": 1.0}
-stable_tokens = 1_228_800  # 300 steps at constant LR (re-warmed over warmup_tokens)
+# the paper's stages are 200B stable, 20B decay tokens; here 900 and 200 steps. A 300-step stable stage (the earlier
+# default, with a 400-step decay) left the stable-only model unable to do arithmetic ("4 * 2 = 9"; greedy 7.8%, seed
+# 1338) and its RL reward flat even over 200 steps; at 900 steps it is at 26.1% and RL lifts it (README)
+stable_tokens = 3_686_400  # 900 steps at constant LR (re-warmed over warmup_tokens)
 warmup_tokens = 40_960
 stable_mixture = {"web": 0.75, "web_noisy": 0.05, "qa_short": 0.2}
 noisy_stable_mixture = {"web_noisy": 0.8, "qa_short": 0.2}
-decay_tokens = 1_638_400  # 400 steps, LR annealed to 10% (short arm, seed 1337: greedy 21.7% at 200 steps, 37.8%)
+decay_tokens = 819_200  # 200 steps, LR annealed to 10%
 decay_mixtures = {
     "short": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.55},
     "long": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_long": 0.55},
