@@ -250,6 +250,29 @@ def auto_checkpointing(stage: str, cfg, c, world_size: int, device_type: str, de
                 f"{device_bytes / GB:.1f} GB{where})")
 
 
+def auto_keep_engine(cfg, c, world_size: int, device_type: str, device_bytes: float, checkpointing: bool,
+                     device_name: str = "") -> tuple[bool, str]:
+    """rl.py's keep_engine="auto": -> (keep, one line with the numbers). Keep the rollout engine through the update
+    (its KV pool and the decode weights; under FSDP also the full-weight copy it decodes from) when the update's
+    peak (with the checkpointing already decided) plus those fits FIT_FRACTION x device_bytes: keeping it never
+    turns checkpointing on or shrinks a micro-batch, it only saves re-making the engine (and re-capturing its CUDA
+    graphs) every step."""
+    plan = plan_for_knobs("rl", cfg, c, world_size, device_type, device_bytes, checkpointing=checkpointing)
+    rollout = plan.phases["rollout"]
+    sharded = c.parallel == "fsdp" and world_size > 1
+    kept = {"KV pool": rollout["KV cache"], "decode weights": rollout["decode weights"]}
+    if sharded:
+        kept["full-weight copy"] = rollout["inference copy"]
+    update = plan.total("update")
+    usable = FIT_FRACTION * device_bytes
+    keep = update + sum(kept.values()) <= usable
+    where = f" of {device_name}" if device_name else ""
+    parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in kept.items())
+    return keep, (f"keep_engine auto -> {'on' if keep else 'off'}: the update needs {update / GB:.2f} GB, "
+                  f"{(update + sum(kept.values())) / GB:.2f} GB beside the kept engine ({parts} GB); "
+                  f"{usable / GB:.1f} GB usable ({FIT_FRACTION:.0%} of {device_bytes / GB:.1f} GB{where})")
+
+
 def largest_micro_batch_tokens(cfg, c, world_size: int, device_bytes: float, checkpointing: bool = False,
                                device_type: str = "cuda", step: int = 1024) -> int:
     """The largest RL micro_batch_tokens (a multiple of step) whose update fits FIT_FRACTION of device_bytes (with

@@ -51,7 +51,8 @@ from configurator import UserError, UserFileError, configure, knobs, print_confi
 # distributed setup, precision, checkpoints, RNG state and the metrics log work the same in both training scripts
 from policy_update import Rollout, chunks, update_policy  # steps 4-5: the training forward and the optimizer steps
 from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, compile_model, distributed, exit_on_stop,
-                     full_model, get_lr, install_stop_handler, load_optimizer_state, memory_table, progress_bar,
+                     full_model, get_lr, install_stop_handler, keep_engine_for, load_optimizer_state, memory_table,
+                     progress_bar,
                      restore_stop_handler, rng_state, save_checkpoint, set_rng_state, shard_model, stop_requested,
                      sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
 
@@ -81,6 +82,11 @@ rollout_batch_size = 0  # sequences decoded together per rank; 0 = all of a rank
 # the rollout engine's KV pool: GB (> 1) or a fraction (<= 1) of free GPU memory, allocated at once (the newest
 # sequence is preempted and recomputed when it runs out); 0 = a pool that grows as needed (sample.generate)
 kv_budget = 0.0
+# keep the rollout engine through the update instead of freeing it: its KV pool and CUDA graphs (and under FSDP the
+# full-weight copy it decodes from, then refreshed in place from the shards) serve the next step, which replays the
+# graphs instead of capturing them again. "auto": when memory_model says the update still fits beside them
+# (runtime.keep_engine_for: it never turns checkpointing on). On CPU there are no graphs: it saves allocations only
+keep_engine = "auto"
 # reward: the last \boxed{} answer graded against the gold answer
 reward_correct = 1.0
 reward_wrong = -1.0
@@ -198,6 +204,8 @@ def check_config(c, world_size: int) -> list[tuple[int, int]]:
         raise UserError(f"parallel must be one of {PARALLEL}, got {c.parallel!r}")
     if c.grad_checkpointing not in (True, False, "auto"):
         raise UserError(f"grad_checkpointing must be True, False or 'auto', got {c.grad_checkpointing!r}")
+    if c.keep_engine not in (True, False, "auto"):
+        raise UserError(f"keep_engine must be True, False or 'auto', got {c.keep_engine!r}")
     if c.group_size < 2:
         raise UserError("group_size must be >= 2: advantages are relative to the group")
     if not c.temperature > 0:
@@ -430,6 +438,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                                                   load_state=resume_from is not None)
     model.to(d.device)
     model.gradient_checkpointing = checkpointing_for("rl", model.config, c, d, log)  # "auto": by memory
+    keep_engine = keep_engine_for(model.config, c, d, model.gradient_checkpointing, log)  # "auto": by memory
     ref_model = None
     if c.kl_coef > 0:  # a frozen copy of the starting weights (of the original init_from, also when resuming)
         ref_model = model_lib.load_checkpoint(c.init_from, dtype=torch.float32)[0].to(d.device).eval()
@@ -491,6 +500,16 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
                         c.keep_last_n)
 
     evals = []  # (step, result) of this run's evaluations; while at_ref, all of them are of the start weights
+    kept = None  # keep_engine under fsdp: the full-weight copy the kept engine decodes from
+
+    def sampling_model(every_rank: bool = True):
+        """The weights to sample from. fsdp: gathered from the shards (every rank calls; every_rank=False: only
+        rank 0 keeps them), into the kept copy in place when keep_engine."""
+        nonlocal kept
+        if keep_engine:
+            kept = full_model(model, train_dtype, into=kept)
+            return kept
+        return full_model(model, train_dtype, keep=every_rank or d.master)
 
     def evaluate(step_now):
         if at_ref and evals:  # the same weights give the same greedy answers: they are not decoded again
@@ -499,7 +518,7 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
             log(f"step {step_now:>4} | greedy eval: the start weights, as at step {same}")
             return res
         res = None
-        policy = full_model(model, train_dtype, keep=d.master)  # fsdp: gathered by all, kept by rank 0
+        policy = sampling_model(every_rank=False)
         if d.master:
             t0 = time.time()
             res = run_eval(policy, tok, c, step_now, autocast)
@@ -526,9 +545,10 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         # 1-3: rollouts and rewards (each rank its own prompts)
-        policy = full_model(model, train_dtype)  # fsdp: the full weights once per step, freed before the update
+        policy = sampling_model()  # fsdp: the full weights once per step, freed before the update (or kept)
         batch, rs = collect_rollouts(policy, tok, examples, c, d, step, sampler, max_new, reward_fn, autocast)
-        sample.release_engine(policy)  # the KV pool generate keeps between calls: the update needs that memory
+        if not keep_engine:
+            sample.release_engine(policy)  # the KV pool generate keeps between calls: the update needs that memory
         del policy
         t_rollout = time.perf_counter() - t0
         # 4-5: the update

@@ -460,12 +460,21 @@ def gathered_weights(model, keep: bool = True):
         yield name, (t if keep else None)
 
 
-def full_model(model, dtype: torch.dtype, keep: bool = True):
+def full_model(model, dtype: torch.dtype, keep: bool = True, into=None):
     """The model for sampling. Unsharded: the model itself. FSDP: a plain Llama in `dtype` gathered from the
     shards, one tensor at a time (collective: every rank calls; keep=False on ranks that do not sample returns
-    None). Free it (del) before the update: it is a full copy."""
+    None). Free it (del) before the update: it is a full copy, unless rl.py's keep_engine keeps it: `into`, a copy
+    this function made before, is then refreshed in place, so its tensors keep their addresses and the decode
+    engine kept on it (KV pool, CUDA graphs, Llama.decode_weights) stays valid."""
     if not is_sharded(model):
         return model
+    if into is not None:
+        params = dict(into.named_parameters())
+        by_name = {name: params[key] for key, name in model_lib.hf_names(into)}
+        with torch.no_grad():
+            for name, t in gathered_weights(model):
+                by_name[name].copy_(t)  # casts to the copy's dtype; bumps the version decode_weights watches
+        return into
     state = {}
     dev = next(model.parameters()).device
     for name, t in gathered_weights(model, keep):
@@ -595,6 +604,18 @@ def checkpointing_for(stage: str, cfg, c, d, log=None) -> bool:
     if log is not None:
         log(line)
     return on
+
+
+def keep_engine_for(cfg, c, d, checkpointing: bool, log=None) -> bool:
+    """rl.py's keep_engine knob resolved: True / False as given; "auto" by memory_model.auto_keep_engine against
+    this device's memory, its decision and numbers logged."""
+    if c.keep_engine != "auto":
+        return bool(c.keep_engine)
+    mem, name = device_memory(d.device)
+    keep, line = memory_model.auto_keep_engine(cfg, c, d.world_size, d.device.type, mem, checkpointing, name)
+    if log is not None:
+        log(line)
+    return keep
 
 
 def memory_table(stage: str, cfg, c, d, checkpointing: bool | None = None) -> str:

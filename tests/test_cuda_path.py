@@ -28,6 +28,7 @@ import sample
 from conftest import ROOT
 from data.tokenizer import Tokenizer
 from kvcache import PagedKVCache
+import model as model_lib
 from model import KVCache, Llama, LlamaConfig, save_checkpoint
 
 pytestmark = pytest.mark.skipif(not octo_kernels.HAVE_TRITON or not octo_kernels.INTERPRET,
@@ -152,24 +153,46 @@ def test_sampler_matches_trainer_under_autocast(tiny, seen, monkeypatch):
     assert_autocast_dtypes(seen)
 
 
-def test_rl_step_with_rollouts_and_eval_under_autocast(tiny, tmp_path, seen, monkeypatch):
+def test_rl_steps_with_rollouts_and_eval_under_autocast_keep_or_free_the_engine(tiny, tmp_path, seen, monkeypatch):
+    """Two GRPO steps on the kernel path. keep_engine=False frees the rollouts' static-step engine for the update
+    (once a step); keep_engine=True keeps it: step 2's rollouts and the last evaluation run on step 1's engine (its
+    decode weights refreshed in place after the update), and the two runs' steps and weights are the same."""
     root, _, _ = tiny
-    released, release = [], sample.release_engine  # rollouts keep a static-step engine; rl.py frees it for the update
+    released, release = [], sample.release_engine
     monkeypatch.setattr(sample, "release_engine", lambda m: (released.append("_decode_engine" in m.__dict__),
                                                              release(m)))
-    args = [f"--init_from={root / 'base'}", f"--out_dir={tmp_path / 'rl'}", f"--prompt_file={root / 'prompts.jsonl'}",
-            "--question_field=problem", "--answer_field=solution", "--template=Q: {question}\nA:",
-            "--max_prompt_len=64", "--max_response_len=3", "--group_size=4", "--prompts_per_step=2", "--lr=1e-3",
-            "--max_steps=1", "--log_interval=0", "--ckpt_interval=0", "--micro_batch=8", "--dtype=bfloat16",
-            "--eval_interval=1", "--eval_benchmarks=synth", f"--eval_data_dir={root}", "--eval_limit=2",
-            "--eval_max_new_tokens=3"]
-    res = rl.main(args, reward_fn=lambda comp, ex: 1.0 if comp.tokens[0] % 2 == 0 else -1.0)
-    assert res["steps"] == 1
-    rows = [json.loads(line) for line in open(tmp_path / "rl" / "metrics.jsonl")]
-    train = [r for r in rows if r.get("kind") == "train"]
-    assert len(train) == 1 and math.isfinite(train[0]["logprob_mismatch_mean"])
-    assert sum(r.get("kind") == "eval" for r in rows) >= 1  # before and after
-    assert released == [True]
+    engines, generate = [], sample.generate  # (rows, the engine's step object) after each generate call
+
+    def spy(model, tok, prompts, **kw):
+        out = generate(model, tok, prompts, **kw)
+        engines.append((len(prompts) * kw.get("n", 1), model.__dict__["_decode_engine"][1]))
+        return out
+    monkeypatch.setattr(sample, "generate", spy)
+    runs = {}
+    for keep in (False, True):
+        released.clear(), engines.clear()
+        args = [f"--init_from={root / 'base'}", f"--out_dir={tmp_path / str(keep)}",
+                f"--prompt_file={root / 'prompts.jsonl'}", "--question_field=problem", "--answer_field=solution",
+                "--template=Q: {question}\nA:", "--max_prompt_len=64", "--max_response_len=3", "--group_size=4",
+                "--prompts_per_step=2", "--lr=1e-2", "--max_steps=2", "--log_interval=0", "--ckpt_interval=0",
+                "--micro_batch=8", "--dtype=bfloat16", "--eval_benchmarks=synth", f"--eval_data_dir={root}",
+                "--eval_limit=2", "--eval_max_new_tokens=3", f"--keep_engine={keep}",
+                f"--eval_interval={2 if keep else 0}"]
+        res = rl.main(args, reward_fn=lambda comp, ex: 1.0 if comp.tokens[0] % 2 == 0 else -1.0)
+        assert res["steps"] == 2
+        rows = [json.loads(line) for line in open(tmp_path / str(keep) / "metrics.jsonl")]
+        runs[keep] = [{k: v for k, v in r.items() if not k.endswith("_s") and k != "elapsed"}
+                      for r in rows if r["kind"] == "train"]
+        assert all(math.isfinite(r["logprob_mismatch_mean"]) for r in runs[keep])
+        if keep:
+            assert released == [] and [r["kind"] for r in rows].count("eval") == 2  # before and after
+            rollouts = [e for rows_, e in engines if rows_ == 8]
+            assert len(rollouts) == 2 and rollouts[0] is rollouts[1] is engines[-1][1]
+        else:
+            assert released == [True, True]
+    assert runs[True] == runs[False] and runs[True][1]["grad_norm"] > 0
+    w = [model_lib.load_checkpoint(str(tmp_path / str(k)))[0].state_dict() for k in (False, True)]
+    assert all(torch.equal(w[0][k], w[1][k]) for k in w[0])
     assert_autocast_dtypes(seen)
 
 

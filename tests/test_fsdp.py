@@ -166,9 +166,14 @@ def test_rl_fsdp_two_ranks(tmp_path):
     procs = [subprocess.Popen([sys.executable, __file__, "--fsdp-worker", str(r), str(tmp_path), *map(str, ports)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}) for r in range(2)]
+    outs = []
     for p in procs:
         out, _ = p.communicate(timeout=400)
         assert p.returncode == 0, out.decode()[-4000:]
+        outs.append(out.decode())
+    # keep_engine "auto" on CPU: the fsdp runs decode from one full-weight copy refreshed in place every step (a
+    # stale copy would sample from the start weights and part from the ddp run below)
+    assert "keep_engine auto -> on" in outs[0]
 
     single = test_rl.one_update(0, 1, SimpleNamespace(ddp=False, rank=0, world_size=1))
     start = (torch.manual_seed(0), model_lib.Llama(model_lib.LlamaConfig.from_preset("test")).state_dict())[1]

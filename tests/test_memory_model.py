@@ -198,3 +198,45 @@ def test_rl_presets_budget_is_the_largest_that_fits_80gb_without_checkpointing(n
     more = SimpleNamespace(**{**vars(c), "micro_batch_tokens": c.micro_batch_tokens + 1024})
     assert memory_model.auto_checkpointing("rl", cfg, more, 8, "cuda", gpu)[0] is True
     assert c.micro_batch_tokens >= c.max_prompt_len + max(c.max_response_len.values())  # a whole longest sequence
+
+
+@pytest.mark.parametrize("name", ["rl_octothinker_1b.py", "rl_octothinker_3b.py"])
+def test_keep_engine_auto_keeps_it_only_where_the_update_fits_beside_it(name):
+    """keep_engine="auto": the RL preset's update (8 GPUs, fsdp) plus the kept engine (its 20 GB KV pool, the decode
+    weights, the full-weight copy fsdp decodes from) does not fit an 80 GB card (the presets' micro-batch budgets
+    are the largest that fit there alone), so rl.py frees the engine there as before; it fits 141 GB. The boundary
+    is the update's peak plus exactly those three terms; unsharded (one GPU) there is no full-weight copy."""
+    import copy
+
+    import rl
+    from configurator import configure
+    ns = {**copy.deepcopy(rl.DEFAULTS), "max_response_len": None}
+    c = SimpleNamespace(**configure(ns, [os.path.join(ROOT, "config", name)], verbose=False))
+    cfg = memory_model.model_config_for(c.init_from)
+    GB = memory_model.GB
+    for world, copy_term in ((8, True), (1, False)):
+        plan = memory_model.plan_for_knobs("rl", cfg, c, world, "cuda", 80 * GB, checkpointing=False)
+        r = plan.phases["rollout"]
+        kept = r["KV cache"] + r["decode weights"] + (r["inference copy"] if copy_term else 0)
+        assert r["KV cache"] == pytest.approx(20 * GB)
+        need = plan.total("update") + kept
+        for gb, want in ((need / memory_model.FIT_FRACTION / GB * 1.001, True),
+                         (need / memory_model.FIT_FRACTION / GB * 0.999, False)):
+            keep, line = memory_model.auto_keep_engine(cfg, c, world, "cuda", gb * GB, False, "GPU x")
+            assert keep is want, (world, gb, line)
+            assert f"{need / GB:.2f} GB beside" in line and ("full-weight copy" in line) is copy_term
+    assert memory_model.auto_keep_engine(cfg, c, 8, "cuda", 80 * GB, False)[0] is False
+    assert memory_model.auto_keep_engine(cfg, c, 8, "cuda", 141 * GB, False)[0] is True
+
+
+def test_keep_engine_for_passes_a_decision_and_decides_auto_against_host_memory():
+    cfg = model_lib.LlamaConfig.from_preset("nano")
+    c = SimpleNamespace(**{k: v for k, v in __import__("rl").DEFAULTS.items()})
+    d = SimpleNamespace(device=torch.device("cpu"), world_size=1)
+    lines = []
+    for given in (True, False):
+        assert runtime.keep_engine_for(cfg, SimpleNamespace(**{**vars(c), "keep_engine": given}), d, False,
+                                       lines.append) is given
+    assert not lines and c.keep_engine == "auto"
+    assert runtime.keep_engine_for(cfg, c, d, False, lines.append) is True  # a ~1M model's engine fits any host
+    assert lines[0].startswith("keep_engine auto -> on") and "host memory" in lines[0]
