@@ -52,9 +52,8 @@ from configurator import UserError, UserFileError, configure, knobs, print_confi
 from policy_update import Rollout, chunks, update_policy  # steps 4-5: the training forward and the optimizer steps
 from runtime import (PARALLEL, all_reduce_, autocast_for, checkpointing_for, compile_model, distributed, exit_on_stop,
                      full_model, get_lr, install_stop_handler, keep_engine_for, load_optimizer_state, memory_table,
-                     progress_bar,
-                     restore_stop_handler, rng_state, save_checkpoint, set_rng_state, shard_model, stop_requested,
-                     sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
+                     progress_bar, restore_stop_handler, rng_state, save_checkpoint, set_rng_state, shard_model,
+                     stop_requested, sum_gradients, trim_metrics, wandb_init, wandb_record, world_size_from_env)
 
 # -----------------------------------------------------------------------------------------------------------------
 # knobs: defaults of the built-in run; a config file and --key=value flags override them (configurator.py)
