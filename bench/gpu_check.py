@@ -383,12 +383,16 @@ def run_presets(scale: str, tokenizer: str, timeout: int) -> list[str]:
                 # 16 prompts x 8 samples = 128 rows a GPU, responses up to 512 tokens (random weights rarely stop);
                 # random weights get every reward wrong, so every advantage is 0 and the update would skip them
                 # all: a tiny entropy bonus keeps every sequence in the update, which is what is timed
-                ("rl", rl_out, [*run, "rl.py", rl_cfg, f"--init_from={mt}",
-                                f"--prompt_file={os.path.join(work, 'prompts.jsonl')}", f"--out_dir={rl_out}",
-                                "--max_steps=3", f"--prompts_per_step={16 * n_gpu}", "--group_size=8",
-                                "--max_response_len=512", "--entropy_coef=0.001", "--eval_interval=0",
-                                "--ckpt_interval=0",
-                                "--log_interval=1", f"--device={DEV.type}"])]
+                # twice: keep_engine "auto" (the preset as users run it) and False (each step re-makes its engine
+                # and re-captures the graphs, as before keep_engine), for the rollouts' speed side by side
+                *(("rl", rl_out + tag, [*run, "rl.py", rl_cfg, f"--init_from={mt}",
+                                        f"--prompt_file={os.path.join(work, 'prompts.jsonl')}",
+                                        f"--out_dir={rl_out + tag}", "--max_steps=3",
+                                        f"--prompts_per_step={16 * n_gpu}", "--group_size=8",
+                                        "--max_response_len=512", "--entropy_coef=0.001", "--eval_interval=0",
+                                        "--ckpt_interval=0", "--log_interval=1", f"--device={DEV.type}",
+                                        f"--keep_engine={keep}"])
+                  for tag, keep in (("", "auto"), ("_freed", False)))]
         for name, out, cmd in cmds:
             print(f"\n$ {' '.join(cmd[2:])}", flush=True)
             t0 = time.time()
@@ -401,7 +405,8 @@ def run_presets(scale: str, tokenizer: str, timeout: int) -> list[str]:
             metrics = os.path.join(out, "metrics.jsonl")
             recs = last_records(metrics) if os.path.exists(metrics) else []
             preset = os.path.basename(stable if name == "midtrain" else rl_cfg)
-            report(f"{name}: {preset} under torchrun", ok and bool(recs), f"{len(recs)} steps, {wall:.0f} s")
+            what = f" ({cmd[-1].lstrip('-')})" if name == "rl" else ""
+            report(f"{name}: {preset} under torchrun{what}", ok and bool(recs), f"{len(recs)} steps, {wall:.0f} s")
             if not recs:
                 return rows
             last = recs[-1]
@@ -410,9 +415,10 @@ def run_presets(scale: str, tokenizer: str, timeout: int) -> list[str]:
                             f"{last['tok_s']:,.0f} tok/s, MFU {last['mfu']:.1%} of the datasheet, "
                             f"{last['mfu_matmul']:.1%} of the measured matmul peak (step {last['step']})")
             else:
-                rows.append(f"rl {rl_cfg}: step {last['step']}: rollouts {last['gen_tok_s']:,.0f} tok/s "
-                            f"({last['rollout_s']:.1f} s), update {last['train_tok_s']:,.0f} tok/s; first step "
-                            f"{recs[0]['step_s']:.1f} s")
+                rows.append(f"rl {rl_cfg}{what}: steps 2-{last['step']}: rollouts "
+                            + " / ".join(f"{r['gen_tok_s']:,.0f}" for r in recs[1:])
+                            + f" tok/s ({last['rollout_s']:.1f} s), update {last['train_tok_s']:,.0f} tok/s; first "
+                            f"step {recs[0]['step_s']:.1f} s")
     return rows
 
 
