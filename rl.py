@@ -521,6 +521,8 @@ def run(c, d, schedule, reward_fn, log, stop=None) -> dict:
         if d.master:
             t0 = time.time()
             res = run_eval(policy, tok, c, step_now, autocast)
+            if keep_engine:  # the eval's engine is sized for its rows and lengths, not the kept rollouts' plan
+                sample.release_engine(policy)
             write_metrics({"kind": "eval", "step": step_now, "accuracy": res, "seconds": round(time.time() - t0, 1)})
             log(f"step {step_now:>4} | greedy eval " + " ".join(f"{k} {100 * v:.1f}%" for k, v in res.items()))
         if d.ddp:
