@@ -264,12 +264,13 @@ def auto_keep_engine(cfg, c, world_size: int, device_type: str, device_bytes: fl
     if sharded:
         kept["full-weight copy"] = rollout["inference copy"]
     update = plan.total("update")
+    need = update + sum(kept.values())
     usable = FIT_FRACTION * device_bytes
-    keep = update + sum(kept.values()) <= usable
+    keep = need <= usable
     where = f" of {device_name}" if device_name else ""
     parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in kept.items())
     return keep, (f"keep_engine auto -> {'on' if keep else 'off'}: the update needs {update / GB:.2f} GB, "
-                  f"{(update + sum(kept.values())) / GB:.2f} GB beside the kept engine ({parts} GB); "
+                  f"{need / GB:.2f} GB beside the kept engine ({parts} GB); "
                   f"{usable / GB:.1f} GB usable ({FIT_FRACTION:.0%} of {device_bytes / GB:.1f} GB{where})")
 
 
