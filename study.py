@@ -13,7 +13,7 @@ then RL-ed with the same GRPO budget and evaluated on the same held-out problems
         stable --decay: short-CoT QA--> short                                arm "short"
         stable --decay: long-CoT QA---> long                                 arm "long" (opt-in: its RL is slow)
         stable --decay: both (hybrid)-> hybrid                               arm "hybrid"
-    base --stable: noisy math web--> stable_noisy --decay: hybrid, noisy web--> noisy   arm "noisy" (data quality)
+    base --stable: noisy math web--> stable_noisy --decay: short-CoT, noisy web--> noisy   arm "noisy" (data quality)
     each arm --GRPO, rl_steps x rl_prompts x rl_group--> <arm>_rl
 
 The paper's stable stage is 200B tokens of high-quality math web at a constant LR; its decay stage (20B tokens)
@@ -108,8 +108,9 @@ decay_mixtures = {
     # (+27.7 / +5.0 / +7.1). At 0.2 / 0.35 every seed's hybrid model answers long about half the time (README)
     "hybrid": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.2, "qa_long": 0.35},
 }
-# the noisy arm swaps the clean web for the noisy one in its decay too: hybrid with web -> web_noisy (compare the two)
-noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.2, "qa_long": 0.35}
+# the noisy arm swaps the clean web for the noisy one in its decay too: short with web -> web_noisy (compare the two).
+# As hybrid's twin its greedy gain was the same coin (long answers 50% / 1x% / x% before RL; README)
+noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.55}
 # RL: the same GRPO budget for every arm
 rl_steps = 100  # python rl.py's budget; at 48 x 16 the short arm's greedy fell (37.8 -> 32.3%, seed 1337)
 rl_prompts = 32  # prompts per step
