@@ -21,14 +21,15 @@ anneals the LR while mixing in QA with short or long chain of thought and a litt
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
 
-Time: one seed of the five default arms (11 stages + 9 evaluations) takes ~48 min alone on a 2-core AMD EPYC without
-AVX-512 (estimated: seed 1339 before the hybrid and noisy decays changed took 2,549 s, mid-training 1,027 s on both
-cores, the two 900-step stable stages 386-388 s each, then RL and evaluations 1,522 s, two at a time in 1-thread
-worker processes; the long-leaning hybrid's RL and evaluations add ~160 s), plus ~40 s to build the study's world on
-the first run; each stage's seconds are in its study_done.json. The longest jobs are the RL runs (591-1,022 s each on
-one thread, the hybrid's the longest; the long arm's, with ~210-token answers, several times that, not measured). To
-go faster, lower stable_tokens / rl_steps / rl_prompts / eval_problems / sample_k, at a cost the README measures
-("What the miniature study shows": a 300-step stable stage left the stable-only arm unable to compute).
+Time: one seed of the five default arms (11 stages + 9 evaluations) takes 22-29 min alone on a 2-core Intel Xeon
+with AVX-512 (3 seeds measured: 1,322 / 1,398 / 1,742 s; mid-training 465-503 s on both cores, the two 900-step
+stable stages 166-182 s each; then RL and evaluations 856-1,239 s, two at a time in 1-thread worker processes) and
+~48 min on a 2-core AMD EPYC without AVX-512 (estimated from a seed of the design before the hybrid and noisy decays
+changed: 2,549 s), plus ~20 s to build the study's world on the first run; each stage's seconds are in its
+study_done.json. The longest jobs are the RL runs (298-745 s each on one thread on the Xeon, 591-1,022 s on the
+EPYC, the hybrid's the longest; the long arm's, with ~210-token answers, several times that, not measured). To go
+faster, lower stable_tokens / rl_steps / rl_prompts / eval_problems / sample_k, at a cost the README measures ("What
+the miniature study shows": a 300-step stable stage left the stable-only arm unable to compute).
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
