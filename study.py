@@ -106,7 +106,8 @@ decay_mixtures = {
     "long": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_long": 0.55},
     # long-CoT QA heavier than short: at short 0.35 / long 0.2 the share of greedy answers that went long before RL
     # was a seed lottery (41 / 1 / 10% on 3 seeds; 0.45 / 0.1 gave 21 / 12 / 20%), and so was the arm's greedy gain
-    # (+27.7 / +5.0 / +7.1). At 0.2 / 0.35 every seed's model opens long on 29-55% of problems and gains +15-19 (README)
+    # (+27.7 / +5.0 / +7.1). At 0.2 / 0.35 every seed's model opens long on part of the problems before RL and gains
+    # +15-24: 29-55% on the EPYC's 3 seeds, 19-96% on the Xeon's, where the 96% seed ends below stable-only (README)
     "hybrid": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.2, "qa_long": 0.35},
 }
 # the noisy arm swaps the clean web for the noisy one in its decay too: short with web -> web_noisy (compare the two).
