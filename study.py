@@ -21,15 +21,15 @@ anneals the LR while mixing in QA with short or long chain of thought and a litt
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
 
-Time: one seed of the five default arms (11 stages + 9 evaluations) takes 22-29 min alone on a 2-core Intel Xeon
-with AVX-512 (3 seeds measured: 1,322 / 1,398 / 1,742 s; mid-training 465-503 s on both cores, the two 900-step
-stable stages 166-182 s each; then RL and evaluations 856-1,239 s, two at a time in 1-thread worker processes) and
-~48 min on a 2-core AMD EPYC without AVX-512 (estimated from a seed of the design before the hybrid and noisy decays
-changed: 2,549 s), plus ~20 s to build the study's world on the first run; each stage's seconds are in its
-study_done.json. The longest jobs are the RL runs (298-745 s each on one thread on the Xeon, 591-1,022 s on the
-EPYC, the hybrid's the longest; the long arm's, with ~210-token answers, several times that, not measured). To go
-faster, lower stable_tokens / rl_steps / rl_prompts / eval_problems / sample_k, at a cost the README measures ("What
-the miniature study shows": a 300-step stable stage left the stable-only arm unable to compute).
+Time: one seed of the five default arms (11 stages + 9 evaluations) took 27 min alone on a 2-core Intel Xeon with
+AVX-512 (1,629 s: mid-training 543 s on both cores, the two 900-step stable stages 193-197 s each; then RL and
+evaluations 1,085 s, two at a time in 1-thread worker processes, an RL run 353-462 s; 3 more seeds' RL and
+evaluations 980-1,002 s) and ~40-50 min on a 2-core AMD EPYC without AVX-512 (estimated: 2-2.5x slower at
+mid-training, 1.4-2x at RL), plus ~20 s to build the study's world on the first run; each stage's seconds are in its
+study_done.json. The long arm's RL, with ~210-token answers, takes several times a short arm's (not measured). To go
+faster, lower rl_steps / stable_tokens / rl_prompts / eval_problems / sample_k, at a cost the README measures ("What
+the miniature study shows": 100 RL steps left the weakest seeds' gains low; a 300-step stable stage left the
+stable-only arm unable to compute).
 
 Resumable at two levels: a finished stage leaves <stage>/study_done.json and is never rerun; an interrupted one
 continues from its latest checkpoint (midtrain/rl --resume=True). Evaluations are cached in eval/<model>/.
@@ -107,7 +107,8 @@ decay_mixtures = {
     # long-CoT QA heavier than short: at short 0.35 / long 0.2 the share of greedy answers that went long before RL
     # was a seed lottery (41 / 1 / 10% on 3 seeds; 0.45 / 0.1 gave 21 / 12 / 20%), and so was the arm's greedy gain
     # (+27.7 / +5.0 / +7.1). At 0.2 / 0.35 every seed's model opens long on part of the problems before RL and gains
-    # +15-24: 29-55% on the EPYC's 3 seeds, 19-96% on the Xeon's, where the 96% seed ends below stable-only (README)
+    # +15-24: 29-55% on the EPYC's 3 seeds, 19-96% on the Xeon's (the 96% seed ended below stable-only until RL ran
+    # at KL 0, which drops the long answers on every seed: README)
     "hybrid": {"web": 0.3, "web_noisy": 0.05, "instruct": 0.1, "qa_short": 0.2, "qa_long": 0.35},
 }
 # the noisy arm swaps the clean web for the noisy one in its decay too: short with web -> web_noisy (compare the two).
@@ -115,7 +116,10 @@ decay_mixtures = {
 # (46 / 6 / 29% long after RL; gains +5.8 / +14.7 / +3.1, README)
 noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.55}
 # RL: the same GRPO budget for every arm
-rl_steps = 100  # python rl.py's budget; at 48 x 16 the short arm's greedy fell (37.8 -> 32.3%, seed 1337)
+# twice python rl.py's steps: with KL 0 a step costs half as much, and the second 100 steps lifted the seeds the
+# first left lowest (seed 1339: short +2.7 -> +5.7, noisy -0.8 -> +3.6; README "The RL budget"); at 48 x 16 the
+# short arm's greedy fell (37.8 -> 32.3%, seed 1337)
+rl_steps = 200
 rl_prompts = 32  # prompts per step
 rl_group = 8  # responses per prompt
 rl_lr = 2e-4
@@ -125,11 +129,15 @@ rl_lr = 2e-4
 rl_min_lr_ratio = 0.0
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
 rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
-rl_kl_coef = 0.1  # k3 KL to the arm's own start model (rl.py's default); 0 = none
+# k3 KL to the arm's own start model (rl.py's default 0.1); 0 = none, and no reference model to run. At 0.1 the
+# KL held seed 1339's hybrid to its start model's long answers (96% long -> 60% after 100 steps, below stable-only);
+# at 0 RL dropped them (-> 0%) and every seed's hybrid ended above stable-only (3 seeds: +7.9 +- 10.5 -> +13.8 +- 1.3
+# greedy), RL twice as fast. Under the earlier design's constant LR, KL 0 had lowered greedy (README)
+rl_kl_coef = 0.0
 rl_eval_interval = 25  # held-out greedy accuracy every this many RL steps (the plot's middle panel); 0 = off
 # an RL run whose first this many steps had no reward spread in any group ends there (rl.py's no_signal_steps): the
 # policy still has its start weights, so more steps only sample it again. The base arm (0 right of 6,400 samples) then
-# costs a quarter of its rollouts. 0 = every arm runs rl_steps
+# costs an eighth of its rollouts. 0 = every arm runs rl_steps
 rl_no_signal_steps = 25
 # evaluation on the held-out synthetic problems (never seen in training), before and after RL
 eval_problems = 0  # the first eval_problems of heldout.jsonl; 0 = all
