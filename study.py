@@ -116,8 +116,8 @@ decay_mixtures = {
 # (46 / 6 / 29% long after RL; gains +5.8 / +14.7 / +3.1, README)
 noisy_decay_mixture = {"web_noisy": 0.35, "instruct": 0.1, "qa_short": 0.55}
 # RL: the same GRPO budget for every arm
-# twice python rl.py's steps: with KL 0 a step costs half as much, and the second 100 steps lifted the seeds the
-# first left lowest (seed 1339: short +2.7 -> +5.7, noisy -0.8 -> +3.6; README "The RL budget"); at 48 x 16 the
+# twice python rl.py's steps: with KL 0 a step costs about half as much, and 200 steps lifted the seeds that 100
+# left lowest (seed 1339: short +2.7 -> +5.7, noisy -0.8 -> +3.6; README "The RL budget"); at 48 x 16 the
 # short arm's greedy fell (37.8 -> 32.3%, seed 1337)
 rl_steps = 200
 rl_prompts = 32  # prompts per step
