@@ -21,10 +21,10 @@ anneals the LR while mixing in QA with short or long chain of thought and a litt
 FineMath vs MegaMath-Web-Pro contrast. Here "base" plays Llama-3.2: a model pre-trained (and annealed) on general,
 low-quality web text of the same world.
 
-Time: one seed of the five default arms (11 stages + 9 evaluations) took 27 min alone on a 2-core Intel Xeon with
-AVX-512 (1,629 s: mid-training 543 s on both cores, the two 900-step stable stages 193-197 s each; then RL and
-evaluations 1,085 s, two at a time in 1-thread worker processes, an RL run 353-462 s; 3 more seeds' RL and
-evaluations 980-1,002 s) and ~40-50 min on a 2-core AMD EPYC without AVX-512 (estimated: 2-2.5x slower at
+Time: one seed of the five default arms (11 stages + 9 evaluations) took 26 min alone on a 2-core Intel Xeon with
+AVX-512 (1,527 s: mid-training 543 s on both cores, the two 900-step stable stages 193-197 s each; then RL and
+evaluations 984 s, two at a time in 1-thread worker processes, an RL run 373-485 s; 3 more seeds' RL and
+evaluations 2,970 s) and ~40-50 min on a 2-core AMD EPYC without AVX-512 (estimated: 2-2.5x slower at
 mid-training, 1.4-2x at RL), plus ~20 s to build the study's world on the first run; each stage's seconds are in its
 study_done.json. The long arm's RL, with ~210-token answers, takes several times a short arm's (not measured). To go
 faster, lower rl_steps / stable_tokens / rl_prompts / eval_problems / sample_k, at a cost the README measures ("What
@@ -127,6 +127,10 @@ rl_lr = 2e-4
 # greedy accuracy swinging 3-5 points between evaluations and the run ending on one draw of it; decayed to 0, no seed
 # of any arm was left flat (3 seeds: short's gain +3.0 -> +6.2; README "The RL learning rate's schedule")
 rl_min_lr_ratio = 0.0
+# the RL LR first rises linearly from 0 over this fraction of rl_steps (rl.py's lr_warmup_steps; 25 of 200). Without
+# it the first AdamW steps knocked the short-CoT arms down on some seeds (seed 1339's noisy 50.0 -> 39.8% greedy at
+# step 25) and they spent the run climbing back; with it noisy's greedy gain cleared two seed std (README)
+rl_warmup_frac = 0.125
 rl_max_response_len = 320  # tokens: room for a long-CoT answer; the base arm's rambling is cut here
 rl_temperature = 0.7  # rl.py's default: at 1.0 the tiny models' samples are right half as often as greedy
 # k3 KL to the arm's own start model (rl.py's default 0.1); 0 = none, and no reference model to run. At 0.1 the
@@ -209,6 +213,8 @@ def check_config(c) -> None:
     if not c.rl_temperature > 0 or c.rl_kl_coef < 0 or c.rl_eval_interval < 0 or not 0 <= c.rl_min_lr_ratio <= 1:
         raise UserError(f"need rl_temperature > 0, rl_kl_coef >= 0, rl_eval_interval >= 0 and rl_min_lr_ratio in "
                         f"[0, 1]; got {c.rl_temperature}, {c.rl_kl_coef}, {c.rl_eval_interval}, {c.rl_min_lr_ratio}")
+    if not 0 <= c.rl_warmup_frac < 1:
+        raise UserError(f"rl_warmup_frac must be in [0, 1) (a fraction of rl_steps), got {c.rl_warmup_frac}")
     if not isinstance(c.rl_no_signal_steps, int) or c.rl_no_signal_steps < 0:
         raise UserError(f"rl_no_signal_steps must be an int >= 0 (0 = off), got {c.rl_no_signal_steps!r}")
     if c.model not in model_lib.PRESETS or c.seq_len > model_lib.PRESETS[c.model].get("max_seq_len", 0):
@@ -253,10 +259,15 @@ def midtrain_argv(c, st: SimpleNamespace, folder: str, parent_dir: str | None, s
                      f"--decay_mixture={mix}", f"--decay_tokens={c.decay_tokens}", "--fresh_optimizer=False"]
 
 
+def rl_warmup_steps(c) -> int:
+    return int(c.rl_warmup_frac * c.rl_steps)  # < rl_steps, as rl.py needs
+
+
 def rl_argv(c, folder: str, parent_dir: str, seed: int) -> list[str]:
     return [f"--init_from={parent_dir}", f"--out_dir={folder}", f"--prompt_file={c.synth_dir}/rl_train.jsonl",
             f"--max_steps={c.rl_steps}", f"--prompts_per_step={c.rl_prompts}", f"--group_size={c.rl_group}",
-            f"--lr={c.rl_lr}", f"--min_lr_ratio={c.rl_min_lr_ratio}", f"--max_response_len={c.rl_max_response_len}",
+            f"--lr={c.rl_lr}", f"--lr_warmup_steps={rl_warmup_steps(c)}", f"--min_lr_ratio={c.rl_min_lr_ratio}",
+            f"--max_response_len={c.rl_max_response_len}",
             f"--seed={seed}", f"--temperature={c.rl_temperature}", f"--kl_coef={c.rl_kl_coef}",
             f"--no_signal_steps={c.rl_no_signal_steps}", *stop_argv(c, "--stop"),
             f"--max_prompt_len={model_lib.PRESETS[c.model]['max_seq_len'] - c.rl_max_response_len}",
@@ -643,6 +654,7 @@ def results_table(c, by_seed: dict) -> str:
                  f". {len(c.seeds)} seed(s) (mean +- sample std); a gain is after - before RL within a seed. "
                  f"RL: {c.rl_steps} GRPO steps x {c.rl_prompts} "
                  f"prompts x {c.rl_group} responses at temperature {c.rl_temperature:g}, lr {c.rl_lr:g} "
+                 + (f"reached over {rl_warmup_steps(c)} warmup steps, then " if rl_warmup_steps(c) else "")
                  + (f"falling on a cosine to {c.rl_min_lr_ratio * c.rl_lr:g}" if c.rl_min_lr_ratio < 1 else "constant")
                  + f", KL {c.rl_kl_coef:g}, reward +1 right / -1 wrong" +
                  (f"; {' and '.join(ended)}: no reward spread in the first {c.rl_no_signal_steps} steps, so RL "

@@ -102,6 +102,7 @@ def test_study_runs_only_the_stages_an_arm_needs(tmp_path):
     ("--rl_temperature=0", "rl_temperature"),
     ("--rl_min_lr_ratio=1.5", "rl_min_lr_ratio"),
     ("--rl_no_signal_steps=-1", "rl_no_signal_steps"),
+    ("--rl_warmup_frac=1", "rl_warmup_frac"),
     ("--parallel=0", "parallel must be"),
     ("--stable_tokens=512", "must exceed warmup_tokens"),
     ('--stop=["\\n\\n", ""]', "stop must be"),
@@ -225,12 +226,13 @@ def test_the_rl_knobs_reach_rl_py():
 
     import rl
     from configurator import configure
-    c = SimpleNamespace(**{**study.DEFAULTS, "rl_min_lr_ratio": 0.25, "rl_no_signal_steps": 9})
+    c = SimpleNamespace(**{**study.DEFAULTS, "rl_min_lr_ratio": 0.25, "rl_no_signal_steps": 9,
+                          "rl_warmup_frac": 0.25})
     ns = copy.deepcopy(rl.DEFAULTS)
     ns["max_response_len"] = None  # as rl.main: an int from the command line
     got = configure(ns, study.rl_argv(c, "out", "parent", 7), verbose=False)
-    assert (got["lr"], got["min_lr_ratio"], got["kl_coef"], got["max_steps"], got["seed"], got["no_signal_steps"]) == (
-        c.rl_lr, 0.25, c.rl_kl_coef, c.rl_steps, 7, 9)
+    assert (got["lr"], got["min_lr_ratio"], got["kl_coef"], got["max_steps"], got["seed"], got["no_signal_steps"],
+            got["lr_warmup_steps"]) == (c.rl_lr, 0.25, c.rl_kl_coef, c.rl_steps, 7, 9, c.rl_steps // 4)
 
 
 def test_stages_of_another_world_are_not_reused(tmp_path):
